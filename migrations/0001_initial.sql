@@ -1,0 +1,102 @@
+-- Herald's initial schema. Times are unix milliseconds (UTC).
+
+-- Every accepted event, once. `event_id` is the caller's idempotency key;
+-- `reply` is the first answer, returned again to a repeat.
+CREATE TABLE events (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id       TEXT    NOT NULL UNIQUE,
+    event_type     TEXT    NOT NULL,
+    source         TEXT    NOT NULL,
+    occurred_at    INTEGER NOT NULL,
+    received_at    INTEGER NOT NULL,
+    environment_id TEXT,
+    project_id     TEXT,
+    cube_id        TEXT,
+    batch_id       TEXT,
+    -- SHA-256 of the event's content: the same event_id with other content
+    -- is refused rather than silently answered.
+    fingerprint    TEXT    NOT NULL,
+    payload        TEXT    NOT NULL,
+    -- The CloudEvents envelope every delivery of this event sends.
+    body           BLOB    NOT NULL,
+    reply          TEXT    NOT NULL
+);
+CREATE INDEX events_batch ON events (batch_id);
+
+CREATE TABLE batches (
+    batch_id       TEXT    PRIMARY KEY,
+    environment_id TEXT    NOT NULL,
+    project_id     TEXT,
+    cube_id        TEXT    NOT NULL,
+    cube_name      TEXT    NOT NULL,
+    state          TEXT    NOT NULL,
+    finished_at    INTEGER,
+    updated_at     INTEGER NOT NULL,
+    -- The whole batch record as JSON; the columns above are for queries.
+    record         TEXT    NOT NULL
+);
+CREATE INDEX batches_cube ON batches (environment_id, cube_id, finished_at);
+CREATE INDEX batches_recent ON batches (updated_at, batch_id);
+
+-- The environment registry: latest known state of each environment.
+CREATE TABLE environments (
+    environment_id TEXT    PRIMARY KEY,
+    name           TEXT,
+    attributes     TEXT    NOT NULL,
+    deleted        INTEGER NOT NULL DEFAULT 0,
+    updated_at     INTEGER NOT NULL
+);
+
+-- The schema publish log: every publish and unpublish, in order.
+CREATE TABLE schema_log (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq      INTEGER NOT NULL REFERENCES events (seq),
+    environment_id TEXT    NOT NULL,
+    project_id     TEXT,
+    published      INTEGER NOT NULL,
+    catalogs       TEXT    NOT NULL,
+    cubes          TEXT    NOT NULL,
+    version        TEXT,
+    occurred_at    INTEGER NOT NULL
+);
+
+-- Runtime state of subscriptions declared elsewhere (the config file).
+CREATE TABLE subscriptions (
+    name            TEXT PRIMARY KEY,
+    fingerprint     TEXT NOT NULL,
+    disabled_at     INTEGER,
+    disabled_reason TEXT
+);
+
+-- The outbox: one row per (event, subscription), written in the event's
+-- transaction. `id` is the stable webhook-id.
+CREATE TABLE deliveries (
+    id              TEXT    PRIMARY KEY,
+    event_seq       INTEGER NOT NULL REFERENCES events (seq),
+    subscription    TEXT    NOT NULL,
+    state           TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'failed', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner     TEXT,
+    lease_until     INTEGER,
+    created_at      INTEGER NOT NULL,
+    finished_at     INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    UNIQUE (event_seq, subscription)
+);
+CREATE INDEX deliveries_due ON deliveries (subscription, state, next_attempt_at);
+
+-- Every attempt of every delivery.
+CREATE TABLE attempts (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id      TEXT    NOT NULL REFERENCES deliveries (id),
+    attempt          INTEGER NOT NULL,
+    started_at       INTEGER NOT NULL,
+    duration_ms      INTEGER NOT NULL,
+    status_code      INTEGER,
+    response_excerpt TEXT,
+    error            TEXT,
+    verdict          TEXT    NOT NULL
+);
+CREATE INDEX attempts_delivery ON attempts (delivery_id, attempt);

@@ -1,0 +1,54 @@
+//! One error type for the gRPC boundary and its single mapping to
+//! `tonic::Status`: the caller's mistakes get precise codes and messages
+//! naming the field; Herald's own failures are logged with their cause and
+//! reach the caller as an opaque `INTERNAL`.
+
+use tonic::{Code, Status};
+
+use crate::core::batch::TransitionError;
+use crate::core::validate::FieldError;
+use crate::ingest::IngestError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Conflict(#[from] TransitionError),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error(transparent)]
+    Internal(#[from] StoreError),
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Transition(t) => ApiError::Conflict(t),
+            IngestError::EventIdReused(id) => ApiError::AlreadyExists(format!(
+                "event_id: `{id}` was already used for a different event; \
+                 a retry must resend the same event"
+            )),
+            IngestError::Store(s) => ApiError::Internal(s),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let code = match &e {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::Conflict(_) => Code::FailedPrecondition,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "request failed inside Herald");
+                return Status::internal("internal error; see Herald's log");
+            }
+        };
+        Status::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,22 @@
+//! gRPC services: thin handlers that convert proto messages to domain types
+//! (naming the field on failure), call the domain, and convert back.
+
+mod convert;
+mod error;
+mod ingest;
+mod query;
+
+pub use error::ApiError;
+pub use ingest::IngestApi;
+pub use query::QueryApi;
+
+/// Types generated from `proto/herald/v1`.
+pub mod pb {
+    tonic::include_proto!("herald.v1");
+
+    /// The encoded descriptors, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/herald_descriptor.bin"));
+}
+
+pub use convert::{batch_state_from_proto, batch_to_proto, timestamp_to_proto};

@@ -1,0 +1,167 @@
+//! Wiring: [`Application::build`] opens the store, binds the gRPC port and
+//! assembles services and dispatcher; `main` and the tests both start Herald
+//! through it, so the tests exercise the production path.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::pb::ingest_service_server::IngestServiceServer;
+use crate::api::pb::query_service_server::QueryServiceServer;
+use crate::api::{pb, IngestApi, QueryApi};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::core::subscription::WebhookSubscription;
+use crate::deliver::{Dispatcher, WebhookClient};
+use crate::ingest::Ingestor;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// How the application runs besides its settings; tests change these.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub clock: Arc<dyn Clock>,
+    /// When false, nothing is delivered until someone calls
+    /// [`Dispatcher::run_until_idle`].
+    pub background_delivery: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            background_delivery: true,
+        }
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    settings: Settings,
+    options: BuildOptions,
+    store: Store,
+    dispatcher: Dispatcher,
+    ingestor: Ingestor,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with(settings, BuildOptions::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
+        let store = Store::open(&settings.store.url).await?;
+        let subscriptions: Arc<[WebhookSubscription]> = settings.webhooks.clone().into();
+        let client = WebhookClient::new(settings.delivery.response_excerpt_bytes)?;
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            client,
+            options.clock.clone(),
+            settings.delivery.clone(),
+            &subscriptions,
+        )
+        .await?;
+        let ingestor = Ingestor::new(
+            store.clone(),
+            subscriptions,
+            options.clock.clone(),
+            dispatcher.clone(),
+        );
+        let requested = settings.server.grpc_listen;
+        let listener = TcpListener::bind(requested)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: requested,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: requested,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            addr,
+            settings,
+            options,
+            store,
+            dispatcher,
+            ingestor,
+        })
+    }
+
+    /// The address gRPC listens on (the real port when configured with 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn dispatcher(&self) -> Dispatcher {
+        self.dispatcher.clone()
+    }
+
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Serves until `stop` completes, then shuts down in order: stop
+    /// accepting calls, let in-flight deliveries finish within the grace
+    /// period (leases cover the rest), close the database.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let shutdown = CancellationToken::new();
+        let mut lanes = if self.options.background_delivery {
+            self.dispatcher
+                .spawn(shutdown.clone(), self.settings.server.shutdown_grace)
+        } else {
+            JoinSet::new()
+        };
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<IngestServiceServer<IngestApi>>()
+            .await;
+        health_reporter
+            .set_serving::<QueryServiceServer<QueryApi>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        tracing::info!(grpc = %self.addr, store = %self.settings.store.url, subscriptions = self.settings.webhooks.len(), "Herald is serving");
+        let served = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(IngestServiceServer::new(IngestApi::new(self.ingestor)))
+            .add_service(QueryServiceServer::new(QueryApi::new(self.store.clone())))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
+            .await;
+        tracing::info!("gRPC stopped; finishing in-flight deliveries");
+        shutdown.cancel();
+        while lanes.join_next().await.is_some() {}
+        self.store.close().await;
+        tracing::info!("Herald stopped");
+        Ok(served?)
+    }
+}

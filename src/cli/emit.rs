@@ -1,0 +1,269 @@
+//! `herald emit <event>`: send one ingest event from the shell.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Context};
+use chrono::{DateTime, Utc};
+
+use super::{connect, status_error, ServerArg};
+use crate::api::pb::BatchState;
+use crate::api::pb::{self, ingest_service_client::IngestServiceClient};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum EventKind {
+    BatchStarted,
+    BatchSucceeded,
+    BatchFailed,
+    EnvironmentCreated,
+    EnvironmentUpdated,
+    EnvironmentDeleted,
+    SchemaPublished,
+    SchemaUnpublished,
+}
+
+/// Flags are named after the request fields; the server checks which are
+/// required and names any that are missing.
+#[derive(Debug, clap::Args)]
+pub struct EmitArgs {
+    /// Which event to send.
+    #[arg(value_enum)]
+    kind: EventKind,
+    #[command(flatten)]
+    server: ServerArg,
+    /// Idempotency key; a new one is generated when omitted.
+    #[arg(long)]
+    event_id: Option<String>,
+    /// When it happened (RFC 3339); now when omitted.
+    #[arg(long)]
+    occurred_at: Option<DateTime<Utc>>,
+    #[arg(long, default_value = "herald-cli")]
+    source: String,
+    #[arg(long, alias = "batch")]
+    batch_id: Option<String>,
+    #[arg(long, alias = "environment")]
+    environment_id: Option<String>,
+    #[arg(long, alias = "project")]
+    project_id: Option<String>,
+    #[arg(long)]
+    cube_id: Option<String>,
+    #[arg(long)]
+    cube_name: Option<String>,
+    /// full or incremental.
+    #[arg(long, default_value = "full")]
+    build_kind: String,
+    #[arg(long, default_value_t = 0)]
+    aggregate_count: u32,
+    #[arg(long, default_value_t = 0)]
+    aggregates_built: u32,
+    #[arg(long, default_value_t = 0)]
+    rows_written: u64,
+    #[arg(long)]
+    error_message: Option<String>,
+    /// A failed aggregate as `ID=ERROR`; repeat for several.
+    #[arg(long = "failed-aggregate")]
+    failed_aggregates: Vec<String>,
+    /// Environment name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Environment attribute as `KEY=VALUE`; repeat for several.
+    #[arg(long = "attribute")]
+    attributes: Vec<String>,
+    /// Schema catalog name; repeat for several.
+    #[arg(long = "catalog")]
+    catalogs: Vec<String>,
+    /// Schema cube name; repeat for several.
+    #[arg(long = "cube")]
+    cubes: Vec<String>,
+    /// Schema version.
+    #[arg(long)]
+    version: Option<String>,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
+    let mut client = IngestServiceClient::new(connect(&args.server.server).await?);
+    let reply = send(&mut client, &args).await.map_err(status_error)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reply_json(&reply))?);
+    } else {
+        println!("{}", describe(&reply));
+    }
+    Ok(())
+}
+
+async fn send(
+    client: &mut IngestServiceClient<tonic::transport::Channel>,
+    a: &EmitArgs,
+) -> Result<pb::IngestReply, tonic::Status> {
+    let bad = |e: anyhow::Error| tonic::Status::invalid_argument(format!("{e:#}"));
+    let meta = Some(meta(a));
+    let reply = match a.kind {
+        EventKind::BatchStarted => {
+            client
+                .batch_started(pb::BatchStartedRequest {
+                    meta,
+                    batch: Some(batch_ref(a)),
+                    build_kind: build_kind(&a.build_kind).map_err(bad)?,
+                    aggregate_count: a.aggregate_count,
+                })
+                .await?
+        }
+        EventKind::BatchSucceeded => {
+            client
+                .batch_succeeded(pb::BatchSucceededRequest {
+                    meta,
+                    batch: Some(batch_ref(a)),
+                    build_kind: build_kind(&a.build_kind).map_err(bad)?,
+                    aggregate_count: a.aggregate_count,
+                    aggregates_built: a.aggregates_built,
+                    rows_written: a.rows_written,
+                })
+                .await?
+        }
+        EventKind::BatchFailed => {
+            client
+                .batch_failed(pb::BatchFailedRequest {
+                    meta,
+                    batch: Some(batch_ref(a)),
+                    build_kind: build_kind(&a.build_kind).map_err(bad)?,
+                    aggregate_count: a.aggregate_count,
+                    error_message: a.error_message.clone().unwrap_or_default(),
+                    failed_aggregates: failed_aggregates(&a.failed_aggregates).map_err(bad)?,
+                })
+                .await?
+        }
+        EventKind::EnvironmentCreated => {
+            client
+                .environment_created(environment(a).map_err(bad)?)
+                .await?
+        }
+        EventKind::EnvironmentUpdated => {
+            client
+                .environment_updated(environment(a).map_err(bad)?)
+                .await?
+        }
+        EventKind::EnvironmentDeleted => {
+            client
+                .environment_deleted(pb::EnvironmentDeletedRequest {
+                    meta,
+                    environment_id: a.environment_id.clone().unwrap_or_default(),
+                })
+                .await?
+        }
+        EventKind::SchemaPublished => client.schema_published(schema(a)).await?,
+        EventKind::SchemaUnpublished => client.schema_unpublished(schema(a)).await?,
+    };
+    Ok(reply.into_inner())
+}
+
+fn meta(a: &EmitArgs) -> pb::EventMeta {
+    let occurred_at = a.occurred_at.unwrap_or_else(Utc::now);
+    pb::EventMeta {
+        event_id: a
+            .event_id
+            .clone()
+            .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::now_v7())),
+        occurred_at: Some(crate::api::timestamp_to_proto(occurred_at)),
+        source: a.source.clone(),
+    }
+}
+
+fn batch_ref(a: &EmitArgs) -> pb::BatchRef {
+    pb::BatchRef {
+        batch_id: a.batch_id.clone().unwrap_or_default(),
+        environment_id: a.environment_id.clone().unwrap_or_default(),
+        project_id: a.project_id.clone().unwrap_or_default(),
+        cube_id: a.cube_id.clone().unwrap_or_default(),
+        cube_name: a.cube_name.clone().unwrap_or_default(),
+    }
+}
+
+fn build_kind(text: &str) -> anyhow::Result<i32> {
+    match text {
+        "full" => Ok(pb::BuildKind::Full as i32),
+        "incremental" => Ok(pb::BuildKind::Incremental as i32),
+        other => Err(anyhow!("--build-kind `{other}`: use full or incremental")),
+    }
+}
+
+fn failed_aggregates(list: &[String]) -> anyhow::Result<Vec<pb::FailedAggregate>> {
+    list.iter()
+        .map(|item| {
+            let (id, error) = item
+                .split_once('=')
+                .with_context(|| format!("--failed-aggregate `{item}`: expected ID=ERROR"))?;
+            Ok(pb::FailedAggregate {
+                aggregate_id: id.to_owned(),
+                aggregate_name: String::new(),
+                error: error.to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn environment(a: &EmitArgs) -> anyhow::Result<pb::EnvironmentRequest> {
+    let attributes = a
+        .attributes
+        .iter()
+        .map(|item| {
+            item.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--attribute `{item}`: expected KEY=VALUE"))
+        })
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    Ok(pb::EnvironmentRequest {
+        meta: Some(meta(a)),
+        environment_id: a.environment_id.clone().unwrap_or_default(),
+        name: a.name.clone().unwrap_or_default(),
+        attributes,
+    })
+}
+
+fn schema(a: &EmitArgs) -> pb::SchemaRequest {
+    pb::SchemaRequest {
+        meta: Some(meta(a)),
+        environment_id: a.environment_id.clone().unwrap_or_default(),
+        project_id: a.project_id.clone().unwrap_or_default(),
+        catalogs: a.catalogs.clone(),
+        cubes: a.cubes.clone(),
+        version: a.version.clone().unwrap_or_default(),
+    }
+}
+
+fn describe(r: &pb::IngestReply) -> String {
+    let novelty = if r.new_event {
+        "new event"
+    } else {
+        "repeat, first answer"
+    };
+    let batch = r
+        .batch
+        .as_ref()
+        .map(|b| format!(", batch {} {}", b.batch_id, state_name(b.state)))
+        .unwrap_or_default();
+    format!(
+        "ok: {novelty}, sequence {}{batch}, {} deliveries enqueued",
+        r.sequence, r.deliveries
+    )
+}
+
+pub(crate) fn state_name(state: i32) -> &'static str {
+    match BatchState::try_from(state) {
+        Ok(BatchState::Running) => "RUNNING",
+        Ok(BatchState::Succeeded) => "SUCCEEDED",
+        Ok(BatchState::Failed) => "FAILED",
+        Ok(BatchState::Stalled) => "STALLED",
+        _ => "UNKNOWN",
+    }
+}
+
+fn reply_json(r: &pb::IngestReply) -> serde_json::Value {
+    serde_json::json!({
+        "new_event": r.new_event,
+        "sequence": r.sequence,
+        "deliveries": r.deliveries,
+        "batch": r.batch.as_ref().map(super::batches::batch_json),
+    })
+}

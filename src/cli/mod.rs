@@ -1,0 +1,143 @@
+//! The command line: `serve` runs Herald; the other commands are small
+//! clients for trying it out, scripting and debugging receivers.
+
+mod batches;
+mod emit;
+mod listen;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::Application;
+use crate::config::{Overrides, Settings};
+use crate::core::signature::SigningSecret;
+use crate::telemetry::{self, LogFormat};
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Aggregate refresh notifications: durable batch state and signed webhooks"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Herald server.
+    Serve(ServeArgs),
+    /// Send one event to a Herald server, as the engine would.
+    Emit(Box<emit::EmitArgs>),
+    /// Read batch state.
+    #[command(subcommand)]
+    Batches(batches::BatchesCommand),
+    /// Receive webhooks locally: verify signatures and print each event.
+    Listen(listen::ListenArgs),
+    /// Print a new random webhook signing secret (`whsec_…`).
+    Secret,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; without one Herald runs on the defaults.
+    #[arg(long, short, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address (overrides `server.grpc_listen`).
+    #[arg(long, env = "HERALD_GRPC_LISTEN")]
+    grpc_listen: Option<String>,
+    /// Database URL (overrides `store.url`).
+    #[arg(long, env = "HERALD_STORE_URL")]
+    store_url: Option<String>,
+}
+
+/// Where client commands find the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArg {
+    /// Herald's gRPC address.
+    #[arg(long, env = "HERALD_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            telemetry::init(cli.log_format);
+            serve(args).await
+        }
+        Command::Emit(args) => emit::run(*args).await,
+        Command::Batches(command) => batches::run(command).await,
+        Command::Listen(args) => listen::run(args).await,
+        Command::Secret => {
+            println!("{}", SigningSecret::generate().expose());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        grpc_listen: args.grpc_listen,
+        store_url: args.store_url,
+    };
+    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Turns a gRPC status into a one-line error: `INVALID_ARGUMENT: batch.batch_id: ...`.
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+pub(crate) async fn connect(server: &str) -> anyhow::Result<tonic::transport::Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(server.to_owned()).map_err(|e| {
+        anyhow::anyhow!("--server `{server}` is not a URL like {DEFAULT_SERVER}: {e}")
+    })?;
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Herald at {server}: {e}"))
+}

@@ -1,0 +1,14 @@
+//! The domain: events, the batch state machine, subscription matching,
+//! the webhook envelope and signature, the retry policy.
+//!
+//! Nothing in here does I/O or reads the clock; callers pass "now" in. That
+//! keeps every rule unit-testable and lets tests drive time by hand.
+
+pub mod batch;
+pub mod cloudevent;
+pub mod event;
+pub mod filter;
+pub mod retry;
+pub mod signature;
+pub mod subscription;
+pub mod validate;

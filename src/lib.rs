@@ -1,0 +1,18 @@
+//! Herald: aggregate refresh notifications.
+//!
+//! The engine reports batch lifecycle events over gRPC ([`api`]); Herald
+//! validates them into domain events ([`core`]), commits the event, the
+//! batch state and the outbox rows in one transaction ([`ingest`],
+//! [`store`]), and the dispatcher delivers signed webhooks from the outbox
+//! ([`deliver`]). [`app`] wires it together; [`cli`] is the command line.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod deliver;
+pub mod ingest;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,8 @@
+//! The `herald` command: parse the command line and hand over to `cli`.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    herald::cli::run().await
+}

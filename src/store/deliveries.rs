@@ -1,0 +1,391 @@
+//! The outbox side: claiming due deliveries under a lease, recording
+//! attempts, the delivery log, and subscription runtime state.
+//!
+//! A claim is a short write (set `lease_owner`/`lease_until`), committed
+//! before any HTTP request starts; the attempt's result is a second short
+//! write. No transaction is ever held across a send. A worker that dies
+//! mid-send leaves a lease that simply expires, and the row is claimed
+//! again: delivery is at least once.
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{from_millis, to_millis, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// A permanent failure (a 4xx the receiver meant).
+    Failed,
+    /// Retries exhausted.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [Self::Pending, Self::Delivered, Self::Failed, Self::Dead]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// A delivery this worker holds the lease on, with what it must send.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// The stable `webhook-id`.
+    pub id: String,
+    pub subscription: String,
+    pub event_type: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub body: Vec<u8>,
+}
+
+/// One attempt's facts, as recorded in the delivery log.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    /// 1-based.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Where the delivery goes after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryUpdate {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    Failed,
+    Dead,
+    /// Failed, and the subscription is disabled (410 Gone).
+    DisableSubscription {
+        reason: String,
+    },
+}
+
+impl DeliveryUpdate {
+    fn state(&self) -> DeliveryState {
+        match self {
+            DeliveryUpdate::Delivered => DeliveryState::Delivered,
+            DeliveryUpdate::RetryAt(_) => DeliveryState::Pending,
+            DeliveryUpdate::Failed | DeliveryUpdate::DisableSubscription { .. } => {
+                DeliveryState::Failed
+            }
+            DeliveryUpdate::Dead => DeliveryState::Dead,
+        }
+    }
+
+    fn verdict(&self) -> &'static str {
+        match self {
+            DeliveryUpdate::Delivered => "delivered",
+            DeliveryUpdate::RetryAt(_) => "retry",
+            DeliveryUpdate::Failed => "failed",
+            DeliveryUpdate::Dead => "dead",
+            DeliveryUpdate::DisableSubscription { .. } => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub subscription: Option<String>,
+    pub event_id: Option<String>,
+    pub state: Option<DeliveryState>,
+}
+
+/// A row of the delivery log.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub subscription: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    pub verdict: String,
+}
+
+impl Store {
+    /// Records the subscriptions the configuration declares. A disabled
+    /// subscription whose target changed is enabled again. Returns the
+    /// names that remain disabled.
+    pub async fn sync_subscriptions(
+        &self,
+        subscriptions: &[(String, String)],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for (name, fingerprint) in subscriptions {
+            sqlx::query(
+                "INSERT INTO subscriptions (name, fingerprint) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET
+                    disabled_at = CASE WHEN fingerprint = ?2 THEN disabled_at END,
+                    disabled_reason = CASE WHEN fingerprint = ?2 THEN disabled_reason END,
+                    fingerprint = ?2",
+            )
+            .bind(name)
+            .bind(fingerprint)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let disabled = sqlx::query("SELECT name FROM subscriptions WHERE disabled_at IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get::<String, _>("name"))
+            .collect();
+        tx.commit().await?;
+        Ok(disabled)
+    }
+
+    /// Why the subscription is disabled, if it is.
+    pub async fn subscription_disabled(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT disabled_reason FROM subscriptions WHERE name = ? AND disabled_at IS NOT NULL",
+        )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| {
+            r.get::<Option<String>, _>("disabled_reason")
+                .unwrap_or_default()
+        }))
+    }
+
+    /// Leases up to `limit` due deliveries of one subscription to `owner`
+    /// until `lease_until`.
+    pub async fn claim_due(
+        &self,
+        subscription: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
+             WHERE id IN (
+                SELECT id FROM deliveries
+                WHERE subscription = ?3 AND state = 'pending' AND next_attempt_at <= ?4
+                  AND (lease_until IS NULL OR lease_until <= ?4)
+                ORDER BY next_attempt_at, id LIMIT ?5)
+             RETURNING id",
+        )
+        .bind(owner)
+        .bind(to_millis(lease_until))
+        .bind(subscription)
+        .bind(to_millis(now))
+        .bind(limit as i64)
+        .fetch_all(&self.writer)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT d.id, d.subscription, d.attempts, e.event_type, e.body
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id IN (",
+        );
+        let mut ids = query.separated(", ");
+        for row in &rows {
+            ids.push_bind(row.get::<String, _>("id"));
+        }
+        query.push(") ORDER BY d.next_attempt_at, d.id");
+        let claimed = query.build().fetch_all(&self.reader).await?;
+        Ok(claimed.iter().map(claimed_from_row).collect())
+    }
+
+    /// Records an attempt and moves the delivery on, releasing the lease.
+    /// The update only applies while `owner` still holds the lease; the
+    /// attempt is recorded either way.
+    pub async fn record_attempt(
+        &self,
+        owner: &str,
+        attempt: &AttemptRecord,
+        update: &DeliveryUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code,
+                                   response_excerpt, error, verdict)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&attempt.delivery_id)
+        .bind(attempt.attempt as i64)
+        .bind(to_millis(attempt.started_at))
+        .bind(attempt.duration_ms)
+        .bind(attempt.status_code.map(i64::from))
+        .bind(&attempt.response_excerpt)
+        .bind(&attempt.error)
+        .bind(update.verdict())
+        .execute(&mut *tx)
+        .await?;
+        let next_at = match update {
+            DeliveryUpdate::RetryAt(at) => Some(to_millis(*at)),
+            _ => None,
+        };
+        let finished_at = next_at.is_none().then(|| to_millis(now));
+        sqlx::query(
+            "UPDATE deliveries SET state = ?, attempts = ?, lease_owner = NULL, lease_until = NULL,
+                next_attempt_at = COALESCE(?, next_attempt_at), finished_at = ?,
+                last_status = ?, last_error = ?
+             WHERE id = ? AND lease_owner = ?",
+        )
+        .bind(update.state().as_str())
+        .bind(attempt.attempt as i64)
+        .bind(next_at)
+        .bind(finished_at)
+        .bind(attempt.status_code.map(i64::from))
+        .bind(&attempt.error)
+        .bind(&attempt.delivery_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if let DeliveryUpdate::DisableSubscription { reason } = update {
+            sqlx::query(
+                "UPDATE subscriptions SET disabled_at = ?, disabled_reason = ?
+                 WHERE name = (SELECT subscription FROM deliveries WHERE id = ?)",
+            )
+            .bind(to_millis(now))
+            .bind(reason)
+            .bind(&attempt.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives back leases this owner still holds (at shutdown), so the rows
+    /// are due at once for whoever runs next.
+    pub async fn release_leases(&self, owner: &str, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+                 WHERE id = ? AND lease_owner = ?",
+            )
+            .bind(id)
+            .bind(owner)
+            .execute(&self.writer)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// When the subscription's earliest pending delivery falls due (or its
+    /// lease expires), if it has any.
+    pub async fn next_due_at(
+        &self,
+        subscription: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) AS due
+             FROM deliveries WHERE subscription = ? AND state = 'pending'",
+        )
+        .bind(subscription)
+        .fetch_one(&self.reader)
+        .await?;
+        row.get::<Option<i64>, _>("due")
+            .map(from_millis)
+            .transpose()
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT d.id, e.event_id, e.event_type, d.subscription, d.state, d.attempts,
+                    d.next_attempt_at, d.last_status, d.last_error
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE 1 = 1",
+        );
+        if let Some(subscription) = &filter.subscription {
+            query.push(" AND d.subscription = ").push_bind(subscription);
+        }
+        if let Some(event_id) = &filter.event_id {
+            query.push(" AND e.event_id = ").push_bind(event_id);
+        }
+        if let Some(state) = filter.state {
+            query.push(" AND d.state = ").push_bind(state.as_str());
+        }
+        query.push(" ORDER BY e.seq, d.subscription");
+        let rows = query.build().fetch_all(&self.reader).await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    pub async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempt, started_at, duration_ms, status_code, response_excerpt, error, verdict
+             FROM attempts WHERE delivery_id = ? ORDER BY attempt, id",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    attempt: r.get::<i64, _>("attempt") as u32,
+                    started_at: from_millis(r.get("started_at"))?,
+                    duration_ms: r.get("duration_ms"),
+                    status_code: r.get::<Option<i64>, _>("status_code").map(|c| c as u16),
+                    response_excerpt: r.get("response_excerpt"),
+                    error: r.get("error"),
+                    verdict: r.get("verdict"),
+                })
+            })
+            .collect()
+    }
+}
+
+fn claimed_from_row(r: &SqliteRow) -> ClaimedDelivery {
+    ClaimedDelivery {
+        id: r.get("id"),
+        subscription: r.get("subscription"),
+        event_type: r.get("event_type"),
+        attempts: r.get::<i64, _>("attempts") as u32,
+        body: r.get("body"),
+    }
+}
+
+fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRow, StoreError> {
+    let state: String = r.get("state");
+    Ok(DeliveryRow {
+        id: r.get("id"),
+        event_id: r.get("event_id"),
+        event_type: r.get("event_type"),
+        subscription: r.get("subscription"),
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery state `{state}`")))?,
+        attempts: r.get::<i64, _>("attempts") as u32,
+        next_attempt_at: from_millis(r.get("next_attempt_at"))?,
+        last_status: r.get::<Option<i64>, _>("last_status").map(|c| c as u16),
+        last_error: r.get("last_error"),
+    })
+}
