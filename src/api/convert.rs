@@ -63,11 +63,14 @@ pub fn timestamp_to_proto(t: DateTime<Utc>) -> prost_types::Timestamp {
 
 fn batch_ref(batch: Option<pb::BatchRef>) -> Result<BatchRef> {
     let b = batch.ok_or_else(|| FieldError::new("batch", "is required"))?;
+    let batch_id = parse_id("batch.batch_id", &b.batch_id)?;
+    let environment_id = parse_id("batch.environment_id", &b.environment_id)?;
+    let project_id = parse_optional_id("batch.project_id", &b.project_id)?;
     let cube_id = parse_id("batch.cube_id", &b.cube_id)?;
     Ok(BatchRef {
-        batch_id: parse_id("batch.batch_id", &b.batch_id)?,
-        environment_id: parse_id("batch.environment_id", &b.environment_id)?,
-        project_id: parse_optional_id("batch.project_id", &b.project_id)?,
+        batch_id,
+        environment_id,
+        project_id,
         cube_name: if b.cube_name.is_empty() {
             cube_id.clone()
         } else {

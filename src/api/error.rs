@@ -18,8 +18,6 @@ pub enum ApiError {
     NotFound(String),
     #[error(transparent)]
     Conflict(#[from] TransitionError),
-    #[error("{0}")]
-    AlreadyExists(String),
     #[error(transparent)]
     Internal(#[from] StoreError),
 }
@@ -28,10 +26,6 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::Transition(t) => ApiError::Conflict(t),
-            IngestError::EventIdReused(id) => ApiError::AlreadyExists(format!(
-                "event_id: `{id}` was already used for a different event; \
-                 a retry must resend the same event"
-            )),
             IngestError::Store(s) => ApiError::Internal(s),
         }
     }
@@ -43,7 +37,6 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::Conflict(_) => Code::FailedPrecondition,
-            ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "request failed inside Herald");
                 return Status::internal("internal error; see Herald's log");

@@ -200,7 +200,10 @@ fn complete(
 ) {
     record.finished_at = Some(occurred_at);
     record.build_kind = event.build_kind;
-    record.aggregate_count = event.aggregate_count;
+    // Zero means "not reported" (proto3 cannot tell): keep what the start said.
+    if event.aggregate_count > 0 {
+        record.aggregate_count = event.aggregate_count;
+    }
     match outcome {
         BatchOutcome::Started => {}
         BatchOutcome::Succeeded {

@@ -43,8 +43,13 @@ impl WebhookClient {
         })
     }
 
-    /// Sends `delivery` to `sub`, signed at `now`. Never fails: every
-    /// outcome, errors included, is an [`Attempt`] to record.
+    /// Sends `delivery` to `sub`; `now` (the injected clock) stamps the
+    /// attempt record. Never fails: every outcome, errors included, is an
+    /// [`Attempt`] to record.
+    ///
+    /// The `webhook-timestamp` header alone reads the wall clock: receivers
+    /// compare it with their own clocks to refuse replays, so it must be
+    /// the real time of sending even when tests drive Herald's clock.
     pub async fn send(
         &self,
         sub: &WebhookSubscription,
@@ -55,7 +60,7 @@ impl WebhookClient {
         let request = self
             .http
             .post(&sub.url)
-            .headers(headers(sub, delivery, now.timestamp()))
+            .headers(headers(sub, delivery, Utc::now().timestamp()))
             .timeout(sub.timeout)
             .body(delivery.body.clone());
         let (result, response_excerpt, error) = match request.send().await {

@@ -1,0 +1,160 @@
+//! The `herald` binary's client commands, run as a user would.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{spawn_app, webhook, SECRET};
+
+fn herald(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env_remove("HERALD_SERVER")
+        .output()
+        .expect("herald runs")
+}
+
+#[tokio::test]
+async fn emit_then_batches_get_shows_the_batch() {
+    let app = spawn_app("").await;
+    let server = format!("http://{}", app.addr);
+    let emit = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || {
+            herald(&[
+                "emit",
+                "batch-failed",
+                "--server",
+                &server,
+                "--event-id",
+                "cli-1",
+                "--batch-id",
+                "b-7",
+                "--occurred-at",
+                "2026-03-01T11:59:00Z",
+                "--environment-id",
+                "prod",
+                "--cube-id",
+                "sales",
+                "--error-message",
+                "disk full",
+                "--failed-aggregate",
+                "agg-1=boom",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        emit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&emit.stderr)
+    );
+    let out = String::from_utf8_lossy(&emit.stdout);
+    assert!(
+        out.contains("new event") && out.contains("b-7 FAILED"),
+        "{out}"
+    );
+
+    let get = tokio::task::spawn_blocking(move || {
+        herald(&["batches", "get", "b-7", "--server", &server, "--json"])
+    })
+    .await
+    .unwrap();
+    assert!(get.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(json["state"], "FAILED");
+    assert_eq!(json["failed_aggregates"][0]["error"], "boom");
+    assert_eq!(json["start_seen"], false);
+}
+
+#[tokio::test]
+async fn emit_reports_a_refused_event_and_exits_non_zero() {
+    let app = spawn_app("").await;
+    let server = format!("http://{}", app.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        herald(&[
+            "emit",
+            "batch-started",
+            "--server",
+            &server,
+            "--environment-id",
+            "prod",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("batch.batch_id"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn emit_without_a_server_says_herald_is_unreachable() {
+    let out = herald(&["emit", "batch-started", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Herald"));
+}
+
+#[tokio::test]
+async fn listen_verifies_and_prints_what_herald_sends() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["listen", "--port", "0", "--secret", SECRET])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .nth(2)
+        .expect("listening on URL")
+        .to_owned();
+
+    let app = spawn_app(&webhook("listen", &url, "events = [\"*\"]")).await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+
+    let line = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap());
+    let line = tokio::time::timeout(Duration::from_secs(10), line)
+        .await
+        .unwrap()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        line.starts_with("aggregate.batch.started environments/prod/cubes/sales/batches/b-1"),
+        "{line}"
+    );
+    assert!(line.ends_with("(signature ok)"), "{line}");
+    let rows = app
+        .store
+        .list_deliveries(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(rows[0].last_status, Some(204));
+}
+
+#[test]
+fn secret_prints_a_usable_signing_secret() {
+    let out = herald(&["secret"]);
+    let secret = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        herald::core::signature::SigningSecret::parse(secret.trim()).is_ok(),
+        "{secret}"
+    );
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[[webhooks]]\nname = \"a\"\nurl = \"not a url\"\nevents = [\"*\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n").unwrap();
+    let out = herald(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("webhooks[0].url"), "{err}");
+}

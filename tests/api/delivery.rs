@@ -1,0 +1,223 @@
+//! Delivery outcomes: retries, Retry-After, 410, permanent failures,
+//! dead letters, and isolation between subscriptions.
+
+use std::time::Duration;
+
+use herald::store::{DeliveryFilter, DeliveryState};
+
+use crate::helpers::{
+    app_with_receiver, dead_address, eventually, spawn_app, webhook, Receiver, Reply, Spawn,
+};
+
+async fn only_delivery(app: &crate::helpers::TestApp) -> herald::store::DeliveryRow {
+    let rows = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "expected exactly one delivery: {rows:?}");
+    rows.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    receiver.script([Reply::Status(500), Reply::Status(500)]);
+    app.start_batch("ev-1", "b-1", "sales").await;
+
+    assert_eq!(app.deliver().await, 1);
+    // Not due yet: the first retry waits 10 s ± 20 %.
+    app.advance(Duration::from_secs(7));
+    assert_eq!(app.deliver().await, 0);
+    app.advance(Duration::from_secs(6));
+    assert_eq!(app.deliver().await, 1);
+    app.advance(Duration::from_secs(75));
+    assert_eq!(app.deliver().await, 1);
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 3);
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "webhook-id is stable across retries"
+    );
+    assert!(
+        got.iter().all(|r| r.body == got[0].body),
+        "the body is the same bytes every time"
+    );
+    let delivery = only_delivery(&app).await;
+    assert_eq!(delivery.state, DeliveryState::Delivered);
+    assert_eq!(delivery.attempts, 3);
+    let attempts = app.store.list_attempts(&delivery.id).await.unwrap();
+    let statuses: Vec<_> = attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(statuses, [Some(500), Some(500), Some(204)]);
+    let verdicts: Vec<_> = attempts.iter().map(|a| a.verdict.as_str()).collect();
+    assert_eq!(verdicts, ["retry", "retry", "delivered"]);
+    assert_eq!(attempts[0].error.as_deref(), Some("HTTP 500"));
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    receiver.script([Reply::StatusRetryAfter(429, "120")]);
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+    app.advance(Duration::from_secs(60));
+    assert_eq!(app.deliver().await, 0, "the receiver asked for 120 s");
+    app.advance(Duration::from_secs(61));
+    assert_eq!(app.deliver().await, 1);
+    assert_eq!(only_delivery(&app).await.state, DeliveryState::Delivered);
+}
+
+#[tokio::test]
+async fn a_410_disables_the_subscription() {
+    let gone = Receiver::start().await;
+    gone.always(Reply::Status(410));
+    // One attempt at a time, so the second event is still queued when the
+    // 410 arrives (attempts already in flight would complete regardless).
+    let hook = webhook("old", &gone.url(), "events = [\"*\"]\nmax_in_flight = 1");
+    let app = spawn_app(&hook).await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.start_batch("ev-2", "b-2", "sales").await;
+    app.deliver().await;
+
+    assert_eq!(gone.received().len(), 1, "nothing is sent after the 410");
+    let disabled = app.store.subscription_disabled("old").await.unwrap();
+    assert!(disabled.unwrap().contains("410"));
+    let after = app.start_batch("ev-3", "b-3", "sales").await;
+    assert_eq!(
+        after.deliveries, 0,
+        "a disabled subscription gets no new deliveries"
+    );
+    app.advance(Duration::from_secs(3600));
+    app.deliver().await;
+    assert_eq!(gone.received().len(), 1);
+
+    // The state survives a restart while the URL stays the same.
+    let (dir, clock) = app.stop().await;
+    let app = Spawn {
+        webhooks: hook,
+        dir: Some(dir),
+        clock: Some(clock),
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    assert_eq!(app.start_batch("ev-4", "b-4", "sales").await.deliveries, 0);
+}
+
+#[tokio::test]
+async fn a_permanent_4xx_is_not_retried() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    receiver.always(Reply::Status(400));
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+    app.advance(Duration::from_secs(24 * 3600));
+    app.deliver().await;
+
+    assert_eq!(receiver.received().len(), 1);
+    let delivery = only_delivery(&app).await;
+    assert_eq!(delivery.state, DeliveryState::Failed);
+    assert_eq!(delivery.last_status, Some(400));
+    assert!(app
+        .store
+        .subscription_disabled("etl")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn an_exhausted_schedule_leaves_the_delivery_dead() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    receiver.always(Reply::Status(503));
+    app.start_batch("ev-1", "b-1", "sales").await;
+    for _ in 0..6 {
+        app.deliver().await;
+        app.advance(Duration::from_secs(3600));
+    }
+    // One first attempt plus the three retries of the schedule.
+    assert_eq!(receiver.received().len(), 4);
+    let delivery = only_delivery(&app).await;
+    assert_eq!(delivery.state, DeliveryState::Dead);
+    let attempts = app.store.list_attempts(&delivery.id).await.unwrap();
+    assert_eq!(attempts.last().unwrap().verdict, "dead");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_recorded_and_retried() {
+    let dead = dead_address().await;
+    let app = spawn_app(&webhook(
+        "etl",
+        &format!("http://{dead}/hook"),
+        "events = [\"*\"]",
+    ))
+    .await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+    let delivery = only_delivery(&app).await;
+    assert_eq!(delivery.state, DeliveryState::Pending);
+    let attempts = app.store.list_attempts(&delivery.id).await.unwrap();
+    assert_eq!(attempts[0].status_code, None);
+    assert!(
+        attempts[0].error.as_deref().unwrap().contains("connection"),
+        "{attempts:?}"
+    );
+}
+
+/// The dead receiver holds its connections open for the whole test; the
+/// assertions are about order, not time: every ack and every healthy
+/// delivery completes while those requests are still hanging.
+#[tokio::test]
+async fn a_receiver_that_never_answers_delays_neither_acks_nor_other_subscriptions() {
+    let hanging = Receiver::start().await;
+    hanging.always(Reply::Hang);
+    let healthy = Receiver::start().await;
+    let hooks = [
+        webhook(
+            "hanging",
+            &hanging.url(),
+            "events = [\"*\"]\ntimeout = \"1h\"\nmax_in_flight = 2",
+        ),
+        webhook("healthy", &healthy.url(), "events = [\"*\"]"),
+    ]
+    .concat();
+    let app = Spawn {
+        webhooks: hooks,
+        background: true,
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+
+    for i in 0..20 {
+        let reply = app
+            .start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
+            .await;
+        assert_eq!(reply.deliveries, 2);
+    }
+    let all_healthy = eventually(Duration::from_secs(20), || healthy.received().len() == 20).await;
+    assert!(
+        all_healthy,
+        "healthy receiver got {}",
+        healthy.received().len()
+    );
+    // The hanging receiver holds exactly its two slots, nothing more.
+    assert!(eventually(Duration::from_secs(5), || hanging.received().len() == 2).await);
+    let pending = app
+        .store
+        .list_deliveries(&DeliveryFilter {
+            subscription: Some("hanging".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 20);
+    assert!(pending
+        .iter()
+        .all(|d| d.state == DeliveryState::Pending && d.attempts == 0));
+    app.stop().await;
+}

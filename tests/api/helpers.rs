@@ -1,0 +1,399 @@
+//! Test harness: a real Herald (built through `Application::build_with`,
+//! the production path) on 127.0.0.1:0 with a temporary SQLite file, a
+//! manual clock, and real HTTP receivers on loopback.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use chrono::{TimeZone, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use herald::api::pb::{
+    self, ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient,
+};
+use herald::app::{Application, BuildOptions};
+use herald::clock::ManualClock;
+use herald::config::{Overrides, Settings};
+use herald::deliver::Dispatcher;
+use herald::store::Store;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub ingest: IngestServiceClient<Channel>,
+    pub query: QueryServiceClient<Channel>,
+    pub store: Store,
+    pub dispatcher: Dispatcher,
+    pub clock: ManualClock,
+    pub dir: Arc<TempDir>,
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// How to start a test app.
+#[derive(Default)]
+pub struct Spawn {
+    /// `[[webhooks]]` tables (TOML) appended to the generated config.
+    pub webhooks: String,
+    /// Let the real background dispatcher run instead of driving it by hand.
+    pub background: bool,
+    /// Reuse a database directory (to restart on the same data).
+    pub dir: Option<Arc<TempDir>>,
+    pub clock: Option<ManualClock>,
+}
+
+pub async fn spawn_app(webhooks: &str) -> TestApp {
+    Spawn {
+        webhooks: webhooks.to_owned(),
+        ..Spawn::default()
+    }
+    .start()
+    .await
+}
+
+impl Spawn {
+    pub async fn start(self) -> TestApp {
+        let dir = self
+            .dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
+        let clock = self.clock.unwrap_or_else(|| {
+            ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap())
+        });
+        let toml = format!(
+            "[server]\ngrpc_listen = \"127.0.0.1:0\"\nshutdown_grace = \"200ms\"\n\
+             [store]\nurl = \"sqlite://{}/herald.db\"\n\
+             [delivery]\npoll_interval = \"50ms\"\n{}",
+            dir.path().display(),
+            self.webhooks
+        );
+        let settings =
+            Settings::from_toml(&toml, &Overrides::default(), &|_| None).expect("test config");
+        let options = BuildOptions {
+            clock: Arc::new(clock.clone()),
+            background_delivery: self.background,
+        };
+        let app = Application::build_with(settings, options)
+            .await
+            .expect("app builds");
+        let addr = app.grpc_addr();
+        let (store, dispatcher) = (app.store(), app.dispatcher());
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let handle = tokio::spawn(async move {
+            app.run_until_stopped(async move { stopped.cancelled().await })
+                .await
+                .expect("app runs");
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connects to Herald");
+        TestApp {
+            addr,
+            ingest: IngestServiceClient::new(channel.clone()),
+            query: QueryServiceClient::new(channel),
+            store,
+            dispatcher,
+            clock,
+            dir,
+            stop,
+            handle,
+        }
+    }
+}
+
+impl TestApp {
+    /// Stops the server the way SIGTERM does and waits until it is down.
+    pub async fn stop(self) -> (Arc<TempDir>, ManualClock) {
+        self.stop.cancel();
+        self.handle.await.expect("app task ends cleanly");
+        (self.dir, self.clock)
+    }
+
+    pub async fn deliver(&self) -> usize {
+        self.dispatcher
+            .run_until_idle()
+            .await
+            .expect("dispatcher runs")
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(chrono::Duration::from_std(by).unwrap());
+    }
+
+    pub fn meta(&self, event_id: &str) -> Option<pb::EventMeta> {
+        Some(pb::EventMeta {
+            event_id: event_id.to_owned(),
+            occurred_at: Some(herald::api::timestamp_to_proto(herald::clock::Clock::now(
+                &self.clock,
+            ))),
+            source: "engine-test".to_owned(),
+        })
+    }
+
+    pub async fn start_batch(&self, event_id: &str, batch_id: &str, cube: &str) -> pb::IngestReply {
+        let request = pb::BatchStartedRequest {
+            meta: self.meta(event_id),
+            batch: Some(batch_ref(batch_id, "prod", cube)),
+            build_kind: pb::BuildKind::Full as i32,
+            aggregate_count: 3,
+        };
+        self.ingest
+            .clone()
+            .batch_started(request)
+            .await
+            .expect("start accepted")
+            .into_inner()
+    }
+
+    pub async fn succeed_batch(
+        &self,
+        event_id: &str,
+        batch_id: &str,
+        cube: &str,
+    ) -> pb::IngestReply {
+        let request = self.succeeded(event_id, batch_id, cube);
+        self.ingest
+            .clone()
+            .batch_succeeded(request)
+            .await
+            .expect("success accepted")
+            .into_inner()
+    }
+
+    pub fn succeeded(
+        &self,
+        event_id: &str,
+        batch_id: &str,
+        cube: &str,
+    ) -> pb::BatchSucceededRequest {
+        pb::BatchSucceededRequest {
+            meta: self.meta(event_id),
+            batch: Some(batch_ref(batch_id, "prod", cube)),
+            build_kind: pb::BuildKind::Full as i32,
+            aggregate_count: 3,
+            aggregates_built: 3,
+            rows_written: 1200,
+        }
+    }
+
+    pub fn failed(&self, event_id: &str, batch_id: &str, cube: &str) -> pb::BatchFailedRequest {
+        pb::BatchFailedRequest {
+            meta: self.meta(event_id),
+            batch: Some(batch_ref(batch_id, "prod", cube)),
+            build_kind: pb::BuildKind::Full as i32,
+            aggregate_count: 3,
+            error_message: "out of disk".to_owned(),
+            failed_aggregates: vec![pb::FailedAggregate {
+                aggregate_id: "agg-7".to_owned(),
+                aggregate_name: "by_region".to_owned(),
+                error: "write failed".to_owned(),
+            }],
+        }
+    }
+
+    pub async fn fail_batch(&self, event_id: &str, batch_id: &str, cube: &str) -> pb::IngestReply {
+        let request = self.failed(event_id, batch_id, cube);
+        self.ingest
+            .clone()
+            .batch_failed(request)
+            .await
+            .expect("failure accepted")
+            .into_inner()
+    }
+}
+
+pub fn batch_ref(batch_id: &str, environment: &str, cube: &str) -> pb::BatchRef {
+    pb::BatchRef {
+        batch_id: batch_id.to_owned(),
+        environment_id: environment.to_owned(),
+        project_id: "finance".to_owned(),
+        cube_id: cube.to_owned(),
+        cube_name: cube.to_uppercase(),
+    }
+}
+
+/// A Herald with one subscription, `etl`, for `events` (a TOML list),
+/// pointing at a fresh receiver.
+pub async fn app_with_receiver(events: &str) -> (TestApp, Receiver) {
+    let receiver = Receiver::start().await;
+    let app = spawn_app(&webhook(
+        "etl",
+        &receiver.url(),
+        &format!("events = {events}"),
+    ))
+    .await;
+    (app, receiver)
+}
+
+/// A `[[webhooks]]` table for `url`, with the test secret.
+pub fn webhook(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[webhooks]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n\
+         retry_schedule = [\"10s\", \"1m\", \"5m\"]\n{extra}\n"
+    )
+}
+
+/// What a receiver answers, in order; after the script runs out, 204.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    StatusRetryAfter(u16, &'static str),
+    /// Never answer.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("body is JSON")
+    }
+
+    /// Checks the Standard Webhooks signature from first principles (not
+    /// with Herald's own verifier): HMAC-SHA256 over "id.timestamp.body"
+    /// keyed by the base64-decoded secret, any of the space-separated
+    /// `v1,` entries.
+    pub fn signature_is_valid(&self, secret: &str) -> bool {
+        let key = BASE64.decode(secret.trim_start_matches("whsec_")).unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(
+            format!(
+                "{}.{}.",
+                self.header("webhook-id"),
+                self.header("webhook-timestamp")
+            )
+            .as_bytes(),
+        );
+        mac.update(&self.body);
+        let expected = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+        self.header("webhook-signature")
+            .split(' ')
+            .any(|s| s == expected)
+    }
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    default_reply: Arc<Mutex<Reply>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener)
+    }
+
+    /// Starts on a given port (to come back where a stopped one was).
+    pub async fn start_on(addr: SocketAddr) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("port is free again");
+        Self::serve(listener)
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> Receiver {
+        let receiver = Receiver {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            script: Arc::default(),
+            default_reply: Arc::new(Mutex::new(Reply::Status(204))),
+        };
+        let state = receiver.clone();
+        let app = Router::new().fallback(any(move |headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move { state.answer(headers, body).await }
+        }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        receiver
+    }
+
+    async fn answer(&self, headers: HeaderMap, body: Bytes) -> Response {
+        self.received
+            .lock()
+            .unwrap()
+            .push(Received { headers, body });
+        let next = self.script.lock().unwrap().pop_front();
+        let reply = next.unwrap_or_else(|| self.default_reply.lock().unwrap().clone());
+        match reply {
+            Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+            Reply::StatusRetryAfter(code, after) => (
+                StatusCode::from_u16(code).unwrap(),
+                [("retry-after", after)],
+            )
+                .into_response(),
+            Reply::Hang => std::future::pending().await,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn always(&self, reply: Reply) {
+        *self.default_reply.lock().unwrap() = reply;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn types(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .map(|r| r.json()["type"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+}
+
+/// A loopback address where nothing listens (connection refused).
+pub async fn dead_address() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `limit`.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}

@@ -1,0 +1,292 @@
+//! Ingest: acks, batch state, idempotency, the webhook format.
+
+use std::time::Duration;
+
+use herald::api::pb;
+use herald::store::{DeliveryFilter, DeliveryState};
+
+use crate::helpers::{app_with_receiver, batch_ref, spawn_app, webhook, Receiver, SECRET};
+
+#[tokio::test]
+async fn a_started_then_succeeded_batch_sends_two_signed_cloudevents() {
+    let (app, receiver) = app_with_receiver(r#"["aggregate.batch.*"]"#).await;
+
+    let started = app.start_batch("ev-1", "b-1", "sales").await;
+    assert!(started.new_event);
+    assert_eq!(started.deliveries, 1);
+    assert_eq!(started.batch.unwrap().state, pb::BatchState::Running as i32);
+    app.advance(Duration::from_secs(90));
+    let done = app.succeed_batch("ev-2", "b-1", "sales").await;
+    assert_eq!(
+        done.batch.as_ref().unwrap().state,
+        pb::BatchState::Succeeded as i32
+    );
+    app.deliver().await;
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        receiver.types(),
+        ["aggregate.batch.started", "aggregate.batch.succeeded"]
+    );
+    for request in &got {
+        assert_eq!(
+            request.header("content-type"),
+            "application/cloudevents+json"
+        );
+        assert!(request.header("webhook-id").starts_with("msg_"));
+        assert!(request.header("webhook-timestamp").parse::<i64>().is_ok());
+        assert!(request.signature_is_valid(SECRET), "signature must verify");
+        assert!(!request.signature_is_valid("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    }
+    assert_ne!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    let body = got[1].json();
+    assert_eq!(body["specversion"], "1.0");
+    assert_eq!(body["id"], "ev-2");
+    assert_eq!(body["source"], "engine-test");
+    assert_eq!(body["time"], "2026-03-01T12:01:30.000Z");
+    assert_eq!(body["subject"], "environments/prod/cubes/sales/batches/b-1");
+    assert_eq!(body["data"]["state"], "SUCCEEDED");
+    assert_eq!(body["data"]["rows_written"], 1200);
+    assert_eq!(body["data"]["duration_ms"], 90_000);
+    assert_eq!(body["data"]["start_seen"], true);
+}
+
+#[tokio::test]
+async fn the_same_event_id_twice_returns_the_first_answer_and_sends_one_webhook() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+
+    let first = app.start_batch("ev-1", "b-1", "sales").await;
+    app.advance(Duration::from_secs(5));
+    let again = app.start_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+
+    assert!(first.new_event);
+    assert!(!again.new_event);
+    assert_eq!(again.sequence, first.sequence);
+    assert_eq!(again.batch, first.batch);
+    assert_eq!(again.deliveries, first.deliveries);
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(app.store.count_events().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_completion_without_a_seen_start_is_accepted_and_flagged() {
+    let app = spawn_app("").await;
+    let reply = app.succeed_batch("ev-1", "b-9", "sales").await;
+    let batch = reply.batch.unwrap();
+    assert_eq!(batch.state, pb::BatchState::Succeeded as i32);
+    assert!(!batch.start_seen);
+    assert!(batch.started_at.is_none());
+}
+
+#[tokio::test]
+async fn a_repeated_completion_under_a_new_event_id_is_recorded_but_not_delivered() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    app.succeed_batch("ev-1", "b-1", "sales").await;
+    let repeat = app.succeed_batch("ev-2", "b-1", "sales").await;
+    app.deliver().await;
+    assert!(repeat.new_event);
+    assert_eq!(repeat.deliveries, 0);
+    assert_eq!(receiver.types(), ["aggregate.batch.succeeded"]);
+}
+
+#[tokio::test]
+async fn the_first_success_after_a_failure_also_sends_recovered() {
+    let (app, receiver) = app_with_receiver(r#"["aggregate.batch.*"]"#).await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.advance(Duration::from_secs(60));
+    let ok = app.succeed_batch("ev-2", "b-2", "sales").await;
+    app.advance(Duration::from_secs(60));
+    app.succeed_batch("ev-3", "b-3", "sales").await;
+    app.deliver().await;
+
+    assert_eq!(ok.deliveries, 2);
+    assert_eq!(
+        receiver.types(),
+        [
+            "aggregate.batch.failed",
+            "aggregate.batch.succeeded",
+            "aggregate.batch.recovered",
+            "aggregate.batch.succeeded"
+        ]
+    );
+    let recovered = &receiver.received()[2].json();
+    assert_eq!(recovered["data"]["batch_id"], "b-2");
+    assert_eq!(recovered["id"], "herald:recovered:ev-2");
+}
+
+#[tokio::test]
+async fn subscriptions_receive_only_the_events_and_scopes_they_filter_on() {
+    let prod_failures = Receiver::start().await;
+    let environments = Receiver::start().await;
+    let hooks = [
+        webhook(
+            "prod-failures",
+            &prod_failures.url(),
+            "events = [\"aggregate.batch.failed\"]\nenvironments = [\"prod\"]\ncubes = [\"SAL*\"]",
+        ),
+        webhook(
+            "environments",
+            &environments.url(),
+            "events = [\"environment.*\", \"schema.published\"]",
+        ),
+    ]
+    .concat();
+    let app = spawn_app(&hooks).await;
+
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.fail_batch("ev-2", "b-2", "stock").await;
+    let mut dev = app.failed("ev-3", "b-3", "sales");
+    dev.batch = Some(batch_ref("b-3", "dev", "sales"));
+    app.ingest.clone().batch_failed(dev).await.unwrap();
+    app.start_batch("ev-4", "b-4", "sales").await;
+    let env = pb::EnvironmentRequest {
+        meta: app.meta("ev-5"),
+        environment_id: "prod".into(),
+        name: "Production".into(),
+        attributes: [("region".to_owned(), "eu-west".to_owned())].into(),
+    };
+    app.ingest.clone().environment_created(env).await.unwrap();
+    let schema = pb::SchemaRequest {
+        meta: app.meta("ev-6"),
+        environment_id: "prod".into(),
+        project_id: "finance".into(),
+        catalogs: vec!["Finance".into()],
+        cubes: vec!["Sales".into()],
+        version: "42".into(),
+    };
+    app.ingest.clone().schema_published(schema).await.unwrap();
+    app.deliver().await;
+
+    // Cube filters match the cube name ("SALES") as well as its id.
+    assert_eq!(prod_failures.types(), ["aggregate.batch.failed"]);
+    assert_eq!(
+        prod_failures.received()[0].json()["data"]["batch_id"],
+        "b-1"
+    );
+    assert_eq!(
+        environments.types(),
+        ["environment.created", "schema.published"]
+    );
+    let env = environments.received()[0].json();
+    assert_eq!(env["data"]["attributes"]["region"], "eu-west");
+    let schema = environments.received()[1].json();
+    assert_eq!(schema["data"]["version"], "42");
+    assert_eq!(schema["subject"], "environments/prod/projects/finance");
+}
+
+#[tokio::test]
+async fn every_acked_event_has_its_delivery_rows_committed() {
+    let app = spawn_app(
+        &[
+            webhook("a", "http://127.0.0.1:9/a", "events = [\"*\"]"),
+            webhook(
+                "b",
+                "http://127.0.0.1:9/b",
+                "events = [\"aggregate.batch.failed\"]",
+            ),
+        ]
+        .concat(),
+    )
+    .await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.fail_batch("ev-2", "b-1", "sales").await;
+    let rows = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    let pairs: Vec<_> = rows
+        .iter()
+        .map(|r| (r.event_id.as_str(), r.subscription.as_str()))
+        .collect();
+    assert_eq!(pairs, [("ev-1", "a"), ("ev-2", "a"), ("ev-2", "b")]);
+    assert!(rows
+        .iter()
+        .all(|r| r.state == DeliveryState::Pending && r.attempts == 0));
+}
+
+#[tokio::test]
+async fn batches_can_be_read_back_and_paged() {
+    let app = spawn_app("").await;
+    for i in 0..5 {
+        app.advance(Duration::from_secs(1));
+        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
+            .await;
+    }
+    app.advance(Duration::from_secs(1));
+    app.fail_batch("ev-f", "b-1", "sales").await;
+    let mut query = app.query.clone();
+
+    let one = query
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "b-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.state, pb::BatchState::Failed as i32);
+    assert_eq!(one.failed_aggregates[0].aggregate_id, "agg-7");
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = query
+            .list_batches(pb::ListBatchesRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.batches.into_iter().map(|b| b.batch_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ["b-1", "b-4", "b-3", "b-2", "b-0"]);
+
+    let failed = query
+        .list_batches(pb::ListBatchesRequest {
+            state: pb::BatchState::Failed as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.batches.len(), 1);
+
+    let missing = query
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert!(missing.message().contains("batch_id"));
+}
+
+#[tokio::test]
+async fn the_standard_health_service_reports_serving() {
+    let app = spawn_app("").await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}

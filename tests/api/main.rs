@@ -1,0 +1,9 @@
+//! Integration tests: a real Herald server, a real SQLite file, real HTTP
+//! receivers, all on loopback.
+
+mod cli;
+mod delivery;
+mod helpers;
+mod ingest;
+mod restart;
+mod validation;
