@@ -19,9 +19,12 @@ CREATE TABLE events (
     payload        TEXT    NOT NULL,
     -- The CloudEvents envelope every delivery of this event sends.
     body           BLOB    NOT NULL,
-    reply          TEXT    NOT NULL
+    reply          TEXT    NOT NULL,
+    -- 1 when the event moved its batch to a new state: what watchers see.
+    changes_batch  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX events_batch ON events (batch_id);
+CREATE INDEX events_batch_changes ON events (changes_batch, seq);
 
 CREATE TABLE batches (
     batch_id       TEXT    PRIMARY KEY,
@@ -30,13 +33,19 @@ CREATE TABLE batches (
     cube_id        TEXT    NOT NULL,
     cube_name      TEXT    NOT NULL,
     state          TEXT    NOT NULL,
+    started_at     INTEGER,
     finished_at    INTEGER,
+    -- When the batch began as far as Herald knows: its start, or its
+    -- completion when the start was never seen. "Newest" orders by this.
+    begun_at       INTEGER NOT NULL,
     updated_at     INTEGER NOT NULL,
     -- The whole batch record as JSON; the columns above are for queries.
     record         TEXT    NOT NULL
 );
 CREATE INDEX batches_cube ON batches (environment_id, cube_id, finished_at);
-CREATE INDEX batches_recent ON batches (updated_at, batch_id);
+CREATE INDEX batches_cube_begun ON batches (cube_id, begun_at);
+CREATE INDEX batches_recent ON batches (begun_at, batch_id);
+CREATE INDEX batches_running ON batches (state, started_at);
 
 -- The environment registry: latest known state of each environment.
 CREATE TABLE environments (

@@ -18,6 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::core::subscription::WebhookSubscription;
 use crate::deliver::{Dispatcher, WebhookClient};
+use crate::feed::ChangeFeed;
 use crate::ingest::Ingestor;
 use crate::store::{Store, StoreError};
 
@@ -64,6 +65,7 @@ pub struct Application {
     store: Store,
     dispatcher: Dispatcher,
     ingestor: Ingestor,
+    feed: ChangeFeed,
 }
 
 impl Application {
@@ -83,11 +85,13 @@ impl Application {
             &subscriptions,
         )
         .await?;
+        let feed = ChangeFeed::default();
         let ingestor = Ingestor::new(
             store.clone(),
             subscriptions,
             options.clock.clone(),
             dispatcher.clone(),
+            feed.clone(),
         );
         let requested = settings.server.grpc_listen;
         let listener = TcpListener::bind(requested)
@@ -108,6 +112,7 @@ impl Application {
             store,
             dispatcher,
             ingestor,
+            feed,
         })
     }
 
@@ -154,7 +159,11 @@ impl Application {
             .add_service(health)
             .add_service(reflection)
             .add_service(IngestServiceServer::new(IngestApi::new(self.ingestor)))
-            .add_service(QueryServiceServer::new(QueryApi::new(self.store.clone())))
+            .add_service(QueryServiceServer::new(QueryApi::new(
+                self.store.clone(),
+                self.feed.clone(),
+                self.options.clock.clone(),
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
             .await;
         tracing::info!("gRPC stopped; finishing in-flight deliveries");

@@ -17,6 +17,7 @@ use crate::core::cloudevent;
 use crate::core::event::{BatchEvent, Event, EventType, Payload, Scope};
 use crate::core::subscription::WebhookSubscription;
 use crate::deliver::Dispatcher;
+use crate::feed::ChangeFeed;
 use crate::store::{NewEvent, Store, StoreError, Tx};
 
 /// Event ids Herald gives the events it raises itself; callers may not use
@@ -48,6 +49,7 @@ pub struct Ingestor {
     subscriptions: Arc<[WebhookSubscription]>,
     clock: Arc<dyn Clock>,
     dispatcher: Dispatcher,
+    feed: ChangeFeed,
 }
 
 /// One event to deliver: the caller's, or one Herald raises from it.
@@ -58,6 +60,8 @@ struct Outgoing {
     /// False for an event that changed nothing (a repeat completion, a late
     /// start): it is stored but delivered to nobody.
     deliver: bool,
+    /// The event moved a batch to a new state.
+    changes_batch: bool,
 }
 
 impl Ingestor {
@@ -66,12 +70,14 @@ impl Ingestor {
         subscriptions: Arc<[WebhookSubscription]>,
         clock: Arc<dyn Clock>,
         dispatcher: Dispatcher,
+        feed: ChangeFeed,
     ) -> Self {
         Self {
             store,
             subscriptions,
             clock,
             dispatcher,
+            feed,
         }
     }
 
@@ -100,6 +106,7 @@ impl Ingestor {
             deliveries: 0,
         };
         let mut woken = Vec::new();
+        let mut sequences = Vec::new();
         let scope = event.scope();
         for (i, out) in outgoing.iter().enumerate() {
             let seq = self
@@ -108,6 +115,7 @@ impl Ingestor {
             if i == 0 {
                 receipt.sequence = seq;
             }
+            sequences.push(seq);
             let targets = self.matching(out.event_type, &scope);
             for sub in targets.filter(|_| out.deliver) {
                 if tx
@@ -119,9 +127,14 @@ impl Ingestor {
                 }
             }
         }
-        tx.set_reply(receipt.sequence, &crate::store::encode_reply(&receipt))
-            .await?;
+        let reply = crate::store::encode_reply(&receipt);
+        for seq in &sequences {
+            tx.set_reply(*seq, &reply).await?;
+        }
         tx.commit().await?;
+        if let Some(last) = sequences.last() {
+            self.feed.publish(*last);
+        }
         for name in woken {
             self.dispatcher.wake(&name);
         }
@@ -141,6 +154,7 @@ impl Ingestor {
             event_type: event.event_type(),
             body: cloudevent::render(event, &event.event_id, event.event_type(), batch),
             deliver: true,
+            changes_batch: false,
         };
         match &event.payload {
             Payload::Batch(b) => self.apply_batch(tx, event, b, own).await,
@@ -163,6 +177,7 @@ impl Ingestor {
         let applied = batch::apply(current.as_ref(), b, event.occurred_at)?;
         let record = applied.record;
         let mut outgoing = vec![own(Some(&record))];
+        outgoing[0].changes_batch = applied.changed;
         if !applied.changed {
             outgoing[0].deliver = false;
             tx.save_batch(&record).await?;
@@ -183,6 +198,7 @@ impl Ingestor {
                 event_id: recovered_id,
                 event_type: EventType::BatchRecovered,
                 deliver: true,
+                changes_batch: false,
             });
         }
         tx.save_batch(&record).await?;
@@ -208,6 +224,7 @@ impl Ingestor {
                 fingerprint: if primary { fingerprint } else { "raised" },
                 body: &out.body,
                 reply: String::new(),
+                changes_batch: out.changes_batch,
             })
             .await?;
         if let (Payload::Schema(schema), true) = (&event.payload, primary) {

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod deliver;
+pub mod feed;
 pub mod ingest;
 pub mod store;
 pub mod telemetry;

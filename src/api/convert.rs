@@ -47,7 +47,7 @@ fn event(meta: Option<pb::EventMeta>, now: DateTime<Utc>, payload: Payload) -> R
     })
 }
 
-fn timestamp(field: &str, t: prost_types::Timestamp) -> Result<DateTime<Utc>> {
+pub fn timestamp(field: &str, t: prost_types::Timestamp) -> Result<DateTime<Utc>> {
     u32::try_from(t.nanos)
         .ok()
         .and_then(|nanos| Utc.timestamp_opt(t.seconds, nanos).single())

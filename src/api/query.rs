@@ -1,27 +1,47 @@
-//! `herald.v1.QueryService`: read batch state.
+//! `herald.v1.QueryService`: read batch state, watch its changes, await a
+//! refresh.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
 use base64::Engine;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{batch_state_from_proto, batch_to_proto};
+use super::convert::{batch_state_from_proto, batch_to_proto, timestamp};
 use super::error::ApiError;
 use super::pb::{self, query_service_server::QueryService};
+use crate::clock::Clock;
+use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::validate::{parse_id, parse_optional_id, FieldError};
-use crate::store::{BatchFilter, Store};
+use crate::feed::ChangeFeed;
+use crate::store::{BatchChange, BatchFilter, Store, StoreError};
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
+/// How many current batches a watch without a cursor starts with.
+const SNAPSHOT_LIMIT: usize = 1000;
+const CHANGES_PAGE: usize = 256;
+const DEFAULT_AWAIT: Duration = Duration::from_secs(3600);
+const MAX_AWAIT: Duration = Duration::from_secs(24 * 3600);
 
 pub struct QueryApi {
     store: Store,
+    feed: ChangeFeed,
+    clock: Arc<dyn Clock>,
 }
 
 impl QueryApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, feed: ChangeFeed, clock: Arc<dyn Clock>) -> Self {
+        Self { store, feed, clock }
     }
 }
+
+type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::BatchChange, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl QueryService for QueryApi {
@@ -57,6 +77,195 @@ impl QueryService for QueryApi {
             next_page_token: page.next.map(encode_token).unwrap_or_default(),
         }))
     }
+
+    async fn get_latest_batch(
+        &self,
+        request: Request<pb::GetLatestBatchRequest>,
+    ) -> Result<Response<pb::Batch>, Status> {
+        let r = request.into_inner();
+        let filter = BatchFilter {
+            environment_id: parse_optional_id("environment_id", &r.environment_id)
+                .map_err(ApiError::from)?,
+            cube_id: Some(parse_id("cube_id", &r.cube_id).map_err(ApiError::from)?),
+            ..BatchFilter::default()
+        };
+        let page = self
+            .store
+            .list_batches(&filter, 1, None)
+            .await
+            .map_err(ApiError::from)?;
+        let latest = page.batches.first().ok_or_else(|| {
+            ApiError::NotFound(format!("cube_id: no batch of cube `{}`", r.cube_id))
+        })?;
+        Ok(Response::new(batch_to_proto(latest)))
+    }
+
+    type WatchBatchesStream = ChangeStream;
+
+    async fn watch_batches(
+        &self,
+        request: Request<pb::WatchBatchesRequest>,
+    ) -> Result<Response<ChangeStream>, Status> {
+        let (filter, cursor) = parse_watch(&request.into_inner()).map_err(ApiError::from)?;
+        let (tx, rx) = mpsc::channel(64);
+        let watcher = Watcher {
+            store: self.store.clone(),
+            feed: self.feed.clone(),
+            filter,
+            tx,
+        };
+        tokio::spawn(async move { watcher.run(cursor).await });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn await_batch(
+        &self,
+        request: Request<pb::AwaitBatchRequest>,
+    ) -> Result<Response<pb::AwaitBatchResponse>, Status> {
+        let (target, timeout) =
+            parse_await(request.into_inner(), self.clock.now()).map_err(ApiError::from)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (outcome, batch) = self
+            .wait_for(&target, deadline)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::AwaitBatchResponse {
+            outcome: outcome as i32,
+            batch: batch.as_ref().map(batch_to_proto),
+        }))
+    }
+}
+
+/// What an await call waits for.
+enum Target {
+    Batch(String),
+    Cube {
+        environment_id: Option<String>,
+        cube_id: String,
+        after: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+impl QueryApi {
+    /// Re-reads the target after every committed change until it settles
+    /// or the deadline passes. Subscribing before the first read means no
+    /// change can slip between a read and the wait.
+    async fn wait_for(
+        &self,
+        target: &Target,
+        deadline: tokio::time::Instant,
+    ) -> Result<(pb::AwaitOutcome, Option<BatchRecord>), StoreError> {
+        let mut changes = self.feed.subscribe();
+        loop {
+            let batch = match target {
+                Target::Batch(id) => self.store.get_batch(id).await?,
+                Target::Cube {
+                    environment_id,
+                    cube_id,
+                    after,
+                } => {
+                    self.store
+                        .first_batch_after(environment_id.as_deref(), cube_id, *after)
+                        .await?
+                }
+            };
+            if let Some(outcome) = batch.as_ref().and_then(|b| settled(b.state)) {
+                return Ok((outcome, batch));
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Ok((pb::AwaitOutcome::TimedOut, batch)),
+            }
+        }
+    }
+}
+
+fn settled(state: BatchState) -> Option<pb::AwaitOutcome> {
+    match state {
+        BatchState::Running => None,
+        BatchState::Succeeded => Some(pb::AwaitOutcome::Succeeded),
+        BatchState::Failed => Some(pb::AwaitOutcome::Failed),
+        BatchState::Stalled => Some(pb::AwaitOutcome::Stalled),
+    }
+}
+
+/// Streams one watch: the snapshot (without a cursor), then committed
+/// changes in order, until the client goes away.
+struct Watcher {
+    store: Store,
+    feed: ChangeFeed,
+    filter: BatchFilter,
+    tx: mpsc::Sender<Result<pb::BatchChange, Status>>,
+}
+
+impl Watcher {
+    async fn run(self, cursor: Option<i64>) {
+        if let Err(e) = self.stream(cursor).await {
+            let _ = self.tx.send(Err(ApiError::from(e).into())).await;
+        }
+    }
+
+    async fn stream(&self, cursor: Option<i64>) -> Result<(), StoreError> {
+        let mut changes = self.feed.subscribe();
+        let mut cursor = match cursor {
+            Some(cursor) => cursor,
+            None => match self.send_snapshot().await? {
+                Some(seq) => seq,
+                None => return Ok(()),
+            },
+        };
+        loop {
+            let page = self
+                .store
+                .batch_changes(&self.filter, cursor, CHANGES_PAGE)
+                .await?;
+            for change in &page {
+                cursor = change.seq;
+                if self.tx.send(Ok(change_to_proto(change))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if page.len() == CHANGES_PAGE {
+                continue;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return Ok(()) },
+                _ = self.tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Sends the current state of matching batches, oldest first, each with
+    /// the cursor of the newest event read before them. Returns that cursor,
+    /// or `None` when the client is gone.
+    async fn send_snapshot(&self) -> Result<Option<i64>, StoreError> {
+        let seq = self.store.last_seq().await?;
+        let page = self
+            .store
+            .list_batches(&self.filter, SNAPSHOT_LIMIT, None)
+            .await?;
+        for batch in page.batches.iter().rev() {
+            let message = pb::BatchChange {
+                cursor: seq.to_string(),
+                event_type: String::new(),
+                batch: Some(batch_to_proto(batch)),
+                snapshot: true,
+            };
+            if self.tx.send(Ok(message)).await.is_err() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(seq))
+    }
+}
+
+fn change_to_proto(change: &BatchChange) -> pb::BatchChange {
+    pb::BatchChange {
+        cursor: change.seq.to_string(),
+        event_type: change.event_type.clone(),
+        batch: Some(batch_to_proto(&change.batch)),
+        snapshot: false,
+    }
 }
 
 type ListArgs = (BatchFilter, usize, Option<(i64, String)>);
@@ -66,7 +275,10 @@ fn parse_list(r: &pb::ListBatchesRequest) -> Result<ListArgs, FieldError> {
         environment_id: parse_optional_id("environment_id", &r.environment_id)?,
         project_id: parse_optional_id("project_id", &r.project_id)?,
         cube_id: parse_optional_id("cube_id", &r.cube_id)?,
+        batch_id: None,
         state: batch_state_from_proto("state", r.state)?,
+        since: r.since.map(|t| timestamp("since", t)).transpose()?,
+        until: r.until.map(|t| timestamp("until", t)).transpose()?,
     };
     let page_size = match r.page_size {
         0 => DEFAULT_PAGE_SIZE,
@@ -85,8 +297,56 @@ fn parse_list(r: &pb::ListBatchesRequest) -> Result<ListArgs, FieldError> {
     Ok((filter, page_size as usize, after))
 }
 
-fn encode_token((updated_at, batch_id): (i64, String)) -> String {
-    TOKEN.encode(format!("{updated_at}:{batch_id}"))
+fn parse_watch(r: &pb::WatchBatchesRequest) -> Result<(BatchFilter, Option<i64>), FieldError> {
+    let filter = BatchFilter {
+        environment_id: parse_optional_id("environment_id", &r.environment_id)?,
+        project_id: parse_optional_id("project_id", &r.project_id)?,
+        cube_id: parse_optional_id("cube_id", &r.cube_id)?,
+        batch_id: parse_optional_id("batch_id", &r.batch_id)?,
+        ..BatchFilter::default()
+    };
+    let cursor = match r.cursor.as_str() {
+        "" => None,
+        c => Some(
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| FieldError::new("cursor", "is not a cursor from a BatchChange"))?,
+        ),
+    };
+    Ok((filter, cursor))
+}
+
+fn parse_await(
+    r: pb::AwaitBatchRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Target, Duration), FieldError> {
+    let target = match r.target {
+        Some(pb::await_batch_request::Target::BatchId(id)) => {
+            Target::Batch(parse_id("batch_id", &id)?)
+        }
+        Some(pb::await_batch_request::Target::Cube(c)) => Target::Cube {
+            environment_id: parse_optional_id("cube.environment_id", &c.environment_id)?,
+            cube_id: parse_id("cube.cube_id", &c.cube_id)?,
+            after: match c.after {
+                Some(t) => timestamp("cube.after", t)?,
+                None => now,
+            },
+        },
+        None => return Err(FieldError::new("target", "give batch_id or cube")),
+    };
+    let timeout = match r.timeout {
+        None => DEFAULT_AWAIT,
+        Some(d) => Duration::try_from(d)
+            .ok()
+            .filter(|d| *d <= MAX_AWAIT)
+            .ok_or_else(|| FieldError::new("timeout", "must be between 0 and 24 hours"))?,
+    };
+    Ok((target, timeout))
+}
+
+fn encode_token((begun_at, batch_id): (i64, String)) -> String {
+    TOKEN.encode(format!("{begun_at}:{batch_id}"))
 }
 
 fn decode_token(token: &str) -> Result<(i64, String), FieldError> {

@@ -4,8 +4,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use super::emit::state_name;
-use super::{connect, status_error, ServerArg};
+use super::{connect, parse_time, status_error, ServerArg};
 use crate::api::pb::{self, query_service_client::QueryServiceClient};
+use crate::api::timestamp_to_proto;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BatchesCommand {
@@ -13,6 +14,8 @@ pub enum BatchesCommand {
     List(ListArgs),
     /// Show one batch.
     Get(GetArgs),
+    /// Print the current state of matching batches, then every change.
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -28,9 +31,36 @@ pub struct ListArgs {
     /// running, succeeded, failed or stalled.
     #[arg(long)]
     state: Option<String>,
+    /// Batches begun at or after this time (RFC 3339, or a duration ago like 6h).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<DateTime<Utc>>,
+    /// Batches begun before this time.
+    #[arg(long, value_parser = parse_time)]
+    until: Option<DateTime<Utc>>,
     /// At most this many batches (up to 1000).
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    #[arg(long, alias = "environment")]
+    environment_id: Option<String>,
+    #[arg(long, alias = "project")]
+    project_id: Option<String>,
+    #[arg(long, alias = "cube")]
+    cube_id: Option<String>,
+    #[arg(long, alias = "batch")]
+    batch_id: Option<String>,
+    /// Resume after this cursor (printed with every change) instead of
+    /// starting with the current state.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// One JSON object per line.
     #[arg(long)]
     json: bool,
 }
@@ -48,6 +78,7 @@ pub async fn run(command: BatchesCommand) -> anyhow::Result<()> {
     match command {
         BatchesCommand::List(args) => list(args).await,
         BatchesCommand::Get(args) => get(args).await,
+        BatchesCommand::Watch(args) => watch(args).await,
     }
 }
 
@@ -70,6 +101,8 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
             state: state as i32,
             page_size: args.limit,
             page_token: String::new(),
+            since: args.since.map(timestamp_to_proto),
+            until: args.until.map(timestamp_to_proto),
         })
         .await
         .map_err(status_error)?
@@ -96,6 +129,44 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&batch_json(&batch))?);
     } else {
         print_details(&batch);
+    }
+    Ok(())
+}
+
+async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let mut client = QueryServiceClient::new(connect(&args.server.server).await?);
+    let mut stream = client
+        .watch_batches(pb::WatchBatchesRequest {
+            environment_id: args.environment_id.unwrap_or_default(),
+            project_id: args.project_id.unwrap_or_default(),
+            cube_id: args.cube_id.unwrap_or_default(),
+            batch_id: args.batch_id.unwrap_or_default(),
+            cursor: args.cursor.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    while let Some(change) = stream.message().await.map_err(status_error)? {
+        let batch = change.batch.as_ref().map(batch_json).unwrap_or(Value::Null);
+        if args.json {
+            let line = json!({"cursor": change.cursor, "event_type": change.event_type, "snapshot": change.snapshot, "batch": batch});
+            println!("{line}");
+        } else {
+            let what = if change.snapshot {
+                "current"
+            } else {
+                change.event_type.as_str()
+            };
+            println!(
+                "{:>8} {:<28} {:<24} {:<20} {}",
+                change.cursor,
+                what,
+                batch["batch_id"].as_str().unwrap_or(""),
+                batch["cube_name"].as_str().unwrap_or(""),
+                batch["state"].as_str().unwrap_or("")
+            );
+        }
+        std::io::Write::flush(&mut std::io::stdout())?;
     }
     Ok(())
 }

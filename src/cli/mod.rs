@@ -4,6 +4,7 @@
 mod batches;
 mod emit;
 mod listen;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,9 @@ enum Command {
     /// Read batch state.
     #[command(subcommand)]
     Batches(batches::BatchesCommand),
+    /// Wait until a cube's refresh finishes. Exit 0 succeeded, 2 failed,
+    /// 3 timed out or stalled, 1 Herald unreachable or bad usage.
+    Wait(wait::WaitArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
     /// Print a new random webhook signing secret (`whsec_…`).
@@ -68,8 +72,21 @@ pub struct ServerArg {
 }
 
 pub async fn run() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1, not clap's 2: for `herald wait`, 2 means "the
+    // refresh failed", and a script must be able to tell the two apart.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match cli.command {
+        Command::Wait(args) => return wait::run(args).await,
         Command::Serve(args) => {
             telemetry::init(cli.log_format);
             serve(args).await
@@ -125,6 +142,20 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutdown requested");
+}
+
+/// Parses a point in time: RFC 3339, `now`, or a duration meaning that
+/// long ago (`6h`, `30m`).
+pub(crate) fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if text == "now" {
+        return Ok(chrono::Utc::now());
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let ago = crate::config::parse_duration(text)
+        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like 6h"))?;
+    Ok(chrono::Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
 }
 
 /// Turns a gRPC status into a one-line error: `INVALID_ARGUMENT: batch.batch_id: ...`.

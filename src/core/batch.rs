@@ -81,6 +81,16 @@ pub struct BatchRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+impl BatchRecord {
+    /// When the batch began as far as Herald knows: its start, or its
+    /// completion when the start was never seen.
+    pub fn begun_at(&self) -> DateTime<Utc> {
+        self.started_at
+            .or(self.finished_at)
+            .unwrap_or(self.updated_at)
+    }
+}
+
 /// The result of applying one event to a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {

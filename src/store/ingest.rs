@@ -29,6 +29,8 @@ pub struct NewEvent<'a> {
     pub fingerprint: &'a str,
     pub body: &'a [u8],
     pub reply: String,
+    /// The event moved its batch to a new state (watchers see it).
+    pub changes_batch: bool,
 }
 
 impl Tx {
@@ -84,11 +86,12 @@ impl Tx {
     pub async fn save_batch(&mut self, record: &BatchRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO batches (batch_id, environment_id, project_id, cube_id, cube_name,
-                                  state, finished_at, updated_at, record)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  state, started_at, finished_at, begun_at, updated_at, record)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (batch_id) DO UPDATE SET
                 project_id = excluded.project_id, cube_name = excluded.cube_name,
-                state = excluded.state, finished_at = excluded.finished_at,
+                state = excluded.state, started_at = excluded.started_at,
+                finished_at = excluded.finished_at, begun_at = excluded.begun_at,
                 updated_at = excluded.updated_at, record = excluded.record",
         )
         .bind(&record.batch_id)
@@ -97,7 +100,9 @@ impl Tx {
         .bind(&record.cube_id)
         .bind(&record.cube_name)
         .bind(record.state.as_str())
+        .bind(record.started_at.map(to_millis))
         .bind(record.finished_at.map(to_millis))
+        .bind(to_millis(record.begun_at()))
         .bind(to_millis(record.updated_at))
         .bind(to_json(record))
         .execute(&mut *self.inner)
@@ -110,8 +115,8 @@ impl Tx {
         let seq = sqlx::query(
             "INSERT INTO events (event_id, event_type, source, occurred_at, received_at,
                                  environment_id, project_id, cube_id, batch_id,
-                                 fingerprint, payload, body, reply)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                 fingerprint, payload, body, reply, changes_batch)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              RETURNING seq",
         )
         .bind(new.event_id)
@@ -127,6 +132,7 @@ impl Tx {
         .bind(to_json(&new.event.payload))
         .bind(new.body)
         .bind(&new.reply)
+        .bind(new.changes_batch)
         .fetch_one(&mut *self.inner)
         .await?
         .get("seq");

@@ -23,7 +23,7 @@ pub use deliveries::{
     DeliveryUpdate,
 };
 pub use ingest::{NewEvent, PriorEvent, Tx};
-pub use queries::{BatchFilter, BatchPage};
+pub use queries::{BatchChange, BatchFilter, BatchPage};
 
 /// Herald's failure to talk to its database: never the caller's fault.
 #[derive(Debug, thiserror::Error)]

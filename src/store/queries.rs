@@ -1,24 +1,59 @@
-//! Read-side queries over batches.
+//! Read-side queries over batches and their changes.
 
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{from_json, Store, StoreError};
+use super::{from_json, from_millis, to_millis, Store, StoreError};
 use crate::core::batch::{BatchRecord, BatchState};
 
-#[derive(Debug, Clone, Default)]
+/// Which batches a query or a watch is about. Empty fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchFilter {
     pub environment_id: Option<String>,
     pub project_id: Option<String>,
     pub cube_id: Option<String>,
+    pub batch_id: Option<String>,
     pub state: Option<BatchState>,
+    /// Batches begun at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Batches begun before this time.
+    pub until: Option<DateTime<Utc>>,
 }
 
-/// A page of batches, most recently changed first, and the position after
+/// A page of batches, newest (latest begun) first, and the position after
 /// its last row (`None` on the last page).
 #[derive(Debug, Clone)]
 pub struct BatchPage {
     pub batches: Vec<BatchRecord>,
     pub next: Option<(i64, String)>,
+}
+
+/// One committed change of a batch's state, in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchChange {
+    /// The event's sequence number: a watcher's resume cursor.
+    pub seq: i64,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub batch: BatchRecord,
+}
+
+/// The columns of `batches` a filter applies to, with their values.
+fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &BatchFilter, table: &str) {
+    let columns = [
+        ("environment_id", &filter.environment_id),
+        ("project_id", &filter.project_id),
+        ("cube_id", &filter.cube_id),
+        ("batch_id", &filter.batch_id),
+    ];
+    for (column, value) in columns {
+        if let Some(value) = value {
+            query
+                .push(format!(" AND {table}.{column} = "))
+                .push_bind(value.clone());
+        }
+    }
 }
 
 impl Store {
@@ -30,8 +65,8 @@ impl Store {
         row.map(|r| from_json(r.get("record"))).transpose()
     }
 
-    /// Batches matching `filter`, ordered by (updated_at, batch_id)
-    /// descending, starting strictly after `after`.
+    /// Batches matching `filter`, newest first (by when they began, then
+    /// id), starting strictly after `after`.
     pub async fn list_batches(
         &self,
         filter: &BatchFilter,
@@ -39,38 +74,33 @@ impl Store {
         after: Option<(i64, String)>,
     ) -> Result<BatchPage, StoreError> {
         let mut query: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT record, updated_at, batch_id FROM batches WHERE 1 = 1");
-        let columns = [
-            ("environment_id", &filter.environment_id),
-            ("project_id", &filter.project_id),
-            ("cube_id", &filter.cube_id),
-        ];
-        for (column, value) in columns {
-            if let Some(value) = value {
-                query
-                    .push(format!(" AND {column} = "))
-                    .push_bind(value.clone());
-            }
-        }
+            QueryBuilder::new("SELECT record, begun_at, batch_id FROM batches WHERE 1 = 1");
+        push_filter(&mut query, filter, "batches");
         if let Some(state) = filter.state {
             query.push(" AND state = ").push_bind(state.as_str());
         }
-        if let Some((updated_at, batch_id)) = after {
+        if let Some(since) = filter.since {
+            query.push(" AND begun_at >= ").push_bind(to_millis(since));
+        }
+        if let Some(until) = filter.until {
+            query.push(" AND begun_at < ").push_bind(to_millis(until));
+        }
+        if let Some((begun_at, batch_id)) = after {
             query
-                .push(" AND (updated_at, batch_id) < (")
-                .push_bind(updated_at)
+                .push(" AND (begun_at, batch_id) < (")
+                .push_bind(begun_at)
                 .push(", ")
                 .push_bind(batch_id)
                 .push(")");
         }
         query
-            .push(" ORDER BY updated_at DESC, batch_id DESC LIMIT ")
+            .push(" ORDER BY begun_at DESC, batch_id DESC LIMIT ")
             .push_bind(page_size as i64 + 1);
         let rows = query.build().fetch_all(&self.reader).await?;
         let more = rows.len() > page_size;
         let rows = &rows[..rows.len().min(page_size)];
         let next = match rows.last() {
-            Some(last) if more => Some((last.get("updated_at"), last.get("batch_id"))),
+            Some(last) if more => Some((last.get("begun_at"), last.get("batch_id"))),
             _ => None,
         };
         let batches = rows
@@ -80,6 +110,53 @@ impl Store {
         Ok(BatchPage { batches, next })
     }
 
+    /// The earliest batch of a cube begun at or after `after` (in any
+    /// environment when `environment_id` is `None`).
+    pub async fn first_batch_after(
+        &self,
+        environment_id: Option<&str>,
+        cube_id: &str,
+        after: DateTime<Utc>,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT record FROM batches
+             WHERE cube_id = ?1 AND (?2 IS NULL OR environment_id = ?2) AND begun_at >= ?3
+             ORDER BY begun_at, batch_id LIMIT 1",
+        )
+        .bind(cube_id)
+        .bind(environment_id)
+        .bind(to_millis(after))
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| from_json(r.get("record"))).transpose()
+    }
+
+    /// The sequence number of the newest event (0 when there is none).
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.get("seq"))
+    }
+
+    /// Batch changes after `after_seq` matching `filter`, oldest first.
+    pub async fn batch_changes(
+        &self,
+        filter: &BatchFilter,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<BatchChange>, StoreError> {
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT seq, event_type, occurred_at, reply FROM events
+             WHERE changes_batch = 1 AND seq > ",
+        );
+        query.push_bind(after_seq);
+        push_filter(&mut query, filter, "events");
+        query.push(" ORDER BY seq LIMIT ").push_bind(limit as i64);
+        let rows = query.build().fetch_all(&self.reader).await?;
+        rows.iter().map(change_from_row).collect()
+    }
+
     /// How many events are stored (for tests and diagnostics).
     pub async fn count_events(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM events")
@@ -87,4 +164,24 @@ impl Store {
             .await?;
         Ok(row.get("n"))
     }
+}
+
+/// The reply stored with a batch event holds the batch as it stood after
+/// the event.
+#[derive(serde::Deserialize)]
+struct StoredReply {
+    batch: Option<BatchRecord>,
+}
+
+fn change_from_row(r: &SqliteRow) -> Result<BatchChange, StoreError> {
+    let reply: StoredReply = from_json(r.get("reply"))?;
+    let seq: i64 = r.get("seq");
+    Ok(BatchChange {
+        seq,
+        event_type: r.get("event_type"),
+        occurred_at: from_millis(r.get("occurred_at"))?,
+        batch: reply.batch.ok_or_else(|| {
+            StoreError::Corrupt(format!("event {seq} changes a batch but has none"))
+        })?,
+    })
 }

@@ -247,7 +247,8 @@ async fn batches_can_be_read_back_and_paged() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(seen, ["b-1", "b-4", "b-3", "b-2", "b-0"]);
+    // Newest first, by when each batch began: b-1's failure does not move it.
+    assert_eq!(seen, ["b-4", "b-3", "b-2", "b-1", "b-0"]);
 
     let failed = query
         .list_batches(pb::ListBatchesRequest {

@@ -5,5 +5,6 @@ mod cli;
 mod delivery;
 mod helpers;
 mod ingest;
+mod query;
 mod restart;
 mod validation;
