@@ -109,3 +109,13 @@ CREATE TABLE attempts (
     verdict          TEXT    NOT NULL
 );
 CREATE INDEX attempts_delivery ON attempts (delivery_id, attempt);
+
+-- Refresh schedules declared in the configuration: when tracking began
+-- and, while a refresh is overdue, since when.
+CREATE TABLE schedules (
+    name           TEXT    PRIMARY KEY,
+    environment_id TEXT    NOT NULL,
+    cube_id        TEXT    NOT NULL,
+    baseline_at    INTEGER NOT NULL,
+    overdue_since  INTEGER
+);

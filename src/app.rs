@@ -16,16 +16,19 @@ use crate::api::pb::query_service_server::QueryServiceServer;
 use crate::api::{pb, IngestApi, QueryApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::core::subscription::WebhookSubscription;
-use crate::deliver::{Dispatcher, WebhookClient};
+use crate::core::subscription::Subscription;
+use crate::deliver::{Dispatcher, HttpSender};
 use crate::feed::ChangeFeed;
-use crate::ingest::Ingestor;
+use crate::ingest::{IngestError, Ingestor};
+use crate::monitor::Monitor;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Monitor(#[from] IngestError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -43,16 +46,16 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub clock: Arc<dyn Clock>,
-    /// When false, nothing is delivered until someone calls
-    /// [`Dispatcher::run_until_idle`].
-    pub background_delivery: bool,
+    /// When false, nothing is delivered and nothing monitored until someone
+    /// calls [`Dispatcher::run_until_idle`] or [`Monitor::run_once`].
+    pub background_workers: bool,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
-            background_delivery: true,
+            background_workers: true,
         }
     }
 }
@@ -66,6 +69,7 @@ pub struct Application {
     dispatcher: Dispatcher,
     ingestor: Ingestor,
     feed: ChangeFeed,
+    monitor: Monitor,
 }
 
 impl Application {
@@ -75,8 +79,8 @@ impl Application {
 
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
         let store = Store::open(&settings.store.url).await?;
-        let subscriptions: Arc<[WebhookSubscription]> = settings.webhooks.clone().into();
-        let client = WebhookClient::new(settings.delivery.response_excerpt_bytes)?;
+        let subscriptions: Arc<[Subscription]> = settings.subscriptions.clone().into();
+        let client = HttpSender::new(settings.delivery.response_excerpt_bytes)?;
         let dispatcher = Dispatcher::new(
             store.clone(),
             client,
@@ -93,6 +97,14 @@ impl Application {
             dispatcher.clone(),
             feed.clone(),
         );
+        let monitor = Monitor::new(
+            store.clone(),
+            ingestor.clone(),
+            options.clock.clone(),
+            settings.stalls.clone(),
+            settings.schedules.clone(),
+        )
+        .await?;
         let requested = settings.server.grpc_listen;
         let listener = TcpListener::bind(requested)
             .await
@@ -113,6 +125,7 @@ impl Application {
             dispatcher,
             ingestor,
             feed,
+            monitor,
         })
     }
 
@@ -123,6 +136,10 @@ impl Application {
 
     pub fn dispatcher(&self) -> Dispatcher {
         self.dispatcher.clone()
+    }
+
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
     }
 
     pub fn store(&self) -> Store {
@@ -137,12 +154,17 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let shutdown = CancellationToken::new();
-        let mut lanes = if self.options.background_delivery {
-            self.dispatcher
-                .spawn(shutdown.clone(), self.settings.server.shutdown_grace)
-        } else {
-            JoinSet::new()
-        };
+        let mut lanes = JoinSet::new();
+        let mut monitor = None;
+        if self.options.background_workers {
+            lanes = self
+                .dispatcher
+                .spawn(shutdown.clone(), self.settings.server.shutdown_grace);
+            monitor = Some(
+                self.monitor
+                    .spawn(shutdown.clone(), self.settings.monitor.check_interval),
+            );
+        }
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IngestServiceServer<IngestApi>>()
@@ -154,7 +176,7 @@ impl Application {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        tracing::info!(grpc = %self.addr, store = %self.settings.store.url, subscriptions = self.settings.webhooks.len(), "Herald is serving");
+        tracing::info!(grpc = %self.addr, store = %self.settings.store.url, subscriptions = self.settings.subscriptions.len(), "Herald is serving");
         let served = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection)
@@ -169,6 +191,9 @@ impl Application {
         tracing::info!("gRPC stopped; finishing in-flight deliveries");
         shutdown.cancel();
         while lanes.join_next().await.is_some() {}
+        if let Some(monitor) = monitor {
+            let _ = monitor.await;
+        }
         self.store.close().await;
         tracing::info!("Herald stopped");
         Ok(served?)

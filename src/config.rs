@@ -12,10 +12,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::core::cloudevent;
 use crate::core::filter::{EventFilter, Pattern};
 use crate::core::retry::RetryPolicy;
+use crate::core::schedule::{parse_cron, Cadence, Schedule};
 use crate::core::signature::SigningSecret;
-use crate::core::subscription::WebhookSubscription;
+use crate::core::stall::{Learning, StallPolicy, StallRule};
+use crate::core::subscription::{Healthcheck, Subscription, Target, Webhook, HEALTHCHECK_EVENTS};
+use crate::core::template::Template;
 use crate::core::validate::parse_id;
 
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
@@ -26,7 +30,17 @@ pub struct Settings {
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub delivery: DeliverySettings,
-    pub webhooks: Vec<WebhookSubscription>,
+    /// Webhooks and healthchecks, in configuration order.
+    pub subscriptions: Vec<Subscription>,
+    pub monitor: MonitorSettings,
+    pub stalls: StallPolicy,
+    pub schedules: Vec<Schedule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MonitorSettings {
+    /// How often running batches and schedules are checked.
+    pub check_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -102,11 +116,11 @@ impl Settings {
     }
 
     fn from_raw(
-        raw: RawConfig,
+        mut raw: RawConfig,
         overrides: &Overrides,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let server = raw.server.unwrap_or_default();
+        let server = raw.server.take().unwrap_or_default();
         let grpc_listen = overrides
             .grpc_listen
             .clone()
@@ -115,9 +129,11 @@ impl Settings {
         let store_url = overrides
             .store_url
             .clone()
-            .or(raw.store.unwrap_or_default().url)
+            .or(raw.store.take().unwrap_or_default().url)
             .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
-        let delivery = raw.delivery.unwrap_or_default();
+        let delivery = raw.delivery.take().unwrap_or_default();
+        let subscriptions = parse_subscriptions(&mut raw, env)?;
+        let stalls = raw.stalls.take().unwrap_or_default();
         Ok(Settings {
             server: ServerSettings {
                 grpc_listen: grpc_listen.parse().map_err(|_| {
@@ -136,7 +152,16 @@ impl Settings {
                 lease_margin: duration_or("delivery.lease_margin", delivery.lease_margin, "30s")?,
                 response_excerpt_bytes: delivery.response_excerpt_bytes.unwrap_or(2048),
             },
-            webhooks: parse_webhooks(raw.webhooks, env)?,
+            subscriptions,
+            monitor: MonitorSettings {
+                check_interval: duration_or(
+                    "stalls.check_interval",
+                    stalls.check_interval.clone(),
+                    "15s",
+                )?,
+            },
+            stalls: parse_stalls(stalls)?,
+            schedules: parse_schedules(std::mem::take(&mut raw.schedules))?,
         })
     }
 }
@@ -167,30 +192,40 @@ fn parse_store_url(url: &str) -> Result<String, ConfigError> {
     }
 }
 
-fn parse_webhooks(
-    raw: Vec<RawWebhook>,
+fn parse_subscriptions(
+    raw: &mut RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<WebhookSubscription>, ConfigError> {
-    let mut subscriptions: Vec<WebhookSubscription> = Vec::with_capacity(raw.len());
-    for (i, hook) in raw.into_iter().enumerate() {
-        let key = format!("webhooks[{i}]");
-        let sub = parse_webhook(&key, hook, env)?;
+) -> Result<Vec<Subscription>, ConfigError> {
+    let mut subscriptions: Vec<Subscription> = Vec::new();
+    let webhooks = std::mem::take(&mut raw.webhooks).into_iter().enumerate();
+    let healthchecks = std::mem::take(&mut raw.healthchecks)
+        .into_iter()
+        .enumerate();
+    let parsed = webhooks
+        .map(|(i, hook)| parse_webhook(&format!("webhooks[{i}]"), hook, env))
+        .chain(healthchecks.map(|(i, hc)| parse_healthcheck(&format!("healthchecks[{i}]"), hc)));
+    let samples = cloudevent::samples();
+    for result in parsed {
+        let (key, sub) = result?;
         if subscriptions.iter().any(|s| s.name == sub.name) {
             return Err(invalid(
                 format!("{key}.name"),
                 format!("`{}` is used by another subscription", sub.name),
             ));
         }
+        sub.check_templates(&samples)
+            .map_err(|(field, e)| invalid(format!("{key}.{field}"), e.message))?;
         subscriptions.push(sub);
     }
     Ok(subscriptions)
 }
 
-fn parse_webhook(
+/// The parts every kind of subscription has.
+fn parse_common(
     key: &str,
-    raw: RawWebhook,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<WebhookSubscription, ConfigError> {
+    raw: RawSubscription,
+    target: Target,
+) -> Result<(String, Subscription), ConfigError> {
     let name = parse_id("name", &raw.name).map_err(|e| invalid(format!("{key}.name"), e.reason))?;
     let filter = EventFilter {
         events: parse_patterns(&format!("{key}.events"), raw.events)?,
@@ -217,11 +252,11 @@ fn parse_webhook(
         },
         ..RetryPolicy::default()
     };
-    Ok(WebhookSubscription {
-        url: parse_url(&format!("{key}.url"), &raw.url)?,
-        secret: parse_secret(key, raw.secret, raw.secret_env, env)?,
-        headers: parse_headers(&format!("{key}.headers"), raw.headers)?,
+    let sub = Subscription {
+        name,
+        filter,
         timeout: duration_or(&format!("{key}.timeout"), raw.timeout, "10s")?,
+        retry,
         max_in_flight: match raw.max_in_flight {
             Some(0) => {
                 return Err(invalid(
@@ -232,10 +267,81 @@ fn parse_webhook(
             Some(n) => n,
             None => 8,
         },
-        name,
-        filter,
-        retry,
-    })
+        target,
+    };
+    Ok((key.to_owned(), sub))
+}
+
+fn parse_webhook(
+    key: &str,
+    mut raw: RawSubscription,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, Subscription), ConfigError> {
+    let method = raw
+        .method
+        .take()
+        .unwrap_or_else(|| "POST".to_owned())
+        .to_ascii_uppercase();
+    if !["POST", "PUT", "PATCH", "GET"].contains(&method.as_str()) {
+        return Err(invalid(
+            format!("{key}.method"),
+            format!("`{method}`: use POST, PUT, PATCH or GET"),
+        ));
+    }
+    let templated = raw.body_template.is_some();
+    let webhook = Webhook {
+        url: parse_url_template(&format!("{key}.url"), &raw.url)?,
+        secret: parse_secret(
+            key,
+            raw.secret.take(),
+            raw.secret_env.take(),
+            env,
+            templated,
+        )?,
+        method,
+        headers: parse_headers(
+            &format!("{key}.headers"),
+            std::mem::take(&mut raw.headers),
+            env,
+        )?,
+        content_type: raw.content_type.take(),
+        body: raw
+            .body_template
+            .take()
+            .map(|source| parse_template(&format!("{key}.body_template"), &source))
+            .transpose()?,
+    };
+    parse_common(key, raw, Target::Webhook(webhook))
+}
+
+fn parse_healthcheck(
+    key: &str,
+    mut raw: RawSubscription,
+) -> Result<(String, Subscription), ConfigError> {
+    let webhook_only = [
+        ("secret", raw.secret.is_some()),
+        ("secret_env", raw.secret_env.is_some()),
+        ("headers", !raw.headers.is_empty()),
+        ("method", raw.method.is_some()),
+        ("content_type", raw.content_type.is_some()),
+        ("body_template", raw.body_template.is_some()),
+    ];
+    if let Some((field, _)) = webhook_only.iter().find(|(_, set)| *set) {
+        return Err(invalid(
+            format!("{key}.{field}"),
+            "applies to webhooks, not healthchecks",
+        ));
+    }
+    if raw.events.is_empty() {
+        raw.events = HEALTHCHECK_EVENTS
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
+    }
+    let target = Target::Healthcheck(Healthcheck {
+        url: parse_url_template(&format!("{key}.url"), &raw.url)?,
+    });
+    parse_common(key, raw, target)
 }
 
 fn parse_patterns(key: &str, list: Vec<String>) -> Result<Vec<Pattern>, ConfigError> {
@@ -251,9 +357,23 @@ fn parse_patterns(key: &str, list: Vec<String>) -> Result<Vec<Pattern>, ConfigEr
         .collect()
 }
 
-fn parse_url(key: &str, url: &str) -> Result<String, ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(url.to_owned()),
+fn parse_template(key: &str, source: &str) -> Result<Template, ConfigError> {
+    Template::parse(source).map_err(|e| invalid(key, e.message))
+}
+
+/// A URL, possibly with `{{ … }}` placeholders. A plain URL must parse now;
+/// a templated one must start with its scheme and host literally.
+fn parse_url_template(key: &str, url: &str) -> Result<Template, ConfigError> {
+    let literal_prefix = url.split("{{").next().unwrap_or_default();
+    let probe = if literal_prefix.len() < url.len() {
+        format!("{literal_prefix}x")
+    } else {
+        url.to_owned()
+    };
+    match reqwest::Url::parse(&probe) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            parse_template(key, url)
+        }
         _ => Err(invalid(
             key,
             format!("`{url}` is not an absolute http or https URL"),
@@ -261,12 +381,15 @@ fn parse_url(key: &str, url: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// The signing secret. Only a templated webhook (a third-party API that
+/// verifies nothing) may go without one; it is then sent unsigned.
 fn parse_secret(
     key: &str,
     inline: Option<String>,
     from_env: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<SigningSecret, ConfigError> {
+    templated: bool,
+) -> Result<Option<SigningSecret>, ConfigError> {
     let (field, text) =
         match (inline, from_env) {
             (Some(_), Some(_)) => {
@@ -283,30 +406,140 @@ fn parse_secret(
                 })?;
                 (field, value)
             }
+            (None, None) if templated => return Ok(None),
             (None, None) => return Err(invalid(
                 format!("{key}.secret"),
                 "a signing secret is required: `secret = \"whsec_…\"` or `secret_env = \"VAR\"` \
-                 (`herald secret` prints a new one)",
+                 (`herald secret` prints a new one); only a webhook with a body_template may omit it",
             )),
         };
     // The reason never echoes the secret itself.
-    SigningSecret::parse(text.trim()).map_err(|e| invalid(field, e.to_string()))
+    SigningSecret::parse(text.trim())
+        .map(Some)
+        .map_err(|e| invalid(field, e.to_string()))
 }
 
-const RESERVED_HEADERS: [&str; 4] = ["content-type", "content-length", "host", "user-agent"];
+fn parse_stalls(raw: RawStalls) -> Result<StallPolicy, ConfigError> {
+    let defaults = Learning::default();
+    let default = match raw.max_duration.as_deref() {
+        Some("off") => None,
+        other => Some(duration_or(
+            "stalls.max_duration",
+            other.map(str::to_owned),
+            "4h",
+        )?),
+    };
+    let learning = match raw.learn {
+        Some(false) => None,
+        _ => Some(Learning {
+            factor: positive("stalls.learn_factor", raw.learn_factor, defaults.factor)?,
+            percentile: match raw.learn_percentile {
+                Some(p) if !(1.0..=100.0).contains(&p) => {
+                    return Err(invalid(
+                        "stalls.learn_percentile",
+                        "must be between 1 and 100",
+                    ))
+                }
+                Some(p) => p,
+                None => defaults.percentile,
+            },
+            floor: duration_or("stalls.learn_floor", raw.learn_floor, "10m")?,
+            min_samples: raw.learn_min_samples.unwrap_or(defaults.min_samples).max(1),
+            window: raw.learn_window.unwrap_or(defaults.window).max(1),
+        }),
+    };
+    let rules = raw
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = format!("stalls.rules[{i}]");
+            Ok(StallRule {
+                environments: parse_patterns(&format!("{key}.environments"), r.environments)?,
+                cubes: parse_patterns(&format!("{key}.cubes"), r.cubes)?,
+                max_duration: parse_duration(&r.max_duration)
+                    .map_err(|reason| invalid(format!("{key}.max_duration"), reason))?,
+            })
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(StallPolicy {
+        default,
+        rules,
+        learning,
+    })
+}
+
+fn positive(key: &str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+    match value {
+        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Some(_) => Err(invalid(key, "must be a positive number")),
+        None => Ok(default),
+    }
+}
+
+fn parse_schedules(raw: Vec<RawSchedule>) -> Result<Vec<Schedule>, ConfigError> {
+    let mut schedules: Vec<Schedule> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = format!("schedules[{i}]");
+        let id = |field: &str, value: &str| {
+            parse_id(field, value).map_err(|e| invalid(format!("{key}.{field}"), e.reason))
+        };
+        let name = id("name", &r.name)?;
+        if schedules.iter().any(|s| s.name == name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("`{name}` is used by another schedule"),
+            ));
+        }
+        let cadence = match (r.every, r.cron) {
+            (Some(every), None) => Cadence::Every(
+                parse_duration(&every).map_err(|reason| invalid(format!("{key}.every"), reason))?,
+            ),
+            (None, Some(cron)) => Cadence::Cron(Box::new(
+                parse_cron(&cron).map_err(|reason| invalid(format!("{key}.cron"), reason))?,
+            )),
+            _ => {
+                return Err(invalid(
+                    format!("{key}.every"),
+                    "give `every` or `cron`, exactly one",
+                ))
+            }
+        };
+        schedules.push(Schedule {
+            environment_id: id("environment", &r.environment)?,
+            cube_id: id("cube", &r.cube)?,
+            grace: duration_or(&format!("{key}.grace"), r.grace, "1h")?,
+            name,
+            cadence,
+        });
+    }
+    Ok(schedules)
+}
+
+const RESERVED_HEADERS: [&str; 3] = ["content-length", "host", "user-agent"];
 
 fn parse_headers(
     key: &str,
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, RawHeaderValue>,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     headers
         .into_iter()
         .map(|(name, value)| {
             let lower = name.to_ascii_lowercase();
             let field = format!("{key}.{name}");
+            if lower == "content-type" {
+                return Err(invalid(field, "set it with the `content_type` key"));
+            }
             if lower.starts_with("webhook-") || RESERVED_HEADERS.contains(&lower.as_str()) {
                 return Err(invalid(field, "is set by Herald and cannot be overridden"));
             }
+            let value = match value {
+                RawHeaderValue::Plain(value) => value,
+                RawHeaderValue::Env { env: var } => env(&var).ok_or_else(|| {
+                    invalid(&field, format!("environment variable `{var}` is not set"))
+                })?,
+            };
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(&field, "is not a valid header name"))?;
             reqwest::header::HeaderValue::from_str(&value)
@@ -358,7 +591,12 @@ struct RawConfig {
     store: Option<RawStore>,
     delivery: Option<RawDelivery>,
     #[serde(default)]
-    webhooks: Vec<RawWebhook>,
+    webhooks: Vec<RawSubscription>,
+    #[serde(default)]
+    healthchecks: Vec<RawSubscription>,
+    stalls: Option<RawStalls>,
+    #[serde(default)]
+    schedules: Vec<RawSchedule>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,7 +622,9 @@ struct RawDelivery {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawWebhook {
+/// A `[[webhooks]]` or `[[healthchecks]]` entry; the webhook-only keys are
+/// refused on a healthcheck.
+struct RawSubscription {
     name: String,
     url: String,
     #[serde(default)]
@@ -398,10 +638,58 @@ struct RawWebhook {
     secret: Option<String>,
     secret_env: Option<String>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, RawHeaderValue>,
     timeout: Option<String>,
     retry_schedule: Option<Vec<String>>,
     max_in_flight: Option<usize>,
+    method: Option<String>,
+    content_type: Option<String>,
+    body_template: Option<String>,
+}
+
+/// A header value inline, or `{ env = "VAR" }` to keep a token out of the
+/// file.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawHeaderValue {
+    Plain(String),
+    Env { env: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStalls {
+    max_duration: Option<String>,
+    learn: Option<bool>,
+    learn_factor: Option<f64>,
+    learn_percentile: Option<f64>,
+    learn_floor: Option<String>,
+    learn_min_samples: Option<usize>,
+    learn_window: Option<usize>,
+    check_interval: Option<String>,
+    #[serde(default)]
+    rules: Vec<RawStallRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStallRule {
+    #[serde(default)]
+    environments: Vec<String>,
+    #[serde(default)]
+    cubes: Vec<String>,
+    max_duration: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: String,
+    environment: String,
+    cube: String,
+    every: Option<String>,
+    cron: Option<String>,
+    grace: Option<String>,
 }
 
 #[cfg(test)]
@@ -428,7 +716,9 @@ mod tests {
         let s = Settings::load(None, &Overrides::default()).unwrap();
         assert_eq!(s.server.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
         assert_eq!(s.store.url, DEFAULT_STORE_URL);
-        assert!(s.webhooks.is_empty());
+        assert!(s.subscriptions.is_empty());
+        assert!(s.schedules.is_empty());
+        assert_eq!(s.stalls, StallPolicy::default());
     }
 
     #[test]
@@ -449,15 +739,81 @@ mod tests {
             "#,
         )
         .unwrap();
-        let hook = &s.webhooks[0];
-        assert_eq!(hook.name, "etl");
-        assert_eq!(hook.timeout, Duration::from_secs(3));
+        let sub = &s.subscriptions[0];
+        assert_eq!(sub.name, "etl");
+        assert_eq!(sub.timeout, Duration::from_secs(3));
         assert_eq!(
-            hook.retry.schedule,
+            sub.retry.schedule,
             vec![Duration::from_secs(1), Duration::from_secs(60)]
         );
+        let Target::Webhook(hook) = &sub.target else {
+            panic!("a webhook")
+        };
         assert_eq!(hook.headers, vec![("X-Team".to_owned(), "data".to_owned())]);
-        assert_eq!(hook.secret, SigningSecret::parse(SECRET).unwrap());
+        assert_eq!(hook.secret, Some(SigningSecret::parse(SECRET).unwrap()));
+        assert_eq!(hook.method, "POST");
+    }
+
+    #[test]
+    fn healthchecks_stalls_and_schedules_parse() {
+        let s = load(
+            r#"
+            [stalls]
+            max_duration = "off"
+            learn_factor = 2.5
+            [[stalls.rules]]
+            environments = ["prod"]
+            cubes = ["sales*"]
+            max_duration = "45m"
+            [[healthchecks]]
+            name = "hc"
+            url = "https://hc.example/ping/{{ data.cube_id }}"
+            [[schedules]]
+            name = "sales-daily"
+            environment = "prod"
+            cube = "sales"
+            cron = "0 6 * * *"
+            grace = "30m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.stalls.default, None);
+        assert_eq!(s.stalls.rules[0].max_duration, Duration::from_secs(2700));
+        assert_eq!(s.stalls.learning.as_ref().unwrap().factor, 2.5);
+        assert_eq!(
+            s.subscriptions[0].filter.events.len(),
+            4,
+            "healthchecks default to batch events"
+        );
+        assert_eq!(s.schedules[0].grace, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn templates_are_checked_against_sample_events_at_load() {
+        let hook = |events: &str, body: &str| {
+            format!("[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = {events}\nsecret = \"{SECRET}\"\nbody_template = '{body}'")
+        };
+        assert!(load(&hook("[\"aggregate.batch.*\"]", "{{ data.cube_name }}")).is_ok());
+        let typo = load(&hook("[\"aggregate.batch.*\"]", "{{ data.cube_nmae }}")).unwrap_err();
+        assert_eq!(key_of(typo.clone()), "webhooks[0].body_template");
+        assert!(
+            typo.to_string().contains("line 1: undefined value"),
+            "{typo}"
+        );
+        // Environment events have no cube: a template that needs one cannot
+        // serve a subscription that receives them.
+        let wrong_kind = load(&hook("[\"environment.*\"]", "{{ data.cube_name }}")).unwrap_err();
+        assert!(
+            wrong_kind.to_string().contains("environment."),
+            "{wrong_kind}"
+        );
+        let syntax = load(&hook("[\"*\"]", "{% if %}")).unwrap_err();
+        assert_eq!(key_of(syntax), "webhooks[0].body_template");
+        let bad_schedule = "[[schedules]]\nname = \"s\"\nenvironment = \"prod\"\ncube = \"c\"";
+        assert_eq!(
+            key_of(load(bad_schedule).unwrap_err()),
+            "schedules[0].every"
+        );
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod core;
 pub mod deliver;
 pub mod feed;
 pub mod ingest;
+pub mod monitor;
 pub mod store;
 pub mod telemetry;

@@ -17,8 +17,7 @@ use crate::core::validate::{
     FieldError, MAX_NAME_LEN, MAX_TEXT_LEN,
 };
 
-/// Ids starting with this are Herald's own (raised events).
-const RESERVED_ID_PREFIX: &str = "herald:";
+use crate::ingest::RAISED_PREFIX as RESERVED_ID_PREFIX;
 
 type Result<T> = std::result::Result<T, FieldError>;
 

@@ -107,6 +107,12 @@ impl QueryService for QueryApi {
         request: Request<pb::WatchBatchesRequest>,
     ) -> Result<Response<ChangeStream>, Status> {
         let (filter, cursor) = parse_watch(&request.into_inner()).map_err(ApiError::from)?;
+        // The starting point is fixed before the call returns: a client
+        // that sees the stream open knows every later change will follow.
+        let start = match cursor {
+            Some(cursor) => Start::After(cursor),
+            None => self.snapshot(&filter).await.map_err(ApiError::from)?,
+        };
         let (tx, rx) = mpsc::channel(64);
         let watcher = Watcher {
             store: self.store.clone(),
@@ -114,7 +120,7 @@ impl QueryService for QueryApi {
             filter,
             tx,
         };
-        tokio::spawn(async move { watcher.run(cursor).await });
+        tokio::spawn(async move { watcher.run(start).await });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -147,6 +153,19 @@ enum Target {
 }
 
 impl QueryApi {
+    /// The current state of matching batches (oldest first) and the newest
+    /// event read before them.
+    async fn snapshot(&self, filter: &BatchFilter) -> Result<Start, StoreError> {
+        let seq = self.store.last_seq().await?;
+        let mut batches = self
+            .store
+            .list_batches(filter, SNAPSHOT_LIMIT, None)
+            .await?
+            .batches;
+        batches.reverse();
+        Ok(Start::Snapshot(seq, batches))
+    }
+
     /// Re-reads the target after every committed change until it settles
     /// or the deadline passes. Subscribing before the first read means no
     /// change can slip between a read and the wait.
@@ -198,21 +217,31 @@ struct Watcher {
     tx: mpsc::Sender<Result<pb::BatchChange, Status>>,
 }
 
+/// Where a watch begins.
+enum Start {
+    /// After this cursor.
+    After(i64),
+    /// With these batches as they stand, then after this cursor.
+    Snapshot(i64, Vec<BatchRecord>),
+}
+
 impl Watcher {
-    async fn run(self, cursor: Option<i64>) {
-        if let Err(e) = self.stream(cursor).await {
+    async fn run(self, start: Start) {
+        if let Err(e) = self.stream(start).await {
             let _ = self.tx.send(Err(ApiError::from(e).into())).await;
         }
     }
 
-    async fn stream(&self, cursor: Option<i64>) -> Result<(), StoreError> {
+    async fn stream(&self, start: Start) -> Result<(), StoreError> {
         let mut changes = self.feed.subscribe();
-        let mut cursor = match cursor {
-            Some(cursor) => cursor,
-            None => match self.send_snapshot().await? {
-                Some(seq) => seq,
-                None => return Ok(()),
-            },
+        let mut cursor = match start {
+            Start::After(cursor) => cursor,
+            Start::Snapshot(seq, batches) => {
+                if !self.send_snapshot(seq, &batches).await {
+                    return Ok(());
+                }
+                seq
+            }
         };
         loop {
             let page = self
@@ -235,16 +264,10 @@ impl Watcher {
         }
     }
 
-    /// Sends the current state of matching batches, oldest first, each with
-    /// the cursor of the newest event read before them. Returns that cursor,
-    /// or `None` when the client is gone.
-    async fn send_snapshot(&self) -> Result<Option<i64>, StoreError> {
-        let seq = self.store.last_seq().await?;
-        let page = self
-            .store
-            .list_batches(&self.filter, SNAPSHOT_LIMIT, None)
-            .await?;
-        for batch in page.batches.iter().rev() {
+    /// Sends the snapshot, each message with the cursor of the newest event
+    /// read before it. False when the client is gone.
+    async fn send_snapshot(&self, seq: i64, batches: &[BatchRecord]) -> bool {
+        for batch in batches {
             let message = pb::BatchChange {
                 cursor: seq.to_string(),
                 event_type: String::new(),
@@ -252,10 +275,10 @@ impl Watcher {
                 snapshot: true,
             };
             if self.tx.send(Ok(message)).await.is_err() {
-                return Ok(None);
+                return false;
             }
         }
-        Ok(Some(seq))
+        true
     }
 }
 

@@ -82,6 +82,16 @@ pub struct BatchRecord {
 }
 
 impl BatchRecord {
+    pub fn scope(&self) -> super::event::Scope {
+        super::event::Scope {
+            environment_id: Some(self.environment_id.clone()),
+            project_id: self.project_id.clone(),
+            cube_id: Some(self.cube_id.clone()),
+            cube_name: Some(self.cube_name.clone()),
+            batch_id: Some(self.batch_id.clone()),
+        }
+    }
+
     /// When the batch began as far as Herald knows: its start, or its
     /// completion when the start was never seen.
     pub fn begun_at(&self) -> DateTime<Utc> {
@@ -164,6 +174,16 @@ pub fn apply(
         record.updated_at = current.updated_at;
     }
     Ok(Applied { record, changed })
+}
+
+/// Marks a running batch stalled at `now`; `None` when it is not running
+/// (it finished, or already stalled: a batch stalls once).
+pub fn stall(current: &BatchRecord, now: DateTime<Utc>) -> Option<BatchRecord> {
+    (current.state == BatchState::Running).then(|| BatchRecord {
+        state: BatchState::Stalled,
+        updated_at: now,
+        ..current.clone()
+    })
 }
 
 /// True when this completed batch is the first success of its cube after a
@@ -349,6 +369,21 @@ mod tests {
         other.batch.cube_id = "stock".into();
         let err = apply(Some(&started.record), &other, at(1)).unwrap_err();
         assert!(matches!(err, TransitionError::ScopeMismatch { .. }));
+    }
+
+    #[test]
+    fn a_running_batch_stalls_once_and_may_still_complete() {
+        let running = apply(None, &event(BatchOutcome::Started), at(0))
+            .unwrap()
+            .record;
+        let stalled = stall(&running, at(100)).unwrap();
+        assert_eq!(stalled.state, BatchState::Stalled);
+        assert_eq!(stall(&stalled, at(200)), None);
+        let done = apply(Some(&stalled), &event(succeeded()), at(300)).unwrap();
+        assert!(done.changed);
+        assert_eq!(done.record.state, BatchState::Succeeded);
+        let finished = done.record;
+        assert_eq!(stall(&finished, at(400)), None);
     }
 
     #[test]

@@ -1,51 +1,89 @@
 //! The webhook body: a CloudEvents 1.0 structured-mode JSON envelope
-//! (`application/cloudevents+json`). It is built once per event at ingest
-//! and stored, so every delivery and every retry sends the same bytes.
+//! (`application/cloudevents+json`). It is built once per event when the
+//! event is committed and stored, so every delivery and every retry sends
+//! the same bytes; payload templates render over the same envelope.
 
+use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::batch::BatchRecord;
-use super::event::{Event, EventType, Payload};
+use super::batch::{BatchRecord, BatchState};
+use super::event::{
+    BatchEvent, BatchOutcome, BatchRef, BuildKind, EnvironmentChange, EnvironmentEvent, Event,
+    EventType, FailedAggregate, Payload, SchemaEvent,
+};
 
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
+/// The source of the events Herald raises itself.
+pub const HERALD_SOURCE: &str = "herald";
+
+/// The envelope's attributes.
 #[derive(Debug, Serialize)]
-struct Envelope<'a> {
-    specversion: &'static str,
-    id: &'a str,
-    source: &'a str,
+pub struct Envelope<'a> {
+    pub specversion: &'static str,
+    pub id: &'a str,
+    pub source: &'a str,
     #[serde(rename = "type")]
-    event_type: &'static str,
-    time: String,
-    subject: String,
-    datacontenttype: &'static str,
-    data: Value,
+    pub event_type: &'static str,
+    pub time: String,
+    pub subject: String,
+    pub datacontenttype: &'static str,
+    pub data: Value,
 }
 
-/// Renders the envelope for `event`. `event_type` may differ from the
-/// event's own (Herald raises `aggregate.batch.recovered` from a success);
-/// `batch` is the batch after the event, for batch events.
+impl<'a> Envelope<'a> {
+    pub fn new(
+        id: &'a str,
+        source: &'a str,
+        event_type: EventType,
+        time: DateTime<Utc>,
+        subject: String,
+        data: Value,
+    ) -> Self {
+        Envelope {
+            specversion: "1.0",
+            id,
+            source,
+            event_type: event_type.as_str(),
+            time: time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            subject,
+            datacontenttype: "application/json",
+            data,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing plain strings and JSON values cannot fail.
+        serde_json::to_vec(self).expect("envelope serializes")
+    }
+}
+
+/// Renders the envelope for a caller's event. `event_type` may differ from
+/// the event's own (Herald raises `aggregate.batch.recovered` from a
+/// success); `batch` is the batch after the event, for batch events.
 pub fn render(
     event: &Event,
     event_id: &str,
     event_type: EventType,
     batch: Option<&BatchRecord>,
 ) -> Vec<u8> {
-    let envelope = Envelope {
-        specversion: "1.0",
-        id: event_id,
-        source: &event.source,
-        event_type: event_type.as_str(),
-        time: event
-            .occurred_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        subject: subject(event),
-        datacontenttype: "application/json",
-        data: data(event, batch),
-    };
-    // Serializing plain strings and JSON values cannot fail.
-    serde_json::to_vec(&envelope).expect("envelope serializes")
+    Envelope::new(
+        event_id,
+        &event.source,
+        event_type,
+        event.occurred_at,
+        subject(event),
+        data(event, batch),
+    )
+    .to_bytes()
+}
+
+pub fn batch_subject(r: &BatchRecord) -> String {
+    format!(
+        "environments/{}/cubes/{}/batches/{}",
+        r.environment_id, r.cube_id, r.batch_id
+    )
 }
 
 fn subject(event: &Event) -> String {
@@ -81,7 +119,8 @@ fn data(event: &Event, batch: Option<&BatchRecord>) -> Value {
     }
 }
 
-fn batch_data(r: &BatchRecord) -> Value {
+/// The `data` of every batch event: the batch as it stands after it.
+pub fn batch_data(r: &BatchRecord) -> Value {
     let duration_ms = match (r.started_at, r.finished_at) {
         (Some(start), Some(end)) => Some((end - start).num_milliseconds()),
         _ => None,
@@ -104,6 +143,119 @@ fn batch_data(r: &BatchRecord) -> Value {
         "duration_ms": duration_ms,
         "start_seen": r.start_seen,
     })
+}
+
+/// The `data` of `aggregate.refresh.overdue`.
+pub fn overdue_data(
+    schedule: &str,
+    environment_id: &str,
+    cube_id: &str,
+    last_success_at: Option<DateTime<Utc>>,
+    expected_by: DateTime<Utc>,
+) -> Value {
+    json!({
+        "schedule": schedule,
+        "environment_id": environment_id,
+        "cube_id": cube_id,
+        "last_success_at": last_success_at,
+        "expected_by": expected_by,
+    })
+}
+
+/// One parsed envelope per event type, with every field present: what
+/// templates are checked against when the configuration loads.
+pub fn samples() -> Vec<(EventType, Value)> {
+    EventType::ALL
+        .into_iter()
+        .map(|t| {
+            let bytes = sample(t);
+            // Envelopes are JSON by construction.
+            (t, serde_json::from_slice(&bytes).expect("sample is JSON"))
+        })
+        .collect()
+}
+
+fn sample(event_type: EventType) -> Vec<u8> {
+    let at = Utc
+        .with_ymd_and_hms(2026, 1, 1, 6, 0, 0)
+        .single()
+        .unwrap_or_default();
+    let batch = BatchRef {
+        batch_id: "b-1".into(),
+        environment_id: "prod".into(),
+        project_id: Some("finance".into()),
+        cube_id: "sales".into(),
+        cube_name: "Sales".into(),
+    };
+    let outcome = match event_type {
+        EventType::BatchFailed => BatchOutcome::Failed {
+            error_message: "out of disk".into(),
+            failed_aggregates: vec![FailedAggregate {
+                aggregate_id: "agg-1".into(),
+                aggregate_name: "by_region".into(),
+                error: "write failed".into(),
+            }],
+        },
+        EventType::BatchStarted | EventType::BatchStalled => BatchOutcome::Started,
+        _ => BatchOutcome::Succeeded {
+            aggregates_built: 3,
+            rows_written: 1000,
+        },
+    };
+    let record = BatchRecord {
+        batch_id: batch.batch_id.clone(),
+        environment_id: batch.environment_id.clone(),
+        project_id: batch.project_id.clone(),
+        cube_id: batch.cube_id.clone(),
+        cube_name: batch.cube_name.clone(),
+        state: BatchState::Succeeded,
+        build_kind: BuildKind::Full,
+        aggregate_count: 3,
+        aggregates_built: 3,
+        rows_written: 1000,
+        error_message: None,
+        failed_aggregates: vec![],
+        started_at: Some(at),
+        finished_at: Some(at),
+        start_seen: true,
+        updated_at: at,
+    };
+    let payload = match event_type {
+        EventType::EnvironmentCreated
+        | EventType::EnvironmentUpdated
+        | EventType::EnvironmentDeleted => Payload::Environment(EnvironmentEvent {
+            change: EnvironmentChange::Updated,
+            environment_id: "prod".into(),
+            name: Some("Production".into()),
+            attributes: Default::default(),
+        }),
+        EventType::SchemaPublished | EventType::SchemaUnpublished => Payload::Schema(SchemaEvent {
+            published: true,
+            environment_id: "prod".into(),
+            project_id: Some("finance".into()),
+            catalogs: vec!["Finance".into()],
+            cubes: vec!["Sales".into()],
+            version: Some("1".into()),
+        }),
+        EventType::RefreshOverdue => {
+            let data = overdue_data("daily", "prod", "sales", Some(at), at);
+            let subject = "environments/prod/cubes/sales".to_owned();
+            return Envelope::new("ev-1", HERALD_SOURCE, event_type, at, subject, data).to_bytes();
+        }
+        _ => Payload::Batch(BatchEvent {
+            batch,
+            build_kind: BuildKind::Full,
+            aggregate_count: 3,
+            outcome,
+        }),
+    };
+    let event = Event {
+        event_id: "ev-1".into(),
+        occurred_at: at,
+        source: "engine".into(),
+        payload,
+    };
+    render(&event, "ev-1", event_type, Some(&record))
 }
 
 #[cfg(test)]
@@ -134,5 +286,15 @@ mod tests {
         assert_eq!(v["time"], "2026-01-02T03:04:05.000Z");
         assert_eq!(v["subject"], "environments/prod");
         assert_eq!(v["data"]["attributes"]["region"], "eu");
+    }
+
+    #[test]
+    fn there_is_a_sample_for_every_event_type() {
+        let samples = samples();
+        assert_eq!(samples.len(), EventType::ALL.len());
+        for (t, v) in samples {
+            assert_eq!(v["type"], t.as_str());
+            assert!(v["data"].is_object());
+        }
     }
 }

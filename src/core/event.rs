@@ -22,6 +22,8 @@ pub enum EventType {
     BatchStalled,
     #[serde(rename = "aggregate.batch.recovered")]
     BatchRecovered,
+    #[serde(rename = "aggregate.refresh.overdue")]
+    RefreshOverdue,
     #[serde(rename = "environment.created")]
     EnvironmentCreated,
     #[serde(rename = "environment.updated")]
@@ -35,12 +37,13 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         EventType::BatchStarted,
         EventType::BatchSucceeded,
         EventType::BatchFailed,
         EventType::BatchStalled,
         EventType::BatchRecovered,
+        EventType::RefreshOverdue,
         EventType::EnvironmentCreated,
         EventType::EnvironmentUpdated,
         EventType::EnvironmentDeleted,
@@ -55,6 +58,7 @@ impl EventType {
             EventType::BatchFailed => "aggregate.batch.failed",
             EventType::BatchStalled => "aggregate.batch.stalled",
             EventType::BatchRecovered => "aggregate.batch.recovered",
+            EventType::RefreshOverdue => "aggregate.refresh.overdue",
             EventType::EnvironmentCreated => "environment.created",
             EventType::EnvironmentUpdated => "environment.updated",
             EventType::EnvironmentDeleted => "environment.deleted",

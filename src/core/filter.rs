@@ -76,6 +76,11 @@ impl EventFilter {
             && scope_matches(&self.cubes, &[&scope.cube_id, &scope.cube_name])
     }
 
+    /// Whether some event of this type could pass (ignoring scope).
+    pub fn could_match(&self, event_type: EventType) -> bool {
+        any_matches(&self.events, Some(event_type.as_str()))
+    }
+
     /// Event patterns that can never match a known event name: almost
     /// certainly a typo in the configuration.
     pub fn unmatched_event_patterns(&self) -> Vec<&Pattern> {

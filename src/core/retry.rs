@@ -21,6 +21,9 @@ pub enum AttemptResult {
     },
     /// No answer: connection refused, reset, DNS failure or timeout.
     NoResponse,
+    /// The request could not be built for this event (e.g. a template
+    /// failed on unusual data): retrying cannot help.
+    Unsendable,
 }
 
 /// The delivery's next step.
@@ -78,6 +81,7 @@ impl RetryPolicy {
             AttemptResult::Status { code, retry_after } if is_retryable(code) => retry_after,
             AttemptResult::Status { .. } => return Verdict::Failed,
             AttemptResult::NoResponse => None,
+            AttemptResult::Unsendable => return Verdict::Failed,
         };
         let Some(base) = self.schedule.get(attempt.saturating_sub(1) as usize) else {
             return Verdict::Dead;
@@ -136,6 +140,10 @@ mod tests {
         assert_eq!(p.verdict(1, status(410), 0.5), Verdict::Disable);
         assert_eq!(p.verdict(1, status(400), 0.5), Verdict::Failed);
         assert_eq!(p.verdict(1, status(404), 0.5), Verdict::Failed);
+        assert_eq!(
+            p.verdict(1, AttemptResult::Unsendable, 0.5),
+            Verdict::Failed
+        );
         for code in [408, 429, 500, 502, 503] {
             assert_eq!(
                 p.verdict(1, status(code), 0.5),

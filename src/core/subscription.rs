@@ -1,32 +1,127 @@
-//! A webhook subscription: where to send which events, signed how, retried
-//! how often.
+//! Subscriptions: which events go where, and how.
+//!
+//! Every subscription shares a filter, a timeout, a retry policy and a bound
+//! on attempts in flight; its [`Target`] says what an attempt is — a signed
+//! webhook (optionally with a templated body) or a healthcheck ping.
 
 use std::time::Duration;
+
+use serde_json::Value;
 
 use super::event::{EventType, Scope};
 use super::filter::EventFilter;
 use super::retry::RetryPolicy;
 use super::signature::SigningSecret;
+use super::template::{Template, TemplateError};
 
 #[derive(Debug, Clone)]
-pub struct WebhookSubscription {
+pub struct Subscription {
     /// Unique; deliveries and the delivery log refer to it.
     pub name: String,
-    /// An absolute `http` or `https` URL.
-    pub url: String,
     pub filter: EventFilter,
-    pub secret: SigningSecret,
-    /// Extra request headers (never `webhook-*` or `content-type`).
-    pub headers: Vec<(String, String)>,
     /// Per-attempt timeout, connection included.
     pub timeout: Duration,
     pub retry: RetryPolicy,
     /// Attempts in flight at once for this subscription; a dead receiver
     /// holds at most this many and nobody else's.
     pub max_in_flight: usize,
+    pub target: Target,
 }
 
-impl WebhookSubscription {
+#[derive(Debug, Clone)]
+pub enum Target {
+    Webhook(Webhook),
+    Healthcheck(Healthcheck),
+}
+
+/// A signed HTTP request per event. Without a body template the body is
+/// the CloudEvents envelope; with one, whatever the template renders.
+#[derive(Clone)]
+pub struct Webhook {
+    pub url: Template,
+    /// `None` only for templated webhooks to APIs that verify nothing.
+    pub secret: Option<SigningSecret>,
+    pub method: String,
+    /// Extra request headers (never `webhook-*`).
+    pub headers: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub body: Option<Template>,
+}
+
+/// Header values may hold tokens: they are never printed.
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Webhook")
+            .field("url", &self.url)
+            .field("secret", &self.secret)
+            .field("method", &self.method)
+            .field("headers", &header_names)
+            .field("content_type", &self.content_type)
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+/// A healthchecks.io-style monitor: started → `<url>/start`, succeeded →
+/// `<url>`, failed or stalled → `<url>/fail`, each with `rid=<run id>` so
+/// the monitor pairs a start with its finish.
+#[derive(Debug, Clone)]
+pub struct Healthcheck {
+    pub url: Template,
+}
+
+/// Which healthcheck endpoint an event pings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ping {
+    Start,
+    Success,
+    Fail,
+}
+
+impl Ping {
+    pub fn for_event(event_type: &str) -> Option<Ping> {
+        match EventType::parse(event_type)? {
+            EventType::BatchStarted => Some(Ping::Start),
+            EventType::BatchSucceeded => Some(Ping::Success),
+            EventType::BatchFailed | EventType::BatchStalled => Some(Ping::Fail),
+            _ => None,
+        }
+    }
+
+    /// Appends the endpoint suffix and the run id to the monitor's URL.
+    pub fn url(self, base: &str, run_id: &str) -> String {
+        let suffix = match self {
+            Ping::Start => "/start",
+            Ping::Success => "",
+            Ping::Fail => "/fail",
+        };
+        let (path, query) = match base.split_once('?') {
+            Some((path, query)) => (path, format!("{query}&")),
+            None => (base, String::new()),
+        };
+        format!("{}{suffix}?{query}rid={run_id}", path.trim_end_matches('/'))
+    }
+}
+
+/// The events a healthcheck subscription takes when none are configured.
+pub const HEALTHCHECK_EVENTS: [EventType; 4] = [
+    EventType::BatchStarted,
+    EventType::BatchSucceeded,
+    EventType::BatchFailed,
+    EventType::BatchStalled,
+];
+
+/// healthchecks.io wants run ids to be UUIDs. A batch id that is one is used
+/// as it is; any other maps to a name-based UUID (v5), the same every time.
+pub fn run_id(batch_id: &str) -> String {
+    match uuid::Uuid::parse_str(batch_id) {
+        Ok(id) => id.to_string(),
+        Err(_) => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, batch_id.as_bytes()).to_string(),
+    }
+}
+
+impl Subscription {
     pub fn wants(&self, event_type: EventType, scope: &Scope) -> bool {
         self.filter.matches(event_type, scope)
     }
@@ -34,6 +129,78 @@ impl WebhookSubscription {
     /// Identifies the target: when it changes (new URL), a subscription
     /// disabled by a 410 from the old target is enabled again.
     pub fn target_fingerprint(&self) -> String {
-        self.url.clone()
+        match &self.target {
+            Target::Webhook(w) => w.url.source().to_owned(),
+            Target::Healthcheck(h) => h.url.source().to_owned(),
+        }
+    }
+
+    /// The templates of this subscription, each with its configuration key.
+    pub fn templates(&self) -> Vec<(&'static str, &Template)> {
+        match &self.target {
+            Target::Webhook(w) => {
+                let mut list = vec![("url", &w.url)];
+                list.extend(w.body.as_ref().map(|b| ("body_template", b)));
+                list
+            }
+            Target::Healthcheck(h) => vec![("url", &h.url)],
+        }
+    }
+
+    /// Renders every template against a sample of each event type the
+    /// filter can match. Returns the first failure with the key and type.
+    pub fn check_templates(
+        &self,
+        samples: &[(EventType, Value)],
+    ) -> Result<(), (String, TemplateError)> {
+        for (event_type, sample) in samples {
+            if !self.filter.could_match(*event_type) {
+                continue;
+            }
+            for (key, template) in self.templates() {
+                template.check(sample).map_err(|e| {
+                    let message = format!("{} (rendering a sample {event_type} event)", e.message);
+                    (key.to_owned(), TemplateError { message })
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_go_to_the_healthchecks_endpoints_with_a_run_id() {
+        let base = "https://hc.example/ping/abc";
+        assert_eq!(
+            Ping::Start.url(base, "r1"),
+            "https://hc.example/ping/abc/start?rid=r1"
+        );
+        assert_eq!(
+            Ping::Success.url(base, "r1"),
+            "https://hc.example/ping/abc?rid=r1"
+        );
+        assert_eq!(
+            Ping::Fail.url(&format!("{base}/"), "r1"),
+            "https://hc.example/ping/abc/fail?rid=r1"
+        );
+        assert_eq!(
+            Ping::Fail.url("http://h/p?x=1", "r1"),
+            "http://h/p/fail?x=1&rid=r1"
+        );
+        assert_eq!(Ping::for_event("aggregate.batch.stalled"), Some(Ping::Fail));
+        assert_eq!(Ping::for_event("environment.created"), None);
+    }
+
+    #[test]
+    fn run_ids_are_uuids_and_stable() {
+        let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        assert_eq!(run_id(id), id);
+        assert_eq!(run_id("b-1"), run_id("b-1"));
+        assert_ne!(run_id("b-1"), run_id("b-2"));
+        assert!(uuid::Uuid::parse_str(&run_id("b-1")).is_ok());
     }
 }

@@ -21,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::DeliverySettings;
 use crate::core::retry::{AttemptResult, Verdict};
-use crate::core::subscription::WebhookSubscription;
+use crate::core::subscription::Subscription;
 use crate::store::{AttemptRecord, ClaimedDelivery, DeliveryUpdate, Store, StoreError};
 
-use super::webhook::{Attempt, WebhookClient};
+use super::http::{Attempt, HttpSender};
+use super::request::prepare;
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -33,7 +34,7 @@ pub struct Dispatcher {
 
 struct Inner {
     store: Store,
-    client: WebhookClient,
+    client: HttpSender,
     clock: Arc<dyn Clock>,
     settings: DeliverySettings,
     /// Identifies this process's leases.
@@ -42,7 +43,7 @@ struct Inner {
 }
 
 struct Lane {
-    sub: WebhookSubscription,
+    sub: Subscription,
     wake: Notify,
     disabled: AtomicBool,
     /// Deliveries this lane holds leases on right now.
@@ -62,10 +63,10 @@ impl Dispatcher {
     /// has disabled.
     pub async fn new(
         store: Store,
-        client: WebhookClient,
+        client: HttpSender,
         clock: Arc<dyn Clock>,
         settings: DeliverySettings,
-        subscriptions: &[WebhookSubscription],
+        subscriptions: &[Subscription],
     ) -> Result<Self, StoreError> {
         let fingerprints: Vec<_> = subscriptions
             .iter()
@@ -248,10 +249,7 @@ impl Inner {
         lane: Arc<Lane>,
         delivery: ClaimedDelivery,
     ) -> Result<(), StoreError> {
-        let attempt = self
-            .client
-            .send(&lane.sub, &delivery, self.clock.now())
-            .await;
+        let attempt = self.attempt(&lane.sub, &delivery).await;
         let number = delivery.attempts + 1;
         let update = self.decide(&lane.sub, number, &attempt);
         let record = AttemptRecord {
@@ -261,7 +259,7 @@ impl Inner {
             duration_ms: attempt.duration.as_millis() as i64,
             status_code: match attempt.result {
                 AttemptResult::Status { code, .. } => Some(code),
-                AttemptResult::NoResponse => None,
+                AttemptResult::NoResponse | AttemptResult::Unsendable => None,
             },
             response_excerpt: attempt.response_excerpt.clone(),
             error: attempt.error.clone(),
@@ -277,7 +275,18 @@ impl Inner {
         Ok(())
     }
 
-    fn decide(&self, sub: &WebhookSubscription, number: u32, attempt: &Attempt) -> DeliveryUpdate {
+    /// Prepare, then send. The signature's timestamp reads the wall clock:
+    /// receivers compare it with their own clocks to refuse replays, so it
+    /// must be the real time of sending even when tests drive Herald's.
+    async fn attempt(&self, sub: &Subscription, delivery: &ClaimedDelivery) -> Attempt {
+        let now = self.clock.now();
+        match prepare(sub, delivery, chrono::Utc::now().timestamp()) {
+            Ok(request) => self.client.send(request, sub.timeout, now).await,
+            Err(reason) => Attempt::unsendable(now, reason),
+        }
+    }
+
+    fn decide(&self, sub: &Subscription, number: u32, attempt: &Attempt) -> DeliveryUpdate {
         match sub
             .retry
             .verdict(number, attempt.result, rand::random::<f64>())

@@ -6,7 +6,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{from_json, to_json, to_millis, StoreError};
 use crate::core::batch::{BatchRecord, BatchState};
-use crate::core::event::{EnvironmentChange, EnvironmentEvent, Event, SchemaEvent};
+use crate::core::event::{EnvironmentChange, EnvironmentEvent, SchemaEvent, Scope};
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub struct Tx {
@@ -24,11 +24,14 @@ pub struct PriorEvent {
 pub struct NewEvent<'a> {
     pub event_id: &'a str,
     pub event_type: &'a str,
-    pub event: &'a Event,
+    pub source: &'a str,
+    pub occurred_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    pub scope: &'a Scope,
+    /// The domain event as JSON (the caller's), or the raised event's data.
+    pub payload: String,
     pub fingerprint: &'a str,
     pub body: &'a [u8],
-    pub reply: String,
     /// The event moved its batch to a new state (watchers see it).
     pub changes_batch: bool,
 }
@@ -36,6 +39,10 @@ pub struct NewEvent<'a> {
 impl Tx {
     pub(super) fn new(inner: Transaction<'static, Sqlite>) -> Self {
         Self { inner }
+    }
+
+    pub(super) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.inner
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
@@ -110,8 +117,9 @@ impl Tx {
         Ok(())
     }
 
+    /// Inserts the event row; its reply is written by [`Tx::set_reply`].
     pub async fn insert_event(&mut self, new: NewEvent<'_>) -> Result<i64, StoreError> {
-        let scope = new.event.scope();
+        let scope = new.scope;
         let seq = sqlx::query(
             "INSERT INTO events (event_id, event_type, source, occurred_at, received_at,
                                  environment_id, project_id, cube_id, batch_id,
@@ -121,17 +129,17 @@ impl Tx {
         )
         .bind(new.event_id)
         .bind(new.event_type)
-        .bind(&new.event.source)
-        .bind(to_millis(new.event.occurred_at))
+        .bind(new.source)
+        .bind(to_millis(new.occurred_at))
         .bind(to_millis(new.received_at))
         .bind(&scope.environment_id)
         .bind(&scope.project_id)
         .bind(&scope.cube_id)
         .bind(&scope.batch_id)
         .bind(new.fingerprint)
-        .bind(to_json(&new.event.payload))
+        .bind(&new.payload)
         .bind(new.body)
-        .bind(&new.reply)
+        .bind("")
         .bind(new.changes_batch)
         .fetch_one(&mut *self.inner)
         .await?

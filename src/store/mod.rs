@@ -9,6 +9,7 @@
 
 mod deliveries;
 mod ingest;
+mod monitor;
 mod queries;
 
 use std::str::FromStr;
@@ -23,6 +24,7 @@ pub use deliveries::{
     DeliveryUpdate,
 };
 pub use ingest::{NewEvent, PriorEvent, Tx};
+pub use monitor::ScheduleState;
 pub use queries::{BatchChange, BatchFilter, BatchPage};
 
 /// Herald's failure to talk to its database: never the caller's fault.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -29,9 +29,20 @@ use herald::app::{Application, BuildOptions};
 use herald::clock::ManualClock;
 use herald::config::{Overrides, Settings};
 use herald::deliver::Dispatcher;
+use herald::monitor::{Findings, Monitor};
 use herald::store::Store;
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const AIRFLOW_AUTH: &str = "Basic aGVyYWxkOmhlcmFsZA==";
+
+/// The environment the test configurations see: `AIRFLOW_BASIC_AUTH` holds
+/// a basic-auth header value, every other variable the test secret.
+fn test_env(name: &str) -> Option<String> {
+    match name {
+        "AIRFLOW_BASIC_AUTH" => Some(AIRFLOW_AUTH.to_owned()),
+        _ => Some(SECRET.to_owned()),
+    }
+}
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -39,6 +50,7 @@ pub struct TestApp {
     pub query: QueryServiceClient<Channel>,
     pub store: Store,
     pub dispatcher: Dispatcher,
+    pub monitor: Monitor,
     pub clock: ManualClock,
     pub dir: Arc<TempDir>,
     stop: CancellationToken,
@@ -48,7 +60,8 @@ pub struct TestApp {
 /// How to start a test app.
 #[derive(Default)]
 pub struct Spawn {
-    /// `[[webhooks]]` tables (TOML) appended to the generated config.
+    /// Configuration (TOML: `[[webhooks]]`, `[stalls]`, ...) appended to
+    /// the generated `[server]`, `[store]` and `[delivery]` sections.
     pub webhooks: String,
     /// Let the real background dispatcher run instead of driving it by hand.
     pub background: bool,
@@ -82,16 +95,16 @@ impl Spawn {
             self.webhooks
         );
         let settings =
-            Settings::from_toml(&toml, &Overrides::default(), &|_| None).expect("test config");
+            Settings::from_toml(&toml, &Overrides::default(), &test_env).expect("test config");
         let options = BuildOptions {
             clock: Arc::new(clock.clone()),
-            background_delivery: self.background,
+            background_workers: self.background,
         };
         let app = Application::build_with(settings, options)
             .await
             .expect("app builds");
         let addr = app.grpc_addr();
-        let (store, dispatcher) = (app.store(), app.dispatcher());
+        let (store, dispatcher, monitor) = (app.store(), app.dispatcher(), app.monitor());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let handle = tokio::spawn(async move {
@@ -110,6 +123,7 @@ impl Spawn {
             query: QueryServiceClient::new(channel),
             store,
             dispatcher,
+            monitor,
             clock,
             dir,
             stop,
@@ -131,6 +145,11 @@ impl TestApp {
             .run_until_idle()
             .await
             .expect("dispatcher runs")
+    }
+
+    /// Runs the stall and overdue checks once at the clock's time.
+    pub async fn check(&self) -> Findings {
+        self.monitor.run_once().await.expect("monitor runs")
     }
 
     pub fn advance(&self, by: Duration) {
@@ -261,6 +280,8 @@ pub enum Reply {
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// Path and query, e.g. `/hook?rid=…`.
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -330,19 +351,28 @@ impl Receiver {
             default_reply: Arc::new(Mutex::new(Reply::Status(204))),
         };
         let state = receiver.clone();
-        let app = Router::new().fallback(any(move |headers: HeaderMap, body: Bytes| {
+        let app = Router::new().fallback(any(move |uri: Uri, headers: HeaderMap, body: Bytes| {
             let state = state.clone();
-            async move { state.answer(headers, body).await }
+            let path = uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            async move {
+                state
+                    .answer(Received {
+                        path,
+                        headers,
+                        body,
+                    })
+                    .await
+            }
         }));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         receiver
     }
 
-    async fn answer(&self, headers: HeaderMap, body: Bytes) -> Response {
-        self.received
-            .lock()
-            .unwrap()
-            .push(Received { headers, body });
+    async fn answer(&self, request: Received) -> Response {
+        self.received.lock().unwrap().push(request);
         let next = self.script.lock().unwrap().pop_front();
         let reply = next.unwrap_or_else(|| self.default_reply.lock().unwrap().clone());
         match reply {

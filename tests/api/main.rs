@@ -5,6 +5,8 @@ mod cli;
 mod delivery;
 mod helpers;
 mod ingest;
+mod integrations;
+mod monitor;
 mod query;
 mod restart;
 mod validation;

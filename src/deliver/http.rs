@@ -1,4 +1,4 @@
-//! Sending one webhook: a signed POST of the stored CloudEvents body.
+//! Sending one prepared request and reporting what came back.
 //!
 //! One pooled client serves every subscription. It never follows redirects
 //! (a redirect could point a signed payload anywhere) and each request is
@@ -7,12 +7,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
-use crate::core::cloudevent::CONTENT_TYPE as CLOUDEVENTS_JSON;
+use super::request::PreparedRequest;
 use crate::core::retry::{parse_retry_after, AttemptResult};
-use crate::core::subscription::WebhookSubscription;
-use crate::store::ClaimedDelivery;
 
 /// What one attempt produced.
 #[derive(Debug, Clone)]
@@ -24,13 +22,26 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+impl Attempt {
+    /// An attempt that never left Herald: the request could not be built.
+    pub fn unsendable(started_at: DateTime<Utc>, reason: String) -> Self {
+        Attempt {
+            started_at,
+            duration: Duration::ZERO,
+            result: AttemptResult::Unsendable,
+            response_excerpt: None,
+            error: Some(reason),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
-pub struct WebhookClient {
+pub struct HttpSender {
     http: reqwest::Client,
     excerpt_bytes: usize,
 }
 
-impl WebhookClient {
+impl HttpSender {
     pub fn new(excerpt_bytes: usize) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -43,34 +54,33 @@ impl WebhookClient {
         })
     }
 
-    /// Sends `delivery` to `sub`; `now` (the injected clock) stamps the
-    /// attempt record. Never fails: every outcome, errors included, is an
-    /// [`Attempt`] to record.
-    ///
-    /// The `webhook-timestamp` header alone reads the wall clock: receivers
-    /// compare it with their own clocks to refuse replays, so it must be
-    /// the real time of sending even when tests drive Herald's clock.
+    /// Sends `request`; `now` (the injected clock) stamps the attempt.
+    /// Never fails: every outcome, errors included, is an [`Attempt`].
     pub async fn send(
         &self,
-        sub: &WebhookSubscription,
-        delivery: &ClaimedDelivery,
+        request: PreparedRequest,
+        timeout: Duration,
         now: DateTime<Utc>,
     ) -> Attempt {
         let started = Instant::now();
-        let request = self
+        let method =
+            reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let outcome = self
             .http
-            .post(&sub.url)
-            .headers(headers(sub, delivery, Utc::now().timestamp()))
-            .timeout(sub.timeout)
-            .body(delivery.body.clone());
-        let (result, response_excerpt, error) = match request.send().await {
+            .request(method, &request.url)
+            .headers(header_map(&request.headers))
+            .timeout(timeout)
+            .body(request.body)
+            .send()
+            .await;
+        let (result, response_excerpt, error) = match outcome {
             Ok(response) => {
                 let code = response.status().as_u16();
                 let retry_after = response
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, now.timestamp()));
+                    .and_then(|v| parse_retry_after(v, Utc::now().timestamp()));
                 let excerpt = self.read_excerpt(response).await;
                 let error = (!(200..300).contains(&code)).then(|| format!("HTTP {code}"));
                 (AttemptResult::Status { code, retry_after }, excerpt, error)
@@ -101,34 +111,15 @@ impl WebhookClient {
     }
 }
 
-fn headers(sub: &WebhookSubscription, delivery: &ClaimedDelivery, timestamp: i64) -> HeaderMap {
+fn header_map(headers: &[(String, String)]) -> HeaderMap {
     let mut map = HeaderMap::new();
-    // Extra headers were validated when the configuration loaded.
-    for (name, value) in &sub.headers {
+    // Names and values were validated when the configuration loaded;
+    // generated ones (ids, digits, base64) are always valid.
+    for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
-            map.insert(name, value);
-        }
-    }
-    let signature = sub.secret.sign(&delivery.id, timestamp, &delivery.body);
-    let fixed = [
-        (CONTENT_TYPE, CLOUDEVENTS_JSON.to_owned()),
-        (
-            USER_AGENT,
-            concat!("Herald/", env!("CARGO_PKG_VERSION")).to_owned(),
-        ),
-        (HeaderName::from_static("webhook-id"), delivery.id.clone()),
-        (
-            HeaderName::from_static("webhook-timestamp"),
-            timestamp.to_string(),
-        ),
-        (HeaderName::from_static("webhook-signature"), signature),
-    ];
-    for (name, value) in fixed {
-        // Ids, digits and base64 are always valid header values.
-        if let Ok(value) = HeaderValue::from_str(&value) {
             map.insert(name, value);
         }
     }

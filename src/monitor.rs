@@ -1,0 +1,170 @@
+//! The monitor: notices what did *not* happen. A running batch that
+//! outlives its allowance is marked STALLED (once); a scheduled cube whose
+//! refresh did not succeed in time raises `aggregate.refresh.overdue`
+//! (once per episode, cleared by the next success).
+//!
+//! Like the dispatcher, it runs in the background in production and is
+//! driven by hand in tests ([`Monitor::run_once`]) with an injected clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::core::batch::BatchRecord;
+use crate::core::schedule::Schedule;
+use crate::core::stall::StallPolicy;
+use crate::ingest::{IngestError, Ingestor};
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    ingestor: Ingestor,
+    clock: Arc<dyn Clock>,
+    stalls: StallPolicy,
+    schedules: Vec<Schedule>,
+}
+
+/// What one check found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Findings {
+    pub stalled: usize,
+    pub overdue: usize,
+    pub cleared: usize,
+}
+
+impl Monitor {
+    /// Builds the monitor and records the configured schedules.
+    pub async fn new(
+        store: Store,
+        ingestor: Ingestor,
+        clock: Arc<dyn Clock>,
+        stalls: StallPolicy,
+        schedules: Vec<Schedule>,
+    ) -> Result<Self, IngestError> {
+        let names: Vec<_> = schedules
+            .iter()
+            .map(|s| (s.name.clone(), s.environment_id.clone(), s.cube_id.clone()))
+            .collect();
+        store.sync_schedules(&names, clock.now()).await?;
+        let inner = Inner {
+            store,
+            ingestor,
+            clock,
+            stalls,
+            schedules,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Checks every running batch and every schedule once.
+    pub async fn run_once(&self) -> Result<Findings, IngestError> {
+        let mut findings = Findings::default();
+        for batch in self.inner.store.running_batches().await? {
+            if self.inner.check_stall(&batch).await? {
+                findings.stalled += 1;
+            }
+        }
+        for schedule in &self.inner.schedules {
+            self.inner.check_schedule(schedule, &mut findings).await?;
+        }
+        Ok(findings)
+    }
+
+    /// Checks every `interval` until `shutdown`.
+    pub fn spawn(&self, shutdown: CancellationToken, interval: Duration) -> JoinHandle<()> {
+        let monitor = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = monitor.run_once().await {
+                    tracing::error!(error = %e, "monitor check failed; retrying next interval");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        })
+    }
+}
+
+impl Inner {
+    async fn check_stall(&self, batch: &BatchRecord) -> Result<bool, IngestError> {
+        let Some(started_at) = batch.started_at else {
+            return Ok(false);
+        };
+        let history = if self.stalls.learns() {
+            let window = self.stalls.learning.as_ref().map_or(0, |l| l.window);
+            self.store
+                .recent_durations(&batch.environment_id, &batch.cube_id, window)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let allowance = self.stalls.allowance(
+            &batch.environment_id,
+            &batch.cube_id,
+            &batch.cube_name,
+            &history,
+        );
+        let Some(allowance) = allowance else {
+            return Ok(false);
+        };
+        let deadline =
+            started_at + chrono::Duration::from_std(allowance).unwrap_or(chrono::Duration::MAX);
+        if self.clock.now() < deadline {
+            return Ok(false);
+        }
+        let stalled = self
+            .ingestor
+            .raise_stall(&batch.batch_id, allowance)
+            .await?;
+        if stalled {
+            tracing::warn!(batch = %batch.batch_id, cube = %batch.cube_id, environment = %batch.environment_id, allowance_s = allowance.as_secs(), "batch stalled");
+        }
+        Ok(stalled)
+    }
+
+    async fn check_schedule(
+        &self,
+        schedule: &Schedule,
+        findings: &mut Findings,
+    ) -> Result<(), IngestError> {
+        let Some(state) = self.store.schedule_state(&schedule.name).await? else {
+            return Ok(());
+        };
+        let last_success = self
+            .store
+            .last_success_at(&schedule.environment_id, &schedule.cube_id)
+            .await?;
+        if let Some(since) = state.overdue_since {
+            // Overdue until a success newer than the moment it became so.
+            if last_success.is_some_and(|at| at > since) {
+                self.store.clear_overdue(&schedule.name).await?;
+                findings.cleared += 1;
+            }
+            return Ok(());
+        }
+        let reference = last_success.map_or(state.baseline_at, |at| at.max(state.baseline_at));
+        let Some(overdue_at) = schedule.overdue_at(reference) else {
+            return Ok(());
+        };
+        if self.clock.now() >= overdue_at {
+            self.ingestor
+                .raise_overdue(schedule, last_success, overdue_at)
+                .await?;
+            tracing::warn!(schedule = %schedule.name, cube = %schedule.cube_id, environment = %schedule.environment_id, "refresh overdue");
+            findings.overdue += 1;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! What the monitor reads and writes: running batches, a cube's recent
+//! successful durations, and the state of refresh schedules.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::ingest::Tx;
+use super::{from_json, from_millis, to_millis, Store, StoreError};
+use crate::core::batch::BatchRecord;
+
+/// A schedule's stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub name: String,
+    /// When Herald began tracking the schedule: the reference point until
+    /// the first success.
+    pub baseline_at: DateTime<Utc>,
+    pub overdue_since: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Every batch in RUNNING state.
+    pub async fn running_batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT record FROM batches WHERE state = 'RUNNING' ORDER BY begun_at")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(|r| from_json(r.get("record"))).collect()
+    }
+
+    /// Durations of the cube's latest `limit` successful batches whose
+    /// start Herald saw.
+    pub async fn recent_durations(
+        &self,
+        environment_id: &str,
+        cube_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Duration>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT finished_at - started_at AS ms FROM batches
+             WHERE environment_id = ? AND cube_id = ? AND state = 'SUCCEEDED'
+               AND started_at IS NOT NULL AND finished_at >= started_at
+             ORDER BY finished_at DESC LIMIT ?",
+        )
+        .bind(environment_id)
+        .bind(cube_id)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Duration::from_millis(r.get::<i64, _>("ms") as u64))
+            .collect())
+    }
+
+    /// When the cube last finished a successful batch.
+    pub async fn last_success_at(
+        &self,
+        environment_id: &str,
+        cube_id: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(finished_at) AS at FROM batches
+             WHERE environment_id = ? AND cube_id = ? AND state = 'SUCCEEDED'",
+        )
+        .bind(environment_id)
+        .bind(cube_id)
+        .fetch_one(&self.reader)
+        .await?;
+        row.get::<Option<i64>, _>("at").map(from_millis).transpose()
+    }
+
+    /// Records the configured schedules; tracking of a new one (or one that
+    /// now names another cube) begins at `now`.
+    pub async fn sync_schedules(
+        &self,
+        schedules: &[(String, String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for (name, environment_id, cube_id) in schedules {
+            sqlx::query(
+                "INSERT INTO schedules (name, environment_id, cube_id, baseline_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET
+                    baseline_at = CASE WHEN environment_id = ?2 AND cube_id = ?3 THEN baseline_at ELSE ?4 END,
+                    overdue_since = CASE WHEN environment_id = ?2 AND cube_id = ?3 THEN overdue_since END,
+                    environment_id = ?2, cube_id = ?3",
+            )
+            .bind(name)
+            .bind(environment_id)
+            .bind(cube_id)
+            .bind(to_millis(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn schedule_state(&self, name: &str) -> Result<Option<ScheduleState>, StoreError> {
+        let row =
+            sqlx::query("SELECT name, baseline_at, overdue_since FROM schedules WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(|r| {
+            Ok(ScheduleState {
+                name: r.get("name"),
+                baseline_at: from_millis(r.get("baseline_at"))?,
+                overdue_since: r
+                    .get::<Option<i64>, _>("overdue_since")
+                    .map(from_millis)
+                    .transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Clears a schedule's overdue mark (its refresh succeeded).
+    pub async fn clear_overdue(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE schedules SET overdue_since = NULL WHERE name = ?")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Tx {
+    pub async fn set_overdue(
+        &mut self,
+        name: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE schedules SET overdue_since = ? WHERE name = ?")
+            .bind(since.map(to_millis))
+            .bind(name)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+}
