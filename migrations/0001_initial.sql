@@ -119,3 +119,20 @@ CREATE TABLE schedules (
     baseline_at    INTEGER NOT NULL,
     overdue_since  INTEGER
 );
+
+-- Email alerting state per rule: when each group was last mailed, and
+-- what recipients were last told about each alert.
+CREATE TABLE email_groups (
+    rule         TEXT    NOT NULL,
+    group_key    TEXT    NOT NULL,
+    last_sent_at INTEGER NOT NULL,
+    PRIMARY KEY (rule, group_key)
+);
+
+CREATE TABLE email_alerts (
+    rule             TEXT    NOT NULL,
+    alert_key        TEXT    NOT NULL,
+    firing           INTEGER NOT NULL,
+    last_notified_at INTEGER NOT NULL,
+    PRIMARY KEY (rule, alert_key)
+);

@@ -17,7 +17,7 @@ use crate::api::{pb, IngestApi, QueryApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::core::subscription::Subscription;
-use crate::deliver::{Dispatcher, HttpSender};
+use crate::deliver::{Dispatcher, DispatcherParts, HttpSender, Mailer, Wakeups};
 use crate::feed::ChangeFeed;
 use crate::ingest::{IngestError, Ingestor};
 use crate::monitor::Monitor;
@@ -40,6 +40,30 @@ pub enum StartError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("smtp: {0}")]
+    Smtp(String),
+}
+
+/// The SMTP client, when `[smtp]` is configured. Whether the server answers
+/// is checked in the background: an unreachable server is a warning, and
+/// mail waits in the outbox until it is back.
+fn mailer(settings: &Settings) -> Result<Option<Mailer>, StartError> {
+    let Some(smtp) = &settings.smtp else {
+        return Ok(None);
+    };
+    let mailer = Mailer::new(smtp).map_err(StartError::Smtp)?;
+    let has_rules = settings
+        .subscriptions
+        .iter()
+        .any(|s| matches!(s.target, crate::core::subscription::Target::Email(_)));
+    if !has_rules {
+        tracing::warn!(
+            "[smtp] is set but no [[email]] rule and no smtp.admins: nobody will be mailed"
+        );
+    }
+    let check = mailer.clone();
+    tokio::spawn(async move { check.check().await });
+    Ok(Some(mailer))
 }
 
 /// How the application runs besides its settings; tests change these.
@@ -80,23 +104,25 @@ impl Application {
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
         let store = Store::open(&settings.store.url).await?;
         let subscriptions: Arc<[Subscription]> = settings.subscriptions.clone().into();
-        let client = HttpSender::new(settings.delivery.response_excerpt_bytes)?;
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            client,
-            options.clock.clone(),
-            settings.delivery.clone(),
-            &subscriptions,
-        )
-        .await?;
+        let wakeups = Wakeups::new(subscriptions.iter().map(|s| s.name.as_str()));
         let feed = ChangeFeed::default();
         let ingestor = Ingestor::new(
             store.clone(),
-            subscriptions,
+            subscriptions.clone(),
             options.clock.clone(),
-            dispatcher.clone(),
+            wakeups.clone(),
             feed.clone(),
         );
+        let parts = DispatcherParts {
+            store: store.clone(),
+            http: HttpSender::new(settings.delivery.response_excerpt_bytes)?,
+            mailer: mailer(&settings)?,
+            clock: options.clock.clone(),
+            settings: settings.delivery.clone(),
+            wakeups,
+            ingestor: ingestor.clone(),
+        };
+        let dispatcher = Dispatcher::new(parts, &subscriptions).await?;
         let monitor = Monitor::new(
             store.clone(),
             ingestor.clone(),

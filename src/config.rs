@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::cloudevent;
+use crate::core::email::{self, EmailRule, GroupLabel};
 use crate::core::filter::{EventFilter, Pattern};
 use crate::core::retry::RetryPolicy;
 use crate::core::schedule::{parse_cron, Cadence, Schedule};
@@ -35,6 +36,37 @@ pub struct Settings {
     pub monitor: MonitorSettings,
     pub stalls: StallPolicy,
     pub schedules: Vec<Schedule>,
+    /// Where email rules send their mail; `None` when no `[smtp]` is set.
+    pub smtp: Option<SmtpSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// User name and password.
+    pub credentials: Option<(String, Password)>,
+    pub from: String,
+    pub timeout: Duration,
+}
+
+/// A password that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    StartTls,
+    /// Implicit TLS, usually on port 465.
+    Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -132,7 +164,13 @@ impl Settings {
             .or(raw.store.take().unwrap_or_default().url)
             .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
         let delivery = raw.delivery.take().unwrap_or_default();
-        let subscriptions = parse_subscriptions(&mut raw, env)?;
+        let smtp = raw
+            .smtp
+            .take()
+            .map(|smtp| parse_smtp(smtp, env))
+            .transpose()?;
+        let mut subscriptions = parse_subscriptions(&mut raw, env)?;
+        subscriptions.extend(parse_email_rules(&mut raw, smtp.as_ref())?);
         let stalls = raw.stalls.take().unwrap_or_default();
         Ok(Settings {
             server: ServerSettings {
@@ -162,6 +200,7 @@ impl Settings {
             },
             stalls: parse_stalls(stalls)?,
             schedules: parse_schedules(std::mem::take(&mut raw.schedules))?,
+            smtp: smtp.map(|(settings, _)| settings),
         })
     }
 }
@@ -419,6 +458,166 @@ fn parse_secret(
         .map_err(|e| invalid(field, e.to_string()))
 }
 
+/// The SMTP settings, and the recipients of the default rule.
+fn parse_smtp(
+    raw: RawSmtp,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(SmtpSettings, Vec<String>), ConfigError> {
+    let tls = match raw.tls.as_deref().unwrap_or("starttls") {
+        "none" => SmtpTls::None,
+        "starttls" => SmtpTls::StartTls,
+        "tls" => SmtpTls::Tls,
+        other => {
+            return Err(invalid(
+                "smtp.tls",
+                format!("`{other}`: use none, starttls or tls"),
+            ))
+        }
+    };
+    let default_port = match tls {
+        SmtpTls::None => 25,
+        SmtpTls::StartTls => 587,
+        SmtpTls::Tls => 465,
+    };
+    let password = match (raw.password, raw.password_env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "smtp.password",
+                "give `password` or `password_env`, not both",
+            ))
+        }
+        (Some(p), None) => Some(p),
+        (None, Some(var)) => Some(env(&var).ok_or_else(|| {
+            invalid(
+                "smtp.password_env",
+                format!("environment variable `{var}` is not set"),
+            )
+        })?),
+        (None, None) => None,
+    };
+    let credentials = match (raw.username, password) {
+        (Some(user), Some(password)) => Some((user, Password(password))),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("smtp.password_env", "a username needs a password")),
+        (None, Some(_)) => return Err(invalid("smtp.username", "a password needs a username")),
+    };
+    if raw.host.trim().is_empty() {
+        return Err(invalid("smtp.host", "must not be empty"));
+    }
+    parse_mailbox("smtp.from", &raw.from)?;
+    for (i, admin) in raw.admins.iter().enumerate() {
+        parse_mailbox(&format!("smtp.admins[{i}]"), admin)?;
+    }
+    let settings = SmtpSettings {
+        host: raw.host,
+        port: raw.port.unwrap_or(default_port),
+        tls,
+        credentials,
+        from: raw.from,
+        timeout: duration_or("smtp.timeout", raw.timeout, "30s")?,
+    };
+    Ok((settings, raw.admins))
+}
+
+fn parse_mailbox(key: &str, address: &str) -> Result<(), ConfigError> {
+    address
+        .parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        .map_err(|e| invalid(key, format!("`{address}` is not an email address: {e}")))
+}
+
+/// The `[[email]]` rules, or the default `admins` rule when SMTP is set,
+/// no rule is, and `smtp.admins` lists someone.
+fn parse_email_rules(
+    raw: &mut RawConfig,
+    smtp: Option<&(SmtpSettings, Vec<String>)>,
+) -> Result<Vec<Subscription>, ConfigError> {
+    let mut rules = std::mem::take(&mut raw.email);
+    match smtp {
+        None if !rules.is_empty() => {
+            return Err(invalid("email", "email rules need an [smtp] section"))
+        }
+        None => return Ok(Vec::new()),
+        Some((_, admins)) if rules.is_empty() && !admins.is_empty() => rules.push(RawEmail {
+            name: "admins".to_owned(),
+            to: admins.clone(),
+            ..RawEmail::default()
+        }),
+        Some(_) => {}
+    }
+    let samples = cloudevent::samples();
+    rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let key = format!("email[{i}]");
+            let (_, sub) = parse_email_rule(&key, rule)?;
+            sub.check_templates(&samples)
+                .map_err(|(field, e)| invalid(format!("{key}.{field}"), e.message))?;
+            Ok(sub)
+        })
+        .collect()
+}
+
+fn parse_email_rule(key: &str, raw: RawEmail) -> Result<(String, Subscription), ConfigError> {
+    if raw.to.is_empty() {
+        return Err(invalid(
+            format!("{key}.to"),
+            "must list at least one recipient",
+        ));
+    }
+    for (i, address) in raw.to.iter().enumerate() {
+        parse_mailbox(&format!("{key}.to[{i}]"), address)?;
+    }
+    let group_by = match raw.group_by {
+        None => vec![GroupLabel::Environment, GroupLabel::Cube],
+        Some(labels) => labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                GroupLabel::parse(l).ok_or_else(|| {
+                    invalid(
+                        format!("{key}.group_by[{i}]"),
+                        format!("`{l}`: use environment, project or cube"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let rule = EmailRule {
+        to: raw.to,
+        group_by,
+        group_wait: duration_or(&format!("{key}.group_wait"), raw.group_wait, "30s")?,
+        group_interval: duration_or(&format!("{key}.group_interval"), raw.group_interval, "5m")?,
+        repeat_interval: duration_or(&format!("{key}.repeat_interval"), raw.repeat_interval, "4h")?,
+        send_resolved: raw.send_resolved.unwrap_or(true),
+        link: raw
+            .link_template
+            .map(|source| parse_template(&format!("{key}.link_template"), &source))
+            .transpose()?,
+    };
+    let events = if raw.events.is_empty() {
+        email::DEFAULT_EVENTS
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect()
+    } else {
+        raw.events
+    };
+    let common = RawSubscription {
+        name: raw.name,
+        events,
+        environments: raw.environments,
+        projects: raw.projects,
+        cubes: raw.cubes,
+        timeout: raw.timeout,
+        retry_schedule: raw.retry_schedule,
+        max_in_flight: Some(1),
+        ..RawSubscription::default()
+    };
+    parse_common(key, common, Target::Email(rule))
+}
+
 fn parse_stalls(raw: RawStalls) -> Result<StallPolicy, ConfigError> {
     let defaults = Learning::default();
     let default = match raw.max_duration.as_deref() {
@@ -597,6 +796,48 @@ struct RawConfig {
     stalls: Option<RawStalls>,
     #[serde(default)]
     schedules: Vec<RawSchedule>,
+    smtp: Option<RawSmtp>,
+    #[serde(default)]
+    email: Vec<RawEmail>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    tls: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    from: String,
+    timeout: Option<String>,
+    /// Recipients of the default rule when no `[[email]]` is given.
+    #[serde(default)]
+    admins: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    name: String,
+    to: Vec<String>,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    environments: Vec<String>,
+    #[serde(default)]
+    projects: Vec<String>,
+    #[serde(default)]
+    cubes: Vec<String>,
+    group_by: Option<Vec<String>>,
+    group_wait: Option<String>,
+    group_interval: Option<String>,
+    repeat_interval: Option<String>,
+    send_resolved: Option<bool>,
+    link_template: Option<String>,
+    retry_schedule: Option<Vec<String>>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -624,6 +865,7 @@ struct RawDelivery {
 #[serde(deny_unknown_fields)]
 /// A `[[webhooks]]` or `[[healthchecks]]` entry; the webhook-only keys are
 /// refused on a healthcheck.
+#[derive(Default)]
 struct RawSubscription {
     name: String,
     url: String,
@@ -702,6 +944,11 @@ mod tests {
         Settings::from_toml(text, &Overrides::default(), &|name| {
             (name == "ETL_SECRET").then(|| SECRET.to_owned())
         })
+    }
+
+    /// Loading `text` fails on exactly `key`.
+    fn assert_key(text: &str, key: &str) {
+        assert_eq!(key_of(load(text).unwrap_err()), key, "{text}");
     }
 
     fn key_of(err: ConfigError) -> String {
@@ -810,10 +1057,7 @@ mod tests {
         let syntax = load(&hook("[\"*\"]", "{% if %}")).unwrap_err();
         assert_eq!(key_of(syntax), "webhooks[0].body_template");
         let bad_schedule = "[[schedules]]\nname = \"s\"\nenvironment = \"prod\"\ncube = \"c\"";
-        assert_eq!(
-            key_of(load(bad_schedule).unwrap_err()),
-            "schedules[0].every"
-        );
+        assert_key(bad_schedule, "schedules[0].every");
     }
 
     #[test]
@@ -837,35 +1081,72 @@ mod tests {
         let hook = |extra: &str| {
             format!("[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"*\"]\nsecret = \"{SECRET}\"\n{extra}")
         };
-        assert_eq!(
-            key_of(load(&hook("timeout = \"soon\"")).unwrap_err()),
-            "webhooks[0].timeout"
-        );
-        assert_eq!(
-            key_of(load(&hook("max_in_flight = 0")).unwrap_err()),
-            "webhooks[0].max_in_flight"
-        );
-        assert_eq!(
-            key_of(load(&hook("headers = { \"webhook-id\" = \"x\" }")).unwrap_err()),
-            "webhooks[0].headers.webhook-id"
+        assert_key(&hook("timeout = \"soon\""), "webhooks[0].timeout");
+        assert_key(&hook("max_in_flight = 0"), "webhooks[0].max_in_flight");
+        assert_key(
+            &hook("headers = { \"webhook-id\" = \"x\" }"),
+            "webhooks[0].headers.webhook-id",
         );
         let bad_url = format!("[[webhooks]]\nname = \"a\"\nurl = \"ftp://x\"\nevents = [\"*\"]\nsecret = \"{SECRET}\"");
-        assert_eq!(key_of(load(&bad_url).unwrap_err()), "webhooks[0].url");
+        assert_key(&bad_url, "webhooks[0].url");
         let typo = format!("[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"aggregate.batch.faild\"]\nsecret = \"{SECRET}\"");
-        assert_eq!(key_of(load(&typo).unwrap_err()), "webhooks[0].events");
+        assert_key(&typo, "webhooks[0].events");
         let no_secret = "[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"*\"]";
-        assert_eq!(key_of(load(no_secret).unwrap_err()), "webhooks[0].secret");
+        assert_key(no_secret, "webhooks[0].secret");
         let missing_env = "[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"*\"]\nsecret_env = \"NOPE\"";
-        assert_eq!(
-            key_of(load(missing_env).unwrap_err()),
-            "webhooks[0].secret_env"
-        );
+        assert_key(missing_env, "webhooks[0].secret_env");
         let twice = format!("{}\n{}", hook(""), hook(""));
-        assert_eq!(key_of(load(&twice).unwrap_err()), "webhooks[1].name");
-        assert_eq!(
-            key_of(load("[store]\nurl = \"mysql://x\"").unwrap_err()),
-            "store.url"
+        assert_key(&twice, "webhooks[1].name");
+        assert_key("[store]\nurl = \"mysql://x\"", "store.url");
+    }
+
+    #[test]
+    fn smtp_and_email_rules_parse_with_their_defaults() {
+        let s = load(
+            r#"
+            [smtp]
+            host = "smtp.example"
+            tls = "tls"
+            username = "herald"
+            password_env = "ETL_SECRET"
+            from = "Herald <herald@example.com>"
+            admins = ["ops@example.com"]
+            "#,
+        )
+        .unwrap();
+        let smtp = s.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.tls), (465, SmtpTls::Tls));
+        assert!(
+            !format!("{smtp:?}").contains(SECRET),
+            "the password never prints"
         );
+        let Target::Email(rule) = &s.subscriptions[0].target else {
+            panic!("the default admins rule")
+        };
+        assert_eq!(s.subscriptions[0].name, "admins");
+        assert_eq!(rule.to, ["ops@example.com"]);
+        assert_eq!(rule.group_wait, Duration::from_secs(30));
+        assert_eq!(rule.repeat_interval, Duration::from_secs(4 * 3600));
+        assert!(rule.send_resolved);
+    }
+
+    #[test]
+    fn smtp_and_email_errors_name_the_key() {
+        let smtp = "[smtp]\nhost = \"h\"\nfrom = \"herald@example.com\"\n";
+        assert_key(&format!("{smtp}tls = \"ssl\""), "smtp.tls");
+        assert_key(
+            "[smtp]\nhost = \"h\"\nfrom = \"not an address\"",
+            "smtp.from",
+        );
+        let rule = |extra: &str| {
+            format!("{smtp}[[email]]\nname = \"r\"\nto = [\"a@example.com\"]\n{extra}")
+        };
+        assert_key(&rule("group_by = [\"region\"]"), "email[0].group_by[0]");
+        assert_key(&rule("group_wait = \"soon\""), "email[0].group_wait");
+        let bad_to = format!("{smtp}[[email]]\nname = \"r\"\nto = [\"a@example.com\", \"nobody\"]");
+        assert_key(&bad_to, "email[0].to[1]");
+        let no_smtp = "[[email]]\nname = \"r\"\nto = [\"a@example.com\"]";
+        assert_key(no_smtp, "email");
     }
 
     #[test]

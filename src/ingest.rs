@@ -20,7 +20,7 @@ use crate::core::cloudevent::{self, Envelope, HERALD_SOURCE};
 use crate::core::event::{BatchEvent, Event, EventType, Payload, Scope};
 use crate::core::schedule::Schedule;
 use crate::core::subscription::Subscription;
-use crate::deliver::Dispatcher;
+use crate::deliver::Wakeups;
 use crate::feed::ChangeFeed;
 use crate::store::{NewEvent, Store, StoreError, Tx};
 
@@ -51,7 +51,7 @@ pub struct Ingestor {
     store: Store,
     subscriptions: Arc<[Subscription]>,
     clock: Arc<dyn Clock>,
-    dispatcher: Dispatcher,
+    wakeups: Wakeups,
     feed: ChangeFeed,
 }
 
@@ -85,14 +85,14 @@ impl Ingestor {
         store: Store,
         subscriptions: Arc<[Subscription]>,
         clock: Arc<dyn Clock>,
-        dispatcher: Dispatcher,
+        wakeups: Wakeups,
         feed: ChangeFeed,
     ) -> Self {
         Self {
             store,
             subscriptions,
             clock,
-            dispatcher,
+            wakeups,
             feed,
         }
     }
@@ -197,6 +197,53 @@ impl Ingestor {
         Ok(())
     }
 
+    /// Raises `herald.delivery.dead`: a delivery exhausted its retries.
+    pub async fn raise_dead_delivery(
+        &self,
+        subscription: &str,
+        delivery_id: &str,
+        event: &serde_json::Value,
+        attempts: u32,
+        last_error: Option<&str>,
+    ) -> Result<(), IngestError> {
+        let data =
+            cloudevent::dead_delivery_data(subscription, delivery_id, event, attempts, last_error);
+        let id = format!("{RAISED_PREFIX}dead:{delivery_id}");
+        self.raise_about_subscription(id, EventType::DeliveryDead, subscription, data)
+            .await
+    }
+
+    /// Raises `herald.subscription.disabled`.
+    pub async fn raise_disabled(
+        &self,
+        subscription: &str,
+        reason: &str,
+    ) -> Result<(), IngestError> {
+        let now = self.clock.now();
+        let data = cloudevent::disabled_data(subscription, reason);
+        let id = format!(
+            "{RAISED_PREFIX}disabled:{subscription}:{}",
+            now.timestamp_millis()
+        );
+        self.raise_about_subscription(id, EventType::SubscriptionDisabled, subscription, data)
+            .await
+    }
+
+    async fn raise_about_subscription(
+        &self,
+        id: String,
+        event_type: EventType,
+        subscription: &str,
+        data: serde_json::Value,
+    ) -> Result<(), IngestError> {
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        let subject = format!("subscriptions/{subscription}");
+        let out = raised(id, event_type, now, Scope::default(), subject, data);
+        self.commit(tx, &[out], None).await?;
+        Ok(())
+    }
+
     /// Writes the event rows and their deliveries, stores the reply with
     /// each, commits, then wakes the dispatcher lanes and the watchers.
     async fn commit(
@@ -224,7 +271,7 @@ impl Ingestor {
             self.feed.publish(*last);
         }
         for name in &written.woken {
-            self.dispatcher.wake(name);
+            self.wakeups.wake(name);
         }
         Ok(receipt)
     }

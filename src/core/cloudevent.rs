@@ -162,6 +162,30 @@ pub fn overdue_data(
     })
 }
 
+/// The `data` of `herald.delivery.dead`.
+pub fn dead_delivery_data(
+    subscription: &str,
+    delivery_id: &str,
+    event: &Value,
+    attempts: u32,
+    last_error: Option<&str>,
+) -> Value {
+    json!({
+        "subscription": subscription,
+        "delivery_id": delivery_id,
+        "event_id": event["id"],
+        "event_type": event["type"],
+        "event_subject": event["subject"],
+        "attempts": attempts,
+        "last_error": last_error,
+    })
+}
+
+/// The `data` of `herald.subscription.disabled`.
+pub fn disabled_data(subscription: &str, reason: &str) -> Value {
+    json!({ "subscription": subscription, "reason": reason })
+}
+
 /// One parsed envelope per event type, with every field present: what
 /// templates are checked against when the configuration loads.
 pub fn samples() -> Vec<(EventType, Value)> {
@@ -240,6 +264,16 @@ fn sample(event_type: EventType) -> Vec<u8> {
         EventType::RefreshOverdue => {
             let data = overdue_data("daily", "prod", "sales", Some(at), at);
             let subject = "environments/prod/cubes/sales".to_owned();
+            return Envelope::new("ev-1", HERALD_SOURCE, event_type, at, subject, data).to_bytes();
+        }
+        EventType::DeliveryDead | EventType::SubscriptionDisabled => {
+            let data = if event_type == EventType::DeliveryDead {
+                let event = json!({"id": "ev-1", "type": "aggregate.batch.failed", "subject": "environments/prod/cubes/sales/batches/b-1"});
+                dead_delivery_data("etl", "msg_1", &event, 7, Some("HTTP 503"))
+            } else {
+                disabled_data("etl", "receiver answered 410 Gone")
+            };
+            let subject = "subscriptions/etl".to_owned();
             return Envelope::new("ev-1", HERALD_SOURCE, event_type, at, subject, data).to_bytes();
         }
         _ => Payload::Batch(BatchEvent {

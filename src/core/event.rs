@@ -34,10 +34,14 @@ pub enum EventType {
     SchemaPublished,
     #[serde(rename = "schema.unpublished")]
     SchemaUnpublished,
+    #[serde(rename = "herald.delivery.dead")]
+    DeliveryDead,
+    #[serde(rename = "herald.subscription.disabled")]
+    SubscriptionDisabled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 13] = [
         EventType::BatchStarted,
         EventType::BatchSucceeded,
         EventType::BatchFailed,
@@ -49,6 +53,8 @@ impl EventType {
         EventType::EnvironmentDeleted,
         EventType::SchemaPublished,
         EventType::SchemaUnpublished,
+        EventType::DeliveryDead,
+        EventType::SubscriptionDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,7 +70,19 @@ impl EventType {
             EventType::EnvironmentDeleted => "environment.deleted",
             EventType::SchemaPublished => "schema.published",
             EventType::SchemaUnpublished => "schema.unpublished",
+            EventType::DeliveryDead => "herald.delivery.dead",
+            EventType::SubscriptionDisabled => "herald.subscription.disabled",
         }
+    }
+
+    /// Herald's reports about its own deliveries. Troubles delivering these
+    /// are logged but never reported again as events, so a dead receiver of
+    /// trouble reports cannot feed on itself.
+    pub fn is_trouble(self) -> bool {
+        matches!(
+            self,
+            EventType::DeliveryDead | EventType::SubscriptionDisabled
+        )
     }
 
     pub fn parse(name: &str) -> Option<EventType> {

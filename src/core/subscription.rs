@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::email::EmailRule;
 use super::event::{EventType, Scope};
 use super::filter::EventFilter;
 use super::retry::RetryPolicy;
@@ -32,6 +33,8 @@ pub struct Subscription {
 pub enum Target {
     Webhook(Webhook),
     Healthcheck(Healthcheck),
+    /// Grouped email alerts through the configured SMTP server.
+    Email(EmailRule),
 }
 
 /// A signed HTTP request per event. Without a body template the body is
@@ -123,7 +126,20 @@ pub fn run_id(batch_id: &str) -> String {
 
 impl Subscription {
     pub fn wants(&self, event_type: EventType, scope: &Scope) -> bool {
-        self.filter.matches(event_type, scope)
+        if self.filter.matches(event_type, scope) {
+            return true;
+        }
+        // An email rule that sends resolved notices also takes the successes
+        // that can resolve what it alerts on: the cube's failures, stalls or
+        // overdue refreshes.
+        matches!(&self.target, Target::Email(rule) if rule.send_resolved)
+            && matches!(
+                event_type,
+                EventType::BatchSucceeded | EventType::BatchRecovered
+            )
+            && [EventType::BatchFailed, EventType::BatchStalled]
+                .iter()
+                .any(|t| self.filter.matches(*t, scope))
     }
 
     /// Identifies the target: when it changes (new URL), a subscription
@@ -132,6 +148,7 @@ impl Subscription {
         match &self.target {
             Target::Webhook(w) => w.url.source().to_owned(),
             Target::Healthcheck(h) => h.url.source().to_owned(),
+            Target::Email(rule) => rule.to.join(","),
         }
     }
 
@@ -144,6 +161,7 @@ impl Subscription {
                 list
             }
             Target::Healthcheck(h) => vec![("url", &h.url)],
+            Target::Email(rule) => rule.link.iter().map(|l| ("link_template", l)).collect(),
         }
     }
 
@@ -158,6 +176,11 @@ impl Subscription {
                 continue;
             }
             for (key, template) in self.templates() {
+                // A mail's link belongs to a cube; events about no cube
+                // (Herald's own trouble reports) are mailed without one.
+                if key == "link_template" && sample["data"].get("cube_id").is_none() {
+                    continue;
+                }
                 template.check(sample).map_err(|e| {
                     let message = format!("{} (rendering a sample {event_type} event)", e.message);
                     (key.to_owned(), TemplateError { message })

@@ -4,47 +4,68 @@
 //! Lanes share nothing but the store and the HTTP client's pool, so a
 //! receiver that never answers ties up only its own lane's slots: every
 //! other subscription keeps flowing, and ingest never waits on any of them.
+//! Email lanes group their deliveries into mails instead (see `email`).
 //!
 //! Two ways to run it: [`Dispatcher::spawn`] starts the background lanes
 //! (production), [`Dispatcher::run_until_idle`] drives every lane by hand
 //! until nothing is due (tests with a manual clock).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::DeliverySettings;
+use crate::core::event::EventType;
 use crate::core::retry::{AttemptResult, Verdict};
-use crate::core::subscription::Subscription;
+use crate::core::subscription::{Subscription, Target};
+use crate::ingest::Ingestor;
 use crate::store::{AttemptRecord, ClaimedDelivery, DeliveryUpdate, Store, StoreError};
 
 use super::http::{Attempt, HttpSender};
+use super::mail::Mailer;
 use super::request::prepare;
+use super::wakeups::Wakeups;
 
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Store,
-    client: HttpSender,
-    clock: Arc<dyn Clock>,
-    settings: DeliverySettings,
-    /// Identifies this process's leases.
-    owner: String,
-    lanes: HashMap<String, Arc<Lane>>,
+/// What the dispatcher is built from.
+pub struct DispatcherParts {
+    pub store: Store,
+    pub http: HttpSender,
+    pub mailer: Option<Mailer>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: DeliverySettings,
+    pub wakeups: Wakeups,
+    /// Raises Herald's own trouble reports (dead deliveries, disabled
+    /// subscriptions) as events.
+    pub ingestor: Ingestor,
 }
 
-struct Lane {
-    sub: Subscription,
-    wake: Notify,
+pub(super) struct Inner {
+    pub(super) store: Store,
+    http: HttpSender,
+    pub(super) mailer: Option<Mailer>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) settings: DeliverySettings,
+    /// Identifies this process's leases.
+    pub(super) owner: String,
+    lanes: Vec<Arc<Lane>>,
+    ingestor: Ingestor,
+}
+
+pub(super) struct Lane {
+    pub(super) sub: Subscription,
+    wake: Arc<Notify>,
     disabled: AtomicBool,
     /// Deliveries this lane holds leases on right now.
     in_flight: Mutex<HashSet<String>>,
@@ -58,61 +79,62 @@ impl Lane {
     }
 }
 
+/// The outcome of one attempt at one delivery, ready to record.
+pub(super) struct Outcome<'a> {
+    pub(super) delivery_id: &'a str,
+    /// The stored event, for trouble reports.
+    pub(super) event: &'a [u8],
+    /// 1-based number of this attempt.
+    pub(super) number: u32,
+    pub(super) attempt: &'a Attempt,
+    pub(super) update: DeliveryUpdate,
+}
+
 impl Dispatcher {
     /// Builds the dispatcher and marks the lanes of subscriptions the store
     /// has disabled.
     pub async fn new(
-        store: Store,
-        client: HttpSender,
-        clock: Arc<dyn Clock>,
-        settings: DeliverySettings,
+        parts: DispatcherParts,
         subscriptions: &[Subscription],
     ) -> Result<Self, StoreError> {
         let fingerprints: Vec<_> = subscriptions
             .iter()
             .map(|s| (s.name.clone(), s.target_fingerprint()))
             .collect();
-        let disabled = store.sync_subscriptions(&fingerprints).await?;
+        let disabled = parts.store.sync_subscriptions(&fingerprints).await?;
         let lanes = subscriptions
             .iter()
             .map(|sub| {
-                let lane = Lane {
+                Arc::new(Lane {
                     sub: sub.clone(),
-                    wake: Notify::new(),
+                    wake: parts.wakeups.signal(&sub.name),
                     disabled: AtomicBool::new(disabled.contains(&sub.name)),
                     in_flight: Mutex::new(HashSet::new()),
-                };
-                (sub.name.clone(), Arc::new(lane))
+                })
             })
             .collect();
         let inner = Inner {
-            store,
-            client,
-            clock,
-            settings,
+            store: parts.store,
+            http: parts.http,
+            mailer: parts.mailer,
+            clock: parts.clock,
+            settings: parts.settings,
             owner: format!("herald-{}", uuid::Uuid::now_v7().simple()),
             lanes,
+            ingestor: parts.ingestor,
         };
         Ok(Self {
             inner: Arc::new(inner),
         })
     }
 
-    /// Tells a lane that it has new work. A wake-up with nobody waiting is
-    /// kept, so none is lost between a lane's check and its wait.
-    pub fn wake(&self, subscription: &str) {
-        if let Some(lane) = self.inner.lanes.get(subscription) {
-            lane.wake.notify_one();
-        }
-    }
-
-    /// Runs every lane until no delivery is due at the clock's current time;
-    /// returns how many attempts were made.
+    /// Runs every lane until nothing is due at the clock's current time;
+    /// returns how many deliveries were settled or attempted.
     pub async fn run_until_idle(&self) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
             let mut round = 0;
-            for lane in self.inner.lanes.values() {
+            for lane in &self.inner.lanes {
                 round += self.inner.clone().run_lane_once(lane.clone()).await?;
             }
             if round == 0 {
@@ -127,19 +149,27 @@ impl Dispatcher {
     /// hand back the leases of any they had to abandon.
     pub fn spawn(&self, shutdown: CancellationToken, grace: Duration) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
-        for lane in self.inner.lanes.values() {
+        for lane in &self.inner.lanes {
             let inner = self.inner.clone();
             let lane = lane.clone();
             let shutdown = shutdown.clone();
-            tasks.spawn(async move { inner.run_lane(lane, shutdown, grace).await });
+            match &lane.sub.target {
+                Target::Email(_) => {
+                    tasks.spawn(async move { inner.run_email_lane(lane, shutdown).await })
+                }
+                _ => tasks.spawn(async move { inner.run_lane(lane, shutdown, grace).await }),
+            };
         }
         tasks
     }
 }
 
 impl Inner {
-    /// Claims what is due for one lane, sends it all, waits for the results.
+    /// One pass over a lane: everything due is attempted, and awaited.
     async fn run_lane_once(self: Arc<Self>, lane: Arc<Lane>) -> Result<usize, StoreError> {
+        if let Target::Email(rule) = &lane.sub.target {
+            return self.run_email_once(&lane, rule).await;
+        }
         let claimed = self.claim(&lane, lane.sub.max_in_flight).await?;
         let count = claimed.len();
         let mut sends = JoinSet::new();
@@ -150,6 +180,21 @@ impl Inner {
             log_failure(&lane, done);
         }
         Ok(count)
+    }
+
+    async fn run_email_lane(self: Arc<Self>, lane: Arc<Lane>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            if let Target::Email(rule) = &lane.sub.target {
+                if let Err(e) = self.run_email_once(&lane, rule).await {
+                    tracing::error!(subscription = %lane.sub.name, error = %e, "email lane failed; retrying");
+                }
+            }
+            tokio::select! {
+                _ = lane.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
     }
 
     async fn run_lane(
@@ -226,24 +271,32 @@ impl Inner {
         }
     }
 
+    pub(super) fn lease_until(&self, sub: &Subscription) -> chrono::DateTime<chrono::Utc> {
+        let lease = sub.timeout + self.settings.lease_margin;
+        self.clock.now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1))
+    }
+
     async fn claim(&self, lane: &Lane, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         if limit == 0 || lane.disabled.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
-        let lease = lane.sub.timeout + self.settings.lease_margin;
-        let lease_until =
-            now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1));
         let claimed = self
             .store
-            .claim_due(&lane.sub.name, now, limit, &self.owner, lease_until)
+            .claim_due(
+                &lane.sub.name,
+                now,
+                limit,
+                &self.owner,
+                self.lease_until(&lane.sub),
+            )
             .await?;
         lane.in_flight()
             .extend(claimed.iter().map(|d| d.id.clone()));
         Ok(claimed)
     }
 
-    /// Send → decide → record, for one claimed delivery.
+    /// Prepare → send → decide → record, for one claimed delivery.
     async fn deliver(
         self: Arc<Self>,
         lane: Arc<Lane>,
@@ -252,26 +305,15 @@ impl Inner {
         let attempt = self.attempt(&lane.sub, &delivery).await;
         let number = delivery.attempts + 1;
         let update = self.decide(&lane.sub, number, &attempt);
-        let record = AttemptRecord {
-            delivery_id: delivery.id.clone(),
-            attempt: number,
-            started_at: attempt.started_at,
-            duration_ms: attempt.duration.as_millis() as i64,
-            status_code: match attempt.result {
-                AttemptResult::Status { code, .. } => Some(code),
-                AttemptResult::NoResponse | AttemptResult::Unsendable => None,
-            },
-            response_excerpt: attempt.response_excerpt.clone(),
-            error: attempt.error.clone(),
+        let outcome = Outcome {
+            delivery_id: &delivery.id,
+            event: &delivery.body,
+            number,
+            attempt: &attempt,
+            update,
         };
-        self.store
-            .record_attempt(&self.owner, &record, &update, self.clock.now())
-            .await?;
+        self.record(&lane, outcome).await?;
         lane.in_flight().remove(&delivery.id);
-        log_attempt(&lane.sub.name, &delivery, number, &update, &attempt);
-        if matches!(update, DeliveryUpdate::DisableSubscription { .. }) {
-            lane.disabled.store(true, Ordering::Release);
-        }
         Ok(())
     }
 
@@ -281,12 +323,17 @@ impl Inner {
     async fn attempt(&self, sub: &Subscription, delivery: &ClaimedDelivery) -> Attempt {
         let now = self.clock.now();
         match prepare(sub, delivery, chrono::Utc::now().timestamp()) {
-            Ok(request) => self.client.send(request, sub.timeout, now).await,
+            Ok(request) => self.http.send(request, sub.timeout, now).await,
             Err(reason) => Attempt::unsendable(now, reason),
         }
     }
 
-    fn decide(&self, sub: &Subscription, number: u32, attempt: &Attempt) -> DeliveryUpdate {
+    pub(super) fn decide(
+        &self,
+        sub: &Subscription,
+        number: u32,
+        attempt: &Attempt,
+    ) -> DeliveryUpdate {
         match sub
             .retry
             .verdict(number, attempt.result, rand::random::<f64>())
@@ -303,31 +350,130 @@ impl Inner {
             }
         }
     }
+
+    /// Records an attempt (or a suppression), and reports a delivery gone
+    /// dead or a subscription disabled as Herald's own events.
+    pub(super) async fn record(&self, lane: &Lane, outcome: Outcome<'_>) -> Result<(), StoreError> {
+        let a = outcome.attempt;
+        let record = AttemptRecord {
+            delivery_id: outcome.delivery_id.to_owned(),
+            attempt: outcome.number,
+            started_at: a.started_at,
+            duration_ms: a.duration.as_millis() as i64,
+            status_code: a.status_code(),
+            response_excerpt: a.response_excerpt.clone(),
+            error: a.error.clone(),
+        };
+        let now = self.clock.now();
+        self.store
+            .record_attempt(&self.owner, &record, &outcome.update, now)
+            .await?;
+        log_attempt(
+            &lane.sub.name,
+            outcome.delivery_id,
+            outcome.number,
+            &outcome.update,
+            a,
+        );
+        if let DeliveryUpdate::DisableSubscription { reason } = &outcome.update {
+            lane.disabled.store(true, Ordering::Release);
+            self.report_trouble(&lane.sub.name, outcome.event, Trouble::Disabled(reason))
+                .await;
+        }
+        if outcome.update == DeliveryUpdate::Dead {
+            let trouble = Trouble::Dead {
+                delivery_id: outcome.delivery_id,
+                attempts: outcome.number,
+                last_error: a.error.as_deref(),
+            };
+            self.report_trouble(&lane.sub.name, outcome.event, trouble)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn report_trouble(&self, subscription: &str, event: &[u8], trouble: Trouble<'_>) {
+        let event: Value = serde_json::from_slice(event).unwrap_or(Value::Null);
+        let about_trouble = event["type"]
+            .as_str()
+            .and_then(EventType::parse)
+            .is_some_and(EventType::is_trouble);
+        if about_trouble {
+            // Reporting trouble with a trouble report could loop forever.
+            return;
+        }
+        let raised = match trouble {
+            Trouble::Dead {
+                delivery_id,
+                attempts,
+                last_error,
+            } => {
+                self.ingestor
+                    .raise_dead_delivery(subscription, delivery_id, &event, attempts, last_error)
+                    .await
+            }
+            Trouble::Disabled(reason) => self.ingestor.raise_disabled(subscription, reason).await,
+        };
+        if let Err(e) = raised {
+            tracing::error!(subscription, error = %e, "could not record a trouble report");
+        }
+    }
+}
+
+/// Something admins must hear about a subscription.
+enum Trouble<'a> {
+    Dead {
+        delivery_id: &'a str,
+        attempts: u32,
+        last_error: Option<&'a str>,
+    },
+    Disabled(&'a str),
+}
+
+impl Attempt {
+    pub fn status_code(&self) -> Option<u16> {
+        match self.result {
+            AttemptResult::Status { code, .. } => Some(code),
+            AttemptResult::NoResponse | AttemptResult::Unsendable => None,
+        }
+    }
 }
 
 fn log_attempt(
     subscription: &str,
-    d: &ClaimedDelivery,
+    delivery: &str,
     number: u32,
     update: &DeliveryUpdate,
     a: &Attempt,
 ) {
     let error = a.error.as_deref().unwrap_or("");
     match update {
-        DeliveryUpdate::Delivered => {
-            tracing::debug!(subscription, delivery = %d.id, event_type = %d.event_type, attempt = number, "delivered")
+        DeliveryUpdate::Delivered | DeliveryUpdate::Suppressed => {
+            tracing::debug!(subscription, delivery, attempt = number, "delivered")
         }
         DeliveryUpdate::RetryAt(at) => {
-            tracing::info!(subscription, delivery = %d.id, attempt = number, error, retry_at = %at, "delivery failed; will retry")
+            tracing::info!(subscription, delivery, attempt = number, error, retry_at = %at, "delivery failed; will retry")
         }
         DeliveryUpdate::Failed => {
-            tracing::warn!(subscription, delivery = %d.id, attempt = number, error, "delivery refused by receiver; not retried")
+            tracing::warn!(
+                subscription,
+                delivery,
+                attempt = number,
+                error,
+                "delivery refused by receiver; not retried"
+            )
         }
         DeliveryUpdate::Dead => {
-            tracing::error!(subscription, delivery = %d.id, attempt = number, error, "delivery dead: retries exhausted")
+            tracing::error!(
+                subscription,
+                delivery,
+                attempt = number,
+                error,
+                "delivery dead: retries exhausted"
+            )
         }
         DeliveryUpdate::DisableSubscription { reason } => {
-            tracing::error!(subscription, delivery = %d.id, reason = %reason, "subscription disabled")
+            tracing::error!(subscription, delivery, reason = %reason, "subscription disabled")
         }
     }
 }

@@ -1,11 +1,17 @@
 //! Delivery: the dispatcher claims due outbox rows, `request` prepares what
-//! each subscription's target calls for, `http` sends it, the retry policy
-//! decides what happens next, and the store records every attempt.
+//! each subscription's target calls for, `http` sends it (`mail` for email
+//! rules, grouped by `email`), the retry policy decides what happens next,
+//! and the store records every attempt.
 
 mod dispatcher;
+mod email;
 mod http;
+mod mail;
 mod request;
+mod wakeups;
 
-pub use dispatcher::Dispatcher;
+pub use dispatcher::{Dispatcher, DispatcherParts};
 pub use http::{Attempt, HttpSender};
+pub use mail::{MailError, Mailer};
 pub use request::{prepare, PreparedRequest};
+pub use wakeups::Wakeups;

@@ -30,6 +30,7 @@ pub fn prepare(
     match &sub.target {
         Target::Webhook(webhook) => prepare_webhook(webhook, delivery, timestamp),
         Target::Healthcheck(check) => prepare_ping(check, delivery),
+        Target::Email(_) => Err("email goes through the mailer, not HTTP".to_owned()),
     }
 }
 

@@ -76,12 +76,15 @@ pub enum DeliveryUpdate {
     DisableSubscription {
         reason: String,
     },
+    /// Nothing to send (an email alert already mailed, folded into another,
+    /// or resolved before anyone heard of it): done without a message.
+    Suppressed,
 }
 
 impl DeliveryUpdate {
     fn state(&self) -> DeliveryState {
         match self {
-            DeliveryUpdate::Delivered => DeliveryState::Delivered,
+            DeliveryUpdate::Delivered | DeliveryUpdate::Suppressed => DeliveryState::Delivered,
             DeliveryUpdate::RetryAt(_) => DeliveryState::Pending,
             DeliveryUpdate::Failed | DeliveryUpdate::DisableSubscription { .. } => {
                 DeliveryState::Failed
@@ -97,6 +100,7 @@ impl DeliveryUpdate {
             DeliveryUpdate::Failed => "failed",
             DeliveryUpdate::Dead => "dead",
             DeliveryUpdate::DisableSubscription { .. } => "disabled",
+            DeliveryUpdate::Suppressed => "suppressed",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! mode lets run beside the writer.
 
 mod deliveries;
+mod email;
 mod ingest;
 mod monitor;
 mod queries;
@@ -23,6 +24,7 @@ pub use deliveries::{
     AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryState,
     DeliveryUpdate,
 };
+pub use email::PendingDelivery;
 pub use ingest::{NewEvent, PriorEvent, Tx};
 pub use monitor::ScheduleState;
 pub use queries::{BatchChange, BatchFilter, BatchPage};

@@ -135,16 +135,45 @@ async fn an_exhausted_schedule_leaves_the_delivery_dead() {
     let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
     receiver.always(Reply::Status(503));
     app.start_batch("ev-1", "b-1", "sales").await;
-    for _ in 0..6 {
+    for _ in 0..10 {
         app.deliver().await;
         app.advance(Duration::from_secs(3600));
     }
+    let types = receiver.types();
+    let started = types
+        .iter()
+        .filter(|t| *t == "aggregate.batch.started")
+        .count();
     // One first attempt plus the three retries of the schedule.
-    assert_eq!(receiver.received().len(), 4);
-    let delivery = only_delivery(&app).await;
-    assert_eq!(delivery.state, DeliveryState::Dead);
-    let attempts = app.store.list_attempts(&delivery.id).await.unwrap();
+    assert_eq!(started, 4);
+    let rows = app.deliveries_of("ev-1").await;
+    assert_eq!(rows[0].state, DeliveryState::Dead);
+    let attempts = app.store.list_attempts(&rows[0].id).await.unwrap();
     assert_eq!(attempts.last().unwrap().verdict, "dead");
+
+    // Herald reports the dead delivery as an event of its own (which this
+    // subscription also takes); that report dying too is not reported again.
+    let reports = types
+        .iter()
+        .filter(|t| *t == "herald.delivery.dead")
+        .count();
+    assert_eq!(reports, 4);
+    let report = receiver
+        .received()
+        .into_iter()
+        .map(|r| r.json())
+        .find(|e| e["type"] == "herald.delivery.dead")
+        .unwrap();
+    assert_eq!(report["data"]["subscription"], "etl");
+    assert_eq!(report["data"]["event_id"], "ev-1");
+    assert_eq!(report["data"]["attempts"], 4);
+    assert_eq!(report["data"]["last_error"], "HTTP 503");
+    let all = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "no report about the report: {all:?}");
 }
 
 #[tokio::test]

@@ -147,6 +147,18 @@ impl TestApp {
             .expect("dispatcher runs")
     }
 
+    /// The deliveries of one event, in subscription order.
+    pub async fn deliveries_of(&self, event_id: &str) -> Vec<herald::store::DeliveryRow> {
+        let filter = herald::store::DeliveryFilter {
+            event_id: Some(event_id.to_owned()),
+            ..Default::default()
+        };
+        self.store
+            .list_deliveries(&filter)
+            .await
+            .expect("deliveries load")
+    }
+
     /// Runs the stall and overdue checks once at the clock's time.
     pub async fn check(&self) -> Findings {
         self.monitor.run_once().await.expect("monitor runs")

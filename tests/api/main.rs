@@ -3,10 +3,12 @@
 
 mod cli;
 mod delivery;
+mod email;
 mod helpers;
 mod ingest;
 mod integrations;
 mod monitor;
 mod query;
 mod restart;
+mod smtp;
 mod validation;

@@ -1,0 +1,528 @@
+//! Email alerts, the pure part: what an event means as an alert, how alerts
+//! group, when a group is ready to mail, and what the mail says.
+//!
+//! The model follows Prometheus Alertmanager:
+//! - an *alert* is a cube failing (or stalling, or being overdue), or a
+//!   subscription in trouble; a success of that cube *resolves* it;
+//! - alerts group by rule and by labels (default environment + cube);
+//! - a new group waits `group_wait` to collect a burst into one mail; a
+//!   group that was mailed waits `group_interval` before its next mail;
+//! - an alert already mailed and still firing is mailed again only after
+//!   `repeat_interval`; a resolved alert gets a "recovered" mail when the
+//!   rule sends resolved notices.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::event::EventType;
+use super::template::Template;
+
+/// What an email subscription adds to the common subscription fields.
+#[derive(Debug, Clone)]
+pub struct EmailRule {
+    pub to: Vec<String>,
+    pub group_by: Vec<GroupLabel>,
+    pub group_wait: Duration,
+    pub group_interval: Duration,
+    pub repeat_interval: Duration,
+    /// Mail "recovered" when a mailed alert resolves.
+    pub send_resolved: bool,
+    /// A link per batch, rendered over the event (e.g. to the cube's page).
+    pub link: Option<Template>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupLabel {
+    Environment,
+    Project,
+    Cube,
+}
+
+impl GroupLabel {
+    pub fn parse(text: &str) -> Option<GroupLabel> {
+        match text {
+            "environment" => Some(GroupLabel::Environment),
+            "project" => Some(GroupLabel::Project),
+            "cube" => Some(GroupLabel::Cube),
+            _ => None,
+        }
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            GroupLabel::Environment => "environment_id",
+            GroupLabel::Project => "project_id",
+            GroupLabel::Cube => "cube_id",
+        }
+    }
+}
+
+/// The events an email rule takes when none are configured.
+pub const DEFAULT_EVENTS: [EventType; 5] = [
+    EventType::BatchFailed,
+    EventType::BatchStalled,
+    EventType::RefreshOverdue,
+    EventType::DeliveryDead,
+    EventType::SubscriptionDisabled,
+];
+
+/// How an event bears on an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// What the alert is about: `cube:prod/sales`, `subscription:etl`.
+    pub key: String,
+    pub firing: bool,
+}
+
+/// The alert an event fires or resolves; `None` for events that are
+/// neither (a start, an environment change).
+pub fn alert_of(event: &Value) -> Option<Alert> {
+    let event_type = EventType::parse(event["type"].as_str()?)?;
+    let data = &event["data"];
+    let cube = || {
+        format!(
+            "cube:{}/{}",
+            text(&data["environment_id"]),
+            text(&data["cube_id"])
+        )
+    };
+    let (key, firing) = match event_type {
+        EventType::BatchFailed | EventType::BatchStalled | EventType::RefreshOverdue => {
+            (cube(), true)
+        }
+        EventType::BatchSucceeded | EventType::BatchRecovered => (cube(), false),
+        EventType::DeliveryDead | EventType::SubscriptionDisabled => (
+            format!("subscription:{}", text(&data["subscription"])),
+            true,
+        ),
+        _ => return None,
+    };
+    Some(Alert { key, firing })
+}
+
+/// The group an event falls in, within its rule.
+pub fn group_key(rule: &EmailRule, event: &Value) -> String {
+    let data = &event["data"];
+    let labels: Vec<String> = rule
+        .group_by
+        .iter()
+        .filter_map(|label| {
+            data[label.field()]
+                .as_str()
+                .map(|v| format!("{}={v}", label.field()))
+        })
+        .collect();
+    if labels.is_empty() {
+        "all".to_owned()
+    } else {
+        labels.join(",")
+    }
+}
+
+/// When a group with pending alerts may be mailed: `group_wait` after its
+/// oldest pending alert, and not before `group_interval` after its last
+/// mail.
+pub fn ready_at(
+    rule: &EmailRule,
+    oldest_pending: DateTime<Utc>,
+    last_sent: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
+    let wait = oldest_pending + chrono_duration(rule.group_wait);
+    match last_sent {
+        Some(sent) => wait.max(sent + chrono_duration(rule.group_interval)),
+        None => wait,
+    }
+}
+
+/// What Herald last told this rule's recipients about an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertState {
+    pub firing: bool,
+    pub last_notified_at: DateTime<Utc>,
+}
+
+/// Whether an event belongs in the next mail, given what was mailed before.
+pub fn worth_mailing(
+    rule: &EmailRule,
+    alert: &Alert,
+    state: Option<AlertState>,
+    now: DateTime<Utc>,
+) -> bool {
+    match (alert.firing, state) {
+        // Already mailed and still firing: only once repeat_interval passed.
+        (true, Some(s)) if s.firing => {
+            now >= s.last_notified_at + chrono_duration(rule.repeat_interval)
+        }
+        (true, _) => true,
+        // A resolution matters only for an alert the recipients heard of.
+        (false, Some(s)) => s.firing && rule.send_resolved,
+        (false, None) => false,
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A rendered mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// How many failed aggregates a mail lists per batch.
+const MAX_AGGREGATES: usize = 10;
+
+/// Composes one mail about `events` (envelopes, oldest first), all in one
+/// group of one rule.
+pub fn compose(rule: &EmailRule, events: &[Value]) -> Mail {
+    let subject = subject(events);
+    let mut text = String::new();
+    let mut html = String::from("<html><body style=\"font-family: sans-serif\">\n");
+    for event in events {
+        let section = Section::of(rule, event);
+        text.push_str(&section.text());
+        html.push_str(&section.html());
+    }
+    text.push_str("-- \nSent by Herald. Alerts are grouped by rule");
+    if !rule.group_by.is_empty() {
+        let labels: Vec<&str> = rule.group_by.iter().map(|l| l.field()).collect();
+        text.push_str(&format!(" and {}", labels.join(", ")));
+    }
+    text.push_str(".\n");
+    html.push_str("<p style=\"color:#777\">Sent by Herald.</p>\n</body></html>\n");
+    Mail {
+        subject,
+        text,
+        html,
+    }
+}
+
+/// `FAILED: refresh of Sales (prod) — 3 of 120 aggregates failed`, or a
+/// summary when the mail covers several alerts.
+fn subject(events: &[Value]) -> String {
+    match events {
+        [one] => headline(one),
+        many => {
+            let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+            for e in many {
+                *counts.entry(severity(e)).or_default() += 1;
+            }
+            let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            let names: Vec<String> = many.iter().map(subject_name).collect();
+            let mut subject = format!("{}: {}", parts.join(", "), names.join(", "));
+            if subject.chars().count() > 150 {
+                subject = subject.chars().take(147).collect::<String>() + "...";
+            }
+            subject
+        }
+    }
+}
+
+fn severity(event: &Value) -> &'static str {
+    match event["type"].as_str().and_then(EventType::parse) {
+        Some(EventType::BatchFailed) => "FAILED",
+        Some(EventType::BatchStalled) => "STALLED",
+        Some(EventType::RefreshOverdue) => "OVERDUE",
+        Some(EventType::BatchSucceeded | EventType::BatchRecovered) => "RECOVERED",
+        Some(EventType::DeliveryDead) => "DELIVERY DEAD",
+        Some(EventType::SubscriptionDisabled) => "SUBSCRIPTION DISABLED",
+        _ => "EVENT",
+    }
+}
+
+fn subject_name(event: &Value) -> String {
+    let data = &event["data"];
+    match data["subscription"].as_str() {
+        Some(sub) => sub.to_owned(),
+        None => format!(
+            "{} ({})",
+            data["cube_name"]
+                .as_str()
+                .or(data["cube_id"].as_str())
+                .unwrap_or("?"),
+            text(&data["environment_id"])
+        ),
+    }
+}
+
+fn headline(event: &Value) -> String {
+    let data = &event["data"];
+    let cube = subject_name(event);
+    match event["type"].as_str().and_then(EventType::parse) {
+        Some(EventType::BatchFailed) => {
+            let failed = data["failed_aggregates"].as_array().map_or(0, Vec::len);
+            let total = data["aggregate_count"].as_u64().unwrap_or(0);
+            let how_bad = match (failed, total) {
+                (0, _) => text(&data["error_message"]),
+                (f, 0) => format!("{f} aggregates failed"),
+                (f, t) => format!("{f} of {t} aggregates failed"),
+            };
+            format!("FAILED: refresh of {cube} — {how_bad}")
+        }
+        Some(EventType::BatchStalled) => format!(
+            "STALLED: refresh of {cube} has run longer than {}",
+            minutes(data["allowed_duration_ms"].as_u64().unwrap_or(0))
+        ),
+        Some(EventType::RefreshOverdue) => format!(
+            "OVERDUE: no successful refresh of {cube} since {}",
+            text(&data["last_success_at"])
+        ),
+        Some(EventType::BatchSucceeded | EventType::BatchRecovered) => {
+            format!("RECOVERED: refresh of {cube} succeeded")
+        }
+        Some(EventType::DeliveryDead) => format!(
+            "DELIVERY DEAD: {} gave up on {} after {} attempts",
+            text(&data["subscription"]),
+            text(&data["event_type"]),
+            text(&data["attempts"])
+        ),
+        Some(EventType::SubscriptionDisabled) => format!(
+            "SUBSCRIPTION DISABLED: {} — {}",
+            text(&data["subscription"]),
+            text(&data["reason"])
+        ),
+        _ => format!("{}: {}", text(&event["type"]), text(&event["subject"])),
+    }
+}
+
+/// `42m 10s`, `1h 5m`, `12s`.
+fn human_duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn minutes(ms: u64) -> String {
+    let m = ms / 60_000;
+    if m >= 120 {
+        format!("{}h {}m", m / 60, m % 60)
+    } else {
+        format!("{m} minutes")
+    }
+}
+
+/// One event's part of a mail: a headline and labelled facts.
+struct Section {
+    headline: String,
+    facts: Vec<(&'static str, String)>,
+    aggregates: Vec<String>,
+    more_aggregates: usize,
+    link: Option<String>,
+}
+
+impl Section {
+    fn of(rule: &EmailRule, event: &Value) -> Section {
+        let data = &event["data"];
+        let mut facts = Vec::new();
+        let fields: [(&str, &str); 13] = [
+            ("Batch", "batch_id"),
+            ("Cube", "cube_name"),
+            ("Environment", "environment_id"),
+            ("Project", "project_id"),
+            ("Started", "started_at"),
+            ("Finished", "finished_at"),
+            ("Duration", "duration_ms"),
+            ("Error", "error_message"),
+            ("Expected by", "expected_by"),
+            ("Subscription", "subscription"),
+            ("Reason", "reason"),
+            ("Event", "event_id"),
+            ("Last error", "last_error"),
+        ];
+        for (label, field) in fields {
+            let value = data.get(field).filter(|v| !v.is_null());
+            match (field, value) {
+                ("duration_ms", Some(ms)) => {
+                    facts.push((label, human_duration(ms.as_u64().unwrap_or(0))))
+                }
+                (_, Some(value)) => facts.push((label, text(value))),
+                (_, None) => {}
+            }
+        }
+        let all: Vec<String> = data["failed_aggregates"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|a| format!("{}: {}", text(&a["aggregate_id"]), text(&a["error"])))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let more_aggregates = all.len().saturating_sub(MAX_AGGREGATES);
+        Section {
+            headline: headline(event),
+            facts,
+            aggregates: all.into_iter().take(MAX_AGGREGATES).collect(),
+            more_aggregates,
+            link: rule.link.as_ref().and_then(|t| t.render(event).ok()),
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = format!("{}\n\n", self.headline);
+        for (label, value) in &self.facts {
+            out.push_str(&format!("  {label:<13} {value}\n"));
+        }
+        if !self.aggregates.is_empty() {
+            out.push_str("  Failed aggregates:\n");
+            for a in &self.aggregates {
+                out.push_str(&format!("    - {a}\n"));
+            }
+            if self.more_aggregates > 0 {
+                out.push_str(&format!("    ... and {} more\n", self.more_aggregates));
+            }
+        }
+        if let Some(link) = &self.link {
+            out.push_str(&format!("  Link          {link}\n"));
+        }
+        out.push('\n');
+        out
+    }
+
+    fn html(&self) -> String {
+        let mut out = format!("<h3>{}</h3>\n<table>\n", escape(&self.headline));
+        for (label, value) in &self.facts {
+            out.push_str(&format!(
+                "<tr><th align=\"left\">{label}</th><td>{}</td></tr>\n",
+                escape(value)
+            ));
+        }
+        out.push_str("</table>\n");
+        if !self.aggregates.is_empty() {
+            out.push_str("<p>Failed aggregates:</p>\n<ul>\n");
+            for a in &self.aggregates {
+                out.push_str(&format!("<li>{}</li>\n", escape(a)));
+            }
+            if self.more_aggregates > 0 {
+                out.push_str(&format!("<li>... and {} more</li>\n", self.more_aggregates));
+            }
+            out.push_str("</ul>\n");
+        }
+        if let Some(link) = &self.link {
+            out.push_str(&format!("<p><a href=\"{0}\">{0}</a></p>\n", escape(link)));
+        }
+        out
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn rule() -> EmailRule {
+        EmailRule {
+            to: vec!["ops@example.com".into()],
+            group_by: vec![GroupLabel::Environment, GroupLabel::Cube],
+            group_wait: Duration::from_secs(30),
+            group_interval: Duration::from_secs(300),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            send_resolved: true,
+            link: None,
+        }
+    }
+
+    fn failed(cube: &str, failed: usize) -> Value {
+        let aggregates: Vec<Value> = (0..failed)
+            .map(|i| json!({"aggregate_id": format!("agg-{i}"), "error": "boom"}))
+            .collect();
+        json!({"type": "aggregate.batch.failed", "subject": "s", "data": {
+            "batch_id": "b-1", "cube_id": cube, "cube_name": cube.to_uppercase(), "environment_id": "prod",
+            "aggregate_count": 120, "failed_aggregates": aggregates, "error_message": "disk <full>",
+            "started_at": "2026-01-01T06:00:00Z", "finished_at": "2026-01-01T06:10:00Z", "duration_ms": 600000}})
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_failure_subject_says_what_where_and_how_bad() {
+        let mail = compose(&rule(), &[failed("sales", 3)]);
+        assert_eq!(
+            mail.subject,
+            "FAILED: refresh of SALES (prod) — 3 of 120 aggregates failed"
+        );
+        assert!(mail.text.contains("  Batch         b-1\n"), "{}", mail.text);
+        assert!(
+            mail.text.contains("  Duration      10m 0s\n"),
+            "{}",
+            mail.text
+        );
+        assert!(mail.html.contains("disk &lt;full&gt;"), "HTML is escaped");
+    }
+
+    #[test]
+    fn the_aggregate_list_is_bounded_with_a_count_of_the_rest() {
+        let mail = compose(&rule(), &[failed("sales", 25)]);
+        assert!(mail.text.contains("agg-9: boom"));
+        assert!(!mail.text.contains("agg-10: boom"));
+        assert!(mail.text.contains("... and 15 more"));
+    }
+
+    #[test]
+    fn a_group_mail_summarises_every_alert_in_its_subject() {
+        let mail = compose(&rule(), &[failed("sales", 1), failed("stock", 1)]);
+        assert_eq!(mail.subject, "2 FAILED: SALES (prod), STOCK (prod)");
+    }
+
+    #[test]
+    fn groups_wait_then_respect_their_interval() {
+        let r = rule();
+        assert_eq!(ready_at(&r, at(0), None), at(30));
+        assert_eq!(ready_at(&r, at(100), Some(at(0))), at(300));
+        assert_eq!(ready_at(&r, at(1000), Some(at(0))), at(1030));
+        assert_eq!(
+            group_key(&r, &failed("sales", 0)),
+            "environment_id=prod,cube_id=sales"
+        );
+    }
+
+    #[test]
+    fn repeats_wait_for_the_repeat_interval_and_resolutions_need_a_mailed_alert() {
+        let r = rule();
+        let fire = alert_of(&failed("sales", 1)).unwrap();
+        let firing = AlertState {
+            firing: true,
+            last_notified_at: at(0),
+        };
+        assert!(worth_mailing(&r, &fire, None, at(0)));
+        assert!(!worth_mailing(&r, &fire, Some(firing), at(3600)));
+        assert!(worth_mailing(&r, &fire, Some(firing), at(4 * 3600)));
+        let resolve = Alert {
+            key: fire.key.clone(),
+            firing: false,
+        };
+        assert!(worth_mailing(&r, &resolve, Some(firing), at(10)));
+        assert!(!worth_mailing(&r, &resolve, None, at(10)));
+        let quiet = EmailRule {
+            send_resolved: false,
+            ..rule()
+        };
+        assert!(!worth_mailing(&quiet, &resolve, Some(firing), at(10)));
+    }
+}

@@ -1,0 +1,269 @@
+//! Email alerts through a real SMTP server over TCP, with grouping and
+//! repeat timing driven by the manual clock.
+
+use std::time::Duration;
+
+use herald::store::{DeliveryFilter, DeliveryState};
+
+use crate::helpers::{batch_ref, dead_address, webhook, Receiver, Reply, Spawn, TestApp, SECRET};
+use crate::smtp::{Mode, SmtpServer};
+
+const GROUP_WAIT: Duration = Duration::from_secs(31);
+const GROUP_INTERVAL: Duration = Duration::from_secs(301);
+
+async fn app(config: String) -> TestApp {
+    Spawn {
+        webhooks: config,
+        ..Spawn::default()
+    }
+    .start()
+    .await
+}
+
+fn rule(extra: &str) -> String {
+    format!(
+        "[[email]]\nname = \"dataops\"\nto = [\"dataops@example.com\", \"oncall@example.com\"]\n\
+         link_template = \"https://olap.example/{{{{ data.environment_id }}}}/cubes/{{{{ data.cube_id }}}}\"\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_failed_batch_is_mailed_once_with_what_where_and_how_bad() {
+    let smtp = SmtpServer::start().await;
+    let app = app(smtp.config("") + &rule("")).await;
+    app.start_batch("ev-0", "b-1", "sales").await;
+    app.advance(Duration::from_secs(600));
+    app.fail_batch("ev-1", "b-1", "sales").await;
+
+    app.deliver().await;
+    assert!(smtp.mails().is_empty(), "group_wait collects a burst first");
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert_eq!(mail.from, "<herald@example.com>");
+    assert_eq!(mail.to, ["dataops@example.com", "oncall@example.com"]);
+    assert_eq!(
+        mail.subject(),
+        "FAILED: refresh of SALES (prod) — 1 of 3 aggregates failed"
+    );
+    let text = mail.text();
+    for expected in [
+        "Batch         b-1",
+        "Cube          SALES",
+        "Environment   prod",
+        "Project       finance",
+        "Started       2026-03-01T12:00:00Z",
+        "Finished      2026-03-01T12:10:00Z",
+        "Duration      10m 0s",
+        "Error         out of disk",
+        "- agg-7: write failed",
+        "Link          https://olap.example/prod/cubes/sales",
+    ] {
+        assert!(
+            text.contains(expected),
+            "text part lacks `{expected}`:\n{text}"
+        );
+    }
+    assert!(
+        mail.html()
+            .contains("<th align=\"left\">Batch</th><td>b-1</td>"),
+        "{}",
+        mail.html()
+    );
+    let rows = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|r| r.state == DeliveryState::Delivered));
+}
+
+#[tokio::test]
+async fn a_burst_of_failures_is_one_mail_and_a_repeat_waits_for_the_repeat_interval() {
+    let smtp = SmtpServer::start().await;
+    let app = app(smtp.config("") + &rule("group_by = [\"environment\"]")).await;
+    for i in 0..5 {
+        app.fail_batch(&format!("ev-{i}"), &format!("b-{i}"), &format!("cube{i}"))
+            .await;
+        app.advance(Duration::from_secs(5));
+    }
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0]
+            .subject()
+            .starts_with("5 FAILED: CUBE0 (prod), CUBE1 (prod)"),
+        "{}",
+        mails[0].subject()
+    );
+    let text = mails[0].text();
+    assert_eq!(text.matches("FAILED: refresh of").count(), 5, "{text}");
+
+    // The same cube failing again an hour later: still the same alert.
+    app.advance(Duration::from_secs(3600));
+    app.fail_batch("ev-again", "b-again", "cube0").await;
+    app.advance(GROUP_INTERVAL);
+    app.deliver().await;
+    assert_eq!(smtp.mails().len(), 1, "within repeat_interval: no mail");
+
+    // Past the 4 hour repeat interval it is mailed again.
+    app.advance(Duration::from_secs(4 * 3600));
+    app.fail_batch("ev-later", "b-later", "cube0").await;
+    app.advance(GROUP_INTERVAL);
+    app.deliver().await;
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2);
+    assert_eq!(
+        mails[1].subject(),
+        "FAILED: refresh of CUBE0 (prod) — 1 of 3 aggregates failed"
+    );
+}
+
+#[tokio::test]
+async fn a_success_after_a_mailed_failure_sends_a_recovery_mail() {
+    let smtp = SmtpServer::start().await;
+    let app = app(smtp.config("") + &rule("")).await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    app.succeed_batch("ev-2", "b-2", "sales").await;
+    app.succeed_batch("ev-3", "b-3", "stock").await;
+    app.advance(GROUP_INTERVAL);
+    app.deliver().await;
+
+    let subjects: Vec<String> = smtp.mails().iter().map(|m| m.subject()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "FAILED: refresh of SALES (prod) — 1 of 3 aggregates failed",
+            "RECOVERED: refresh of SALES (prod) succeeded"
+        ],
+        "stock never failed: its success is no news"
+    );
+}
+
+#[tokio::test]
+async fn recovery_mails_can_be_turned_off() {
+    let smtp = SmtpServer::start().await;
+    let app = app(smtp.config("") + &rule("send_resolved = false")).await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    let reply = app.succeed_batch("ev-2", "b-2", "sales").await;
+    assert_eq!(
+        reply.deliveries, 0,
+        "the rule does not even take the success"
+    );
+    assert_eq!(smtp.mails().len(), 1);
+}
+
+#[tokio::test]
+async fn mail_waits_for_an_smtp_server_that_is_down_and_arrives_when_it_is_back() {
+    let addr = dead_address().await;
+    let config = format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"herald@example.com\"\ntimeout = \"5s\"\n{}",
+        addr.port(),
+        rule("retry_schedule = [\"10s\", \"10s\"]")
+    );
+    let app = app(config).await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    let rows = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].state,
+        DeliveryState::Pending,
+        "a refused connection is retried"
+    );
+
+    let smtp = SmtpServer::start_on(addr).await;
+    app.advance(Duration::from_secs(15));
+    app.deliver().await;
+    assert_eq!(smtp.mails().len(), 1);
+    let rows = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(rows[0].state, DeliveryState::Delivered);
+    let attempts = app.store.list_attempts(&rows[0].id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts[0].error.is_some() && attempts[1].error.is_none(),
+        "{attempts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_smtp_refusal_is_dead_after_one_attempt_and_recorded() {
+    let smtp = SmtpServer::start().await;
+    smtp.set_mode(Mode::RejectPermanently);
+    let app = app(smtp.config("") + &rule("")).await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    for _ in 0..4 {
+        app.advance(GROUP_INTERVAL);
+        app.deliver().await;
+    }
+    let rows = app.deliveries_of("ev-1").await;
+    assert_eq!(rows[0].state, DeliveryState::Dead);
+    let attempts = app.store.list_attempts(&rows[0].id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status_code, Some(550));
+    assert_eq!(attempts[0].verdict, "dead");
+    // The dead mail is reported (to this same rule), and that report's own
+    // death is not reported again.
+    let all = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    let types: Vec<&str> = all.iter().map(|r| r.event_type.as_str()).collect();
+    assert_eq!(types, ["aggregate.batch.failed", "herald.delivery.dead"]);
+    assert!(all.iter().all(|r| r.state == DeliveryState::Dead));
+}
+
+#[tokio::test]
+async fn a_disabled_subscription_reaches_the_default_admins_rule() {
+    let smtp = SmtpServer::start().await;
+    let gone = Receiver::start().await;
+    gone.always(Reply::Status(410));
+    let config = smtp.config("admins = [\"admins@example.com\"]")
+        + &webhook("etl", &gone.url(), "events = [\"aggregate.batch.started\"]");
+    let app = app(config).await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    let mut dev = app.failed("ev-2", "b-2", "sales");
+    dev.batch = Some(batch_ref("b-2", "dev", "sales"));
+    app.ingest.clone().batch_failed(dev).await.unwrap();
+    app.deliver().await;
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+
+    let mails = smtp.mails();
+    let subjects: Vec<String> = mails.iter().map(|m| m.subject()).collect();
+    assert_eq!(mails.len(), 2, "{subjects:?}");
+    assert!(
+        subjects.contains(&"SUBSCRIPTION DISABLED: etl — receiver answered 410 Gone".to_owned()),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&"FAILED: refresh of SALES (dev) — 1 of 3 aggregates failed".to_owned()),
+        "{subjects:?}"
+    );
+    assert!(mails.iter().all(|m| m.to == ["admins@example.com"]));
+    let secret_part = SECRET.trim_start_matches("whsec_");
+    assert!(
+        mails
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.data).contains(secret_part)),
+        "no secret in any mail"
+    );
+}
