@@ -48,6 +48,9 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Print a new random webhook signing secret (`whsec_…`).
     Secret,
+    /// Measure throughput, latency, isolation, recovery and memory on this
+    /// machine (loopback only).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +97,7 @@ pub async fn run() -> ExitCode {
         Command::Emit(args) => emit::run(*args).await,
         Command::Batches(command) => batches::run(command).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
         Command::Secret => {
             println!("{}", SigningSecret::generate().expose());
             Ok(())

@@ -2,7 +2,9 @@
 //! committed at once (DESIGN.md, invariant 1).
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, Transaction};
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{from_json, to_json, to_millis, StoreError};
 use crate::core::batch::{BatchRecord, BatchState};
@@ -16,7 +18,9 @@ pub struct Tx {
 /// What a previous ingest of the same `event_id` stored.
 #[derive(Debug, Clone)]
 pub struct PriorEvent {
+    pub seq: i64,
     pub fingerprint: String,
+    /// The first answer, without its sequence number (that is `seq`).
     pub reply: String,
 }
 
@@ -32,6 +36,8 @@ pub struct NewEvent<'a> {
     pub payload: String,
     pub fingerprint: &'a str,
     pub body: &'a [u8],
+    /// The answer to the caller, stored for repeats (JSON).
+    pub reply: String,
     /// The event moved its batch to a new state (watchers see it).
     pub changes_batch: bool,
 }
@@ -47,139 +53,6 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), StoreError> {
         Ok(self.inner.commit().await?)
-    }
-
-    pub async fn find_event(&mut self, event_id: &str) -> Result<Option<PriorEvent>, StoreError> {
-        let row = sqlx::query("SELECT fingerprint, reply FROM events WHERE event_id = ?")
-            .bind(event_id)
-            .fetch_optional(&mut *self.inner)
-            .await?;
-        Ok(row.map(|r| PriorEvent {
-            fingerprint: r.get("fingerprint"),
-            reply: r.get("reply"),
-        }))
-    }
-
-    pub async fn load_batch(&mut self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM batches WHERE batch_id = ?")
-            .bind(batch_id)
-            .fetch_optional(&mut *self.inner)
-            .await?;
-        row.map(|r| from_json(r.get("record"))).transpose()
-    }
-
-    /// The outcome of the cube's most recently finished batch other than
-    /// `except_batch`: what a success "recovers" from.
-    pub async fn previous_cube_outcome(
-        &mut self,
-        environment_id: &str,
-        cube_id: &str,
-        except_batch: &str,
-    ) -> Result<Option<BatchState>, StoreError> {
-        let row = sqlx::query(
-            "SELECT state FROM batches
-             WHERE environment_id = ? AND cube_id = ? AND batch_id <> ?
-               AND state IN ('SUCCEEDED', 'FAILED')
-             ORDER BY finished_at DESC LIMIT 1",
-        )
-        .bind(environment_id)
-        .bind(cube_id)
-        .bind(except_batch)
-        .fetch_optional(&mut *self.inner)
-        .await?;
-        Ok(row.and_then(|r| BatchState::parse(r.get("state"))))
-    }
-
-    pub async fn save_batch(&mut self, record: &BatchRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO batches (batch_id, environment_id, project_id, cube_id, cube_name,
-                                  state, started_at, finished_at, begun_at, updated_at, record)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (batch_id) DO UPDATE SET
-                project_id = excluded.project_id, cube_name = excluded.cube_name,
-                state = excluded.state, started_at = excluded.started_at,
-                finished_at = excluded.finished_at, begun_at = excluded.begun_at,
-                updated_at = excluded.updated_at, record = excluded.record",
-        )
-        .bind(&record.batch_id)
-        .bind(&record.environment_id)
-        .bind(&record.project_id)
-        .bind(&record.cube_id)
-        .bind(&record.cube_name)
-        .bind(record.state.as_str())
-        .bind(record.started_at.map(to_millis))
-        .bind(record.finished_at.map(to_millis))
-        .bind(to_millis(record.begun_at()))
-        .bind(to_millis(record.updated_at))
-        .bind(to_json(record))
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
-    }
-
-    /// Inserts the event row; its reply is written by [`Tx::set_reply`].
-    pub async fn insert_event(&mut self, new: NewEvent<'_>) -> Result<i64, StoreError> {
-        let scope = new.scope;
-        let seq = sqlx::query(
-            "INSERT INTO events (event_id, event_type, source, occurred_at, received_at,
-                                 environment_id, project_id, cube_id, batch_id,
-                                 fingerprint, payload, body, reply, changes_batch)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             RETURNING seq",
-        )
-        .bind(new.event_id)
-        .bind(new.event_type)
-        .bind(new.source)
-        .bind(to_millis(new.occurred_at))
-        .bind(to_millis(new.received_at))
-        .bind(&scope.environment_id)
-        .bind(&scope.project_id)
-        .bind(&scope.cube_id)
-        .bind(&scope.batch_id)
-        .bind(new.fingerprint)
-        .bind(&new.payload)
-        .bind(new.body)
-        .bind("")
-        .bind(new.changes_batch)
-        .fetch_one(&mut *self.inner)
-        .await?
-        .get("seq");
-        Ok(seq)
-    }
-
-    /// The first answer is only known once the event row exists (it holds
-    /// the sequence number), so it is written in a second step.
-    pub async fn set_reply(&mut self, seq: i64, reply: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE events SET reply = ? WHERE seq = ?")
-            .bind(reply)
-            .bind(seq)
-            .execute(&mut *self.inner)
-            .await?;
-        Ok(())
-    }
-
-    /// Enqueues one delivery of event `seq` to `subscription`, unless the
-    /// subscription is disabled. Returns whether a row was written.
-    pub async fn enqueue_delivery(
-        &mut self,
-        seq: i64,
-        subscription: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-        let done = sqlx::query(
-            "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at)
-             SELECT ?1, ?2, ?3, 'pending', ?4, ?4
-             WHERE NOT EXISTS (SELECT 1 FROM subscriptions
-                               WHERE name = ?3 AND disabled_at IS NOT NULL)",
-        )
-        .bind(&id)
-        .bind(seq)
-        .bind(subscription)
-        .bind(to_millis(now))
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     pub async fn save_environment(
@@ -226,6 +99,195 @@ impl Tx {
         .bind(to_millis(at))
         .execute(&mut *self.inner)
         .await?;
+        Ok(())
+    }
+}
+
+/// Rows per multi-row statement: well under SQLite's limit on bound
+/// parameters (32,766) for the widest row.
+const CHUNK: usize = 256;
+
+/// Set-wise reads and writes for a group commit: one statement per kind of
+/// row for a whole batch of events, instead of several per event.
+impl Tx {
+    /// The stored events among `event_ids`, by id.
+    pub async fn find_events(
+        &mut self,
+        event_ids: &[&str],
+    ) -> Result<HashMap<String, PriorEvent>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in event_ids.chunks(CHUNK) {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT seq, event_id, fingerprint, reply FROM events WHERE event_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            for r in query.build().fetch_all(&mut *self.inner).await? {
+                let prior = PriorEvent {
+                    seq: r.get("seq"),
+                    fingerprint: r.get("fingerprint"),
+                    reply: r.get("reply"),
+                };
+                found.insert(r.get("event_id"), prior);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The stored batches among `batch_ids`, by id.
+    pub async fn load_batches(
+        &mut self,
+        batch_ids: &[&str],
+    ) -> Result<HashMap<String, BatchRecord>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in batch_ids.chunks(CHUNK) {
+            let mut query: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT batch_id, record FROM batches WHERE batch_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            for r in query.build().fetch_all(&mut *self.inner).await? {
+                found.insert(r.get("batch_id"), from_json(r.get("record"))?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// For each (environment, cube): when its latest finished batch
+    /// finished, and how.
+    pub async fn cube_outcomes(
+        &mut self,
+        cubes: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), (i64, BatchState)>, StoreError> {
+        let mut found = HashMap::new();
+        // One indexed lookup per cube, in one statement.
+        for chunk in cubes.chunks(CHUNK) {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("");
+            for (i, (environment_id, cube_id)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    query.push(" UNION ALL ");
+                }
+                query
+                    .push("SELECT * FROM (SELECT environment_id, cube_id, state, finished_at FROM batches WHERE environment_id = ")
+                    .push_bind(*environment_id)
+                    .push(" AND cube_id = ")
+                    .push_bind(*cube_id)
+                    .push(" AND state IN ('SUCCEEDED', 'FAILED') ORDER BY finished_at DESC LIMIT 1)");
+            }
+            for r in query.build().fetch_all(&mut *self.inner).await? {
+                if let Some(state) = BatchState::parse(r.get("state")) {
+                    let key = (r.get("environment_id"), r.get("cube_id"));
+                    found.insert(
+                        key,
+                        (r.get::<Option<i64>, _>("finished_at").unwrap_or(0), state),
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    pub async fn disabled_subscriptions(&mut self) -> Result<HashSet<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM subscriptions WHERE disabled_at IS NOT NULL")
+            .fetch_all(&mut *self.inner)
+            .await?;
+        Ok(rows.iter().map(|r| r.get("name")).collect())
+    }
+
+    /// Upserts the batches (each id at most once).
+    pub async fn save_batches(&mut self, records: &[&BatchRecord]) -> Result<(), StoreError> {
+        for chunk in records.chunks(CHUNK) {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO batches (batch_id, environment_id, project_id, cube_id, cube_name,
+                                      state, started_at, finished_at, begun_at, updated_at, record) ",
+            );
+            query.push_values(chunk, |mut row, r| {
+                row.push_bind(&r.batch_id)
+                    .push_bind(&r.environment_id)
+                    .push_bind(&r.project_id)
+                    .push_bind(&r.cube_id)
+                    .push_bind(&r.cube_name)
+                    .push_bind(r.state.as_str())
+                    .push_bind(r.started_at.map(to_millis))
+                    .push_bind(r.finished_at.map(to_millis))
+                    .push_bind(to_millis(r.begun_at()))
+                    .push_bind(to_millis(r.updated_at))
+                    .push_bind(to_json(*r));
+            });
+            query.push(
+                " ON CONFLICT (batch_id) DO UPDATE SET
+                    project_id = excluded.project_id, cube_name = excluded.cube_name,
+                    state = excluded.state, started_at = excluded.started_at,
+                    finished_at = excluded.finished_at, begun_at = excluded.begun_at,
+                    updated_at = excluded.updated_at, record = excluded.record",
+            );
+            query.build().execute(&mut *self.inner).await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the event rows; returns each one's sequence number by id.
+    pub async fn insert_events(
+        &mut self,
+        events: &[NewEvent<'_>],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let mut seqs = HashMap::with_capacity(events.len());
+        for chunk in events.chunks(CHUNK) {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (event_id, event_type, source, occurred_at, received_at,
+                                     environment_id, project_id, cube_id, batch_id,
+                                     fingerprint, payload, body, reply, changes_batch) ",
+            );
+            query.push_values(chunk, |mut row, e| {
+                row.push_bind(e.event_id)
+                    .push_bind(e.event_type)
+                    .push_bind(e.source)
+                    .push_bind(to_millis(e.occurred_at))
+                    .push_bind(to_millis(e.received_at))
+                    .push_bind(&e.scope.environment_id)
+                    .push_bind(&e.scope.project_id)
+                    .push_bind(&e.scope.cube_id)
+                    .push_bind(&e.scope.batch_id)
+                    .push_bind(e.fingerprint)
+                    .push_bind(&e.payload)
+                    .push_bind(e.body)
+                    .push_bind(&e.reply)
+                    .push_bind(e.changes_batch);
+            });
+            // RETURNING reports rows in no promised order: map by id.
+            query.push(" RETURNING seq, event_id");
+            for r in query.build().fetch_all(&mut *self.inner).await? {
+                seqs.insert(r.get("event_id"), r.get("seq"));
+            }
+        }
+        Ok(seqs)
+    }
+
+    /// Enqueues deliveries of (event seq, subscription).
+    pub async fn insert_deliveries(
+        &mut self,
+        deliveries: &[(i64, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for chunk in deliveries.chunks(CHUNK) {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at) ",
+            );
+            query.push_values(chunk, |mut row, (seq, subscription)| {
+                row.push_bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+                    .push_bind(*seq)
+                    .push_bind(*subscription)
+                    .push_bind("pending")
+                    .push_bind(to_millis(now))
+                    .push_bind(to_millis(now));
+            });
+            query.build().execute(&mut *self.inner).await?;
+        }
         Ok(())
     }
 }

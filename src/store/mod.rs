@@ -38,6 +38,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A failure shared by every job of a group commit, reported to each.
+    #[error("the write failed: {0}")]
+    Shared(String),
 }
 
 #[derive(Clone, Debug)]

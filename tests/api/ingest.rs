@@ -291,3 +291,55 @@ async fn the_standard_health_service_reports_serving() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 }
+
+/// Many calls at once land in the same group commits: repeats, conflicts
+/// and new events mixed in one transaction must each get the answer they
+/// would get alone.
+#[tokio::test]
+async fn concurrent_calls_in_one_group_commit_keep_every_invariant() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let mut ingest = app.ingest.clone();
+        let (ok, failed) = (
+            app.succeeded(&format!("s-{}", i % 10), "shared", "sales"),
+            app.failed(&format!("f-{i}"), &format!("b-{i}"), "stock"),
+        );
+        calls.push(tokio::spawn(async move {
+            let a = ingest.batch_succeeded(ok).await;
+            let b = ingest.batch_failed(failed).await;
+            (a, b)
+        }));
+    }
+    let mut delivered_successes = 0;
+    let mut answers: std::collections::HashMap<u64, Vec<u32>> = Default::default();
+    for call in calls {
+        let (a, b) = call.await.unwrap();
+        let a = a
+            .expect("a success of the shared batch is never refused")
+            .into_inner();
+        delivered_successes += a.deliveries;
+        answers.entry(a.sequence).or_default().push(a.deliveries);
+        assert!(b.is_ok());
+    }
+    // Ten distinct event ids succeed the shared batch: the first changes it,
+    // the other nine are quiet repeats; the four calls of each id share one
+    // answer (one sequence number).
+    assert_eq!(answers.len(), 10);
+    assert!(answers
+        .values()
+        .all(|calls| calls.len() == 4 && calls.windows(2).all(|w| w[0] == w[1])));
+    assert_eq!(
+        delivered_successes, 4,
+        "only the id that changed the batch enqueued a delivery"
+    );
+    let late = app
+        .ingest
+        .clone()
+        .batch_failed(app.failed("late", "shared", "sales"))
+        .await;
+    assert_eq!(late.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    assert_eq!(app.store.count_events().await.unwrap(), 10 + 40);
+    app.deliver().await;
+    assert_eq!(receiver.received().len(), 1 + 40);
+}

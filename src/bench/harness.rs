@@ -1,0 +1,257 @@
+//! The parts every scenario uses: an in-process Herald built the way
+//! `serve` builds it (temporary SQLite, durable settings as shipped), a
+//! fast webhook receiver, and concurrent gRPC engine clients. All on
+//! loopback; every wait is bounded.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::any;
+use axum::Router;
+use tempfile::TempDir;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::pb::{self, ingest_service_client::IngestServiceClient};
+use crate::app::{Application, BuildOptions};
+use crate::config::{Overrides, Settings};
+use crate::deliver::Dispatcher;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A Herald running in this process.
+pub struct Herald {
+    pub addr: SocketAddr,
+    pub dispatcher: Dispatcher,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Herald {
+    /// Starts Herald on `dir/herald.db` with `extra` configuration. Without
+    /// `background`, nothing is delivered until the caller starts it.
+    pub async fn start(dir: &TempDir, extra: &str, background: bool) -> anyhow::Result<Herald> {
+        let toml = format!(
+            "[server]\ngrpc_listen = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n\
+             [store]\nurl = \"sqlite://{}/herald.db\"\n[stalls]\nmax_duration = \"off\"\nlearn = false\n{extra}",
+            dir.path().display()
+        );
+        let settings = Settings::from_toml(&toml, &Overrides::default(), &|_| None)?;
+        let options = BuildOptions {
+            background_workers: background,
+            ..BuildOptions::default()
+        };
+        let app = Application::build_with(settings, options).await?;
+        let (addr, dispatcher) = (app.grpc_addr(), app.dispatcher());
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = app
+                .run_until_stopped(async move { stopped.cancelled().await })
+                .await
+            {
+                eprintln!("bench: Herald failed: {e}");
+            }
+        });
+        Ok(Herald {
+            addr,
+            dispatcher,
+            stop,
+            task,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// `[[webhooks]]` tables for `count` subscriptions to `url`.
+pub fn subscriptions(count: usize, url: &str, extra: &str) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "[[webhooks]]\nname = \"sub{i}\"\nurl = \"{url}\"\nevents = [\"*\"]\nsecret = \"{SECRET}\"\n\
+                 max_in_flight = 64\nretry_schedule = [\"1s\", \"1s\", \"1s\"]\n{extra}\n"
+            )
+        })
+        .collect()
+}
+
+/// A webhook receiver that answers 204 at once (or never), counts what
+/// arrives and remembers when each event id first arrived.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    count: Arc<AtomicU64>,
+    arrived: Arc<Mutex<HashMap<String, Instant>>>,
+    notify: Arc<Notify>,
+    task: Arc<JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub async fn start(hang: bool) -> anyhow::Result<Receiver> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let count = Arc::new(AtomicU64::new(0));
+        let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let notify = Arc::new(Notify::new());
+        let (c, a, n) = (count.clone(), arrived.clone(), notify.clone());
+        let app = Router::new().fallback(any(move |body: Bytes| {
+            let (c, a, n) = (c.clone(), a.clone(), n.clone());
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                let at = Instant::now();
+                if let Ok(event) = serde_json::from_slice::<EventId>(&body) {
+                    a.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(event.id)
+                        .or_insert(at);
+                }
+                c.fetch_add(1, Ordering::Relaxed);
+                n.notify_waiters();
+                StatusCode::NO_CONTENT
+            }
+        }));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Receiver {
+            addr,
+            count,
+            arrived,
+            notify,
+            task: Arc::new(task),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn arrival(&self, event_id: &str) -> Option<Instant> {
+        self.arrived
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(event_id)
+            .copied()
+    }
+
+    /// Waits until `target` requests arrived; returns when the last did, or
+    /// `None` when `limit` passed first.
+    pub async fn wait_for(&self, target: u64, limit: Duration) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.notify.notified();
+            if self.count() >= target {
+                return Some(Instant::now());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct EventId {
+    id: String,
+}
+
+pub async fn client(
+    addr: SocketAddr,
+) -> anyhow::Result<IngestServiceClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+        .context("connecting to Herald")?;
+    Ok(IngestServiceClient::new(channel))
+}
+
+/// A `BatchSucceeded` for batch number `n` of run `run`.
+pub fn event(run: &str, n: u64) -> pb::BatchSucceededRequest {
+    pb::BatchSucceededRequest {
+        meta: Some(pb::EventMeta {
+            event_id: format!("{run}-{n}"),
+            occurred_at: Some(crate::api::timestamp_to_proto(chrono::Utc::now())),
+            source: "bench".to_owned(),
+        }),
+        batch: Some(pb::BatchRef {
+            batch_id: format!("{run}-b{n}"),
+            environment_id: "prod".to_owned(),
+            project_id: "bench".to_owned(),
+            cube_id: format!("cube{}", n % 50),
+            cube_name: format!("Cube {}", n % 50),
+        }),
+        build_kind: pb::BuildKind::Full as i32,
+        aggregate_count: 10,
+        aggregates_built: 10,
+        rows_written: 1000,
+    }
+}
+
+/// Sends `total` events from `clients` concurrent clients (over a few
+/// HTTP/2 connections) as fast as acks come back; returns the elapsed time.
+pub async fn ingest(
+    addr: SocketAddr,
+    clients: usize,
+    total: u64,
+    run: &str,
+) -> anyhow::Result<Duration> {
+    let next = Arc::new(AtomicU64::new(0));
+    let connections = clients.clamp(1, 8);
+    let mut pool = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        pool.push(client(addr).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let mut client = pool[i % connections].clone();
+        let next = next.clone();
+        let run = run.to_owned();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<(), tonic::Status>(());
+                }
+                client.batch_succeeded(event(&run, n)).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?.context("an ingest call failed")?;
+    }
+    Ok(started.elapsed())
+}
+
+/// This process's peak resident set size in MiB (Linux), if known.
+pub fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

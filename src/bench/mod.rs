@@ -1,0 +1,163 @@
+//! `herald bench`: measures Herald on this machine — ingest throughput,
+//! end-to-end latency, delivery throughput, fan-out, isolation from a dead
+//! receiver, recovery after a restart, and memory with a large backlog —
+//! and prints one table (median of the runs, min–max), optionally JSON.
+//!
+//! Everything runs on loopback against a real Herald (temporary SQLite,
+//! durable settings as shipped) and real HTTP receivers; every scenario is
+//! bounded in count and in time. `--quick` runs a few hundred events per
+//! scenario, to keep the harness working (a test runs it).
+
+mod harness;
+mod scenarios;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Sizes of one bench run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub runs: usize,
+    pub ingest_events: u64,
+    pub ingest_clients: usize,
+    pub latency_rate: u64,
+    pub latency_seconds: u64,
+    pub delivery_events: u64,
+    pub fanout_events: u64,
+    pub fanout_subscriptions: usize,
+    pub isolation_events: u64,
+    pub recovery_events: u64,
+    pub memory_events: u64,
+}
+
+impl Sizes {
+    pub fn full(runs: usize) -> Self {
+        Sizes {
+            runs,
+            ingest_events: 20_000,
+            ingest_clients: 64,
+            latency_rate: 1_000,
+            latency_seconds: 5,
+            delivery_events: 100_000,
+            fanout_events: 10_000,
+            fanout_subscriptions: 20,
+            isolation_events: 20_000,
+            recovery_events: 100_000,
+            memory_events: 1_000_000,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Sizes {
+            runs: 1,
+            ingest_events: 300,
+            ingest_clients: 16,
+            latency_rate: 200,
+            latency_seconds: 1,
+            delivery_events: 300,
+            fanout_events: 20,
+            fanout_subscriptions: 20,
+            isolation_events: 200,
+            recovery_events: 300,
+            memory_events: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A few hundred events per scenario: checks the harness, measures little.
+    #[arg(long)]
+    quick: bool,
+    /// Runs per scenario (the memory scenario runs once).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Only these scenarios (ingest, latency, delivery, fanout, isolation,
+    /// recovery, memory).
+    #[arg(long = "only")]
+    only: Vec<String>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub scenario: &'static str,
+    pub metric: &'static str,
+    pub unit: &'static str,
+    pub target: &'static str,
+    /// One value per run.
+    pub values: Vec<f64>,
+}
+
+impl Figure {
+    fn median(&self) -> f64 {
+        let mut sorted = self.values.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    fn range(&self) -> (f64, f64) {
+        let min = self.values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self
+            .values
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        (min, max)
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full(args.runs.max(1))
+    };
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let mut figures = Vec::new();
+    for (name, scenario) in scenarios::ALL {
+        if wanted(name) {
+            eprintln!("bench: {name} ...");
+            figures.extend(scenario(sizes).await?);
+        }
+    }
+    print_table(&figures);
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_table(figures: &[Figure]) {
+    let header = ["scenario", "figure", "median", "min–max", "target"];
+    println!(
+        "{:<10} {:<50} {:>9} {:>17}  {}",
+        header[0], header[1], header[2], header[3], header[4]
+    );
+    for f in figures {
+        let (min, max) = f.range();
+        println!(
+            "{:<10} {:<50} {:>9} {:>17}  {}",
+            f.scenario,
+            format!("{} ({})", f.metric, f.unit),
+            format_value(f.median()),
+            format!("{}–{}", format_value(min), format_value(max)),
+            f.target
+        );
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".to_owned()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}

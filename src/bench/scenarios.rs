@@ -1,0 +1,341 @@
+//! The scenarios of `herald bench` and their targets (issue: benchmark
+//! harness). Each returns its figures, one value per run.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
+
+use super::harness::{client, event, ingest, peak_rss_mib, subscriptions, Herald, Receiver};
+use super::{Figure, Sizes};
+
+type Run = fn(Sizes) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Figure>>> + Send>>;
+
+pub const ALL: [(&str, Run); 7] = [
+    ("ingest", |s| Box::pin(ingest_throughput(s))),
+    ("latency", |s| Box::pin(end_to_end_latency(s))),
+    ("delivery", |s| Box::pin(delivery_throughput(s))),
+    ("fanout", |s| Box::pin(fan_out(s))),
+    ("isolation", |s| Box::pin(isolation(s))),
+    ("recovery", |s| Box::pin(recovery(s))),
+    ("memory", |s| Box::pin(memory(s))),
+];
+
+/// The longest any one wait in a scenario may take.
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn figure(
+    scenario: &'static str,
+    metric: &'static str,
+    unit: &'static str,
+    target: &'static str,
+) -> Figure {
+    Figure {
+        scenario,
+        metric,
+        unit,
+        target,
+        values: Vec::new(),
+    }
+}
+
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+async fn ingest_throughput(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut f = figure("ingest", "events acked, 64 clients", "events/s", "≥ 20,000");
+    for run in 0..s.runs {
+        let dir = tempfile::tempdir()?;
+        let herald = Herald::start(&dir, "", true).await?;
+        let elapsed = ingest(
+            herald.addr,
+            s.ingest_clients,
+            s.ingest_events,
+            &format!("i{run}"),
+        )
+        .await?;
+        f.values.push(per_second(s.ingest_events, elapsed));
+        herald.stop().await;
+    }
+    Ok(vec![f])
+}
+
+/// Loads `events` with deliveries paused, then starts the dispatcher and
+/// times until `expected` requests reached `receiver`.
+async fn drain(
+    herald: &Herald,
+    receiver: &Receiver,
+    events: u64,
+    expected: u64,
+    run: &str,
+) -> anyhow::Result<Duration> {
+    ingest(herald.addr, 64, events, run).await?;
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let mut lanes = herald
+        .dispatcher
+        .spawn(stop.clone(), Duration::from_millis(100));
+    let done = receiver.wait_for(expected, LIMIT).await;
+    stop.cancel();
+    while lanes.join_next().await.is_some() {}
+    match done {
+        Some(at) => Ok(at - started),
+        None => bail!(
+            "only {} of {expected} deliveries arrived within {LIMIT:?}",
+            receiver.count()
+        ),
+    }
+}
+
+async fn end_to_end_latency(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut p50 = figure(
+        "latency",
+        "engine send → receiver, p50",
+        "ms",
+        "≤ 2 ms at 1,000 events/s",
+    );
+    let mut p99 = figure("latency", "engine send → receiver, p99", "ms", "≤ 10 ms");
+    for run in 0..s.runs {
+        let dir = tempfile::tempdir()?;
+        let receiver = Receiver::start(false).await?;
+        let herald = Herald::start(&dir, &subscriptions(1, &receiver.url(), ""), true).await?;
+        let total = s.latency_rate * s.latency_seconds;
+        let sent = paced_send(herald.addr, s.latency_rate, total, &format!("l{run}")).await?;
+        if receiver.wait_for(total, LIMIT).await.is_none() {
+            bail!("latency: only {} of {total} arrived", receiver.count());
+        }
+        let mut latencies: Vec<f64> = sent
+            .iter()
+            .filter_map(|(id, at)| {
+                receiver
+                    .arrival(id)
+                    .map(|arrived| (arrived - *at).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let pick = |q: f64| {
+            latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
+        };
+        p50.values.push(pick(0.50));
+        p99.values.push(pick(0.99));
+        herald.stop().await;
+        receiver.stop();
+    }
+    Ok(vec![p50, p99])
+}
+
+/// Sends `total` events at `rate` per second, each from its own task so a
+/// slow ack never delays the next send; returns each event's send time.
+async fn paced_send(
+    addr: std::net::SocketAddr,
+    rate: u64,
+    total: u64,
+    run: &str,
+) -> anyhow::Result<Vec<(String, Instant)>> {
+    let client = client(addr).await?;
+    let sent = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(n as f64 / rate as f64)).await;
+        let (mut client, sent, run) = (client.clone(), sent.clone(), run.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let request = event(&run, n);
+            let id = request
+                .meta
+                .as_ref()
+                .map(|m| m.event_id.clone())
+                .unwrap_or_default();
+            let at = Instant::now();
+            client.batch_succeeded(request).await?;
+            sent.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((id, at));
+            Ok::<(), tonic::Status>(())
+        }));
+    }
+    for task in tasks {
+        task.await?.context("a paced send failed")?;
+    }
+    let sent = std::mem::take(&mut *sent.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(sent)
+}
+
+async fn delivery_throughput(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut f = figure(
+        "delivery",
+        "webhooks delivered, 1 subscription",
+        "webhooks/s",
+        "≥ 10,000",
+    );
+    for run in 0..s.runs {
+        let dir = tempfile::tempdir()?;
+        let receiver = Receiver::start(false).await?;
+        let herald = Herald::start(&dir, &subscriptions(1, &receiver.url(), ""), false).await?;
+        let elapsed = drain(
+            &herald,
+            &receiver,
+            s.delivery_events,
+            s.delivery_events,
+            &format!("d{run}"),
+        )
+        .await?;
+        f.values.push(per_second(s.delivery_events, elapsed));
+        herald.stop().await;
+        receiver.stop();
+    }
+    Ok(vec![f])
+}
+
+async fn fan_out(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut f = figure(
+        "fanout",
+        "webhooks delivered, 20 subscriptions",
+        "webhooks/s",
+        "≥ 10,000",
+    );
+    for run in 0..s.runs {
+        let dir = tempfile::tempdir()?;
+        let receiver = Receiver::start(false).await?;
+        let config = subscriptions(s.fanout_subscriptions, &receiver.url(), "");
+        let herald = Herald::start(&dir, &config, false).await?;
+        let expected = s.fanout_events * s.fanout_subscriptions as u64;
+        let elapsed = drain(
+            &herald,
+            &receiver,
+            s.fanout_events,
+            expected,
+            &format!("f{run}"),
+        )
+        .await?;
+        f.values.push(per_second(expected, elapsed));
+        herald.stop().await;
+        receiver.stop();
+    }
+    Ok(vec![f])
+}
+
+async fn isolation(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut f = figure(
+        "isolation",
+        "healthy rate beside a dead receiver",
+        "% of alone",
+        "≥ 90 %",
+    );
+    for run in 0..s.runs {
+        let alone = healthy_rate(s.isolation_events, false, &format!("a{run}")).await?;
+        let beside_dead = healthy_rate(s.isolation_events, true, &format!("b{run}")).await?;
+        f.values.push(100.0 * beside_dead / alone);
+    }
+    Ok(vec![f])
+}
+
+/// Delivery rate to a healthy receiver, optionally beside a subscription
+/// whose receiver never answers (timeout 10 s).
+async fn healthy_rate(events: u64, with_dead: bool, run: &str) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let healthy = Receiver::start(false).await?;
+    let dead = Receiver::start(true).await?;
+    let mut config = subscriptions(1, &healthy.url(), "");
+    if with_dead {
+        config.push_str(&format!(
+            "[[webhooks]]\nname = \"dead\"\nurl = \"{}\"\nevents = [\"*\"]\nsecret = \"{}\"\ntimeout = \"10s\"\n",
+            dead.url(),
+            super::harness::SECRET
+        ));
+    }
+    let herald = Herald::start(&dir, &config, false).await?;
+    let elapsed = drain(&herald, &healthy, events, events, run).await?;
+    herald.stop().await;
+    healthy.stop();
+    dead.stop();
+    Ok(per_second(events, elapsed))
+}
+
+async fn recovery(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut f = figure(
+        "recovery",
+        "drain after restart, all delivered",
+        "s",
+        "≤ 15 s for 100,000",
+    );
+    for run in 0..s.runs {
+        let dir = tempfile::tempdir()?;
+        let receiver = Receiver::start(false).await?;
+        let config = subscriptions(1, &receiver.url(), "");
+        let loading = Herald::start(&dir, &config, false).await?;
+        ingest(loading.addr, 64, s.recovery_events, &format!("r{run}")).await?;
+        loading.stop().await;
+        let started = Instant::now();
+        let restarted = Herald::start(&dir, &config, true).await?;
+        let done = receiver.wait_for(s.recovery_events, LIMIT).await;
+        restarted.stop().await;
+        let Some(at) = done else {
+            bail!(
+                "recovery: only {} of {} arrived",
+                receiver.count(),
+                s.recovery_events
+            );
+        };
+        let distinct = (0..s.recovery_events)
+            .filter(|n| receiver.arrival(&format!("r{run}-{n}")).is_some())
+            .count() as u64;
+        if distinct != s.recovery_events {
+            bail!(
+                "recovery: {} events never arrived",
+                s.recovery_events - distinct
+            );
+        }
+        f.values.push((at - started).as_secs_f64());
+        receiver.stop();
+    }
+    Ok(vec![f])
+}
+
+/// Herald as its own process (the binary, `serve`), one subscription whose
+/// receiver never answers and takes one attempt at a time, so nearly all
+/// deliveries stay pending; the figure is the process's peak RSS.
+async fn memory(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut f = figure("memory", "peak RSS, 1,000,000 pending", "MiB", "≤ 150 MiB");
+    let dir = tempfile::tempdir()?;
+    let dead = Receiver::start(true).await?;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let config = format!(
+        "[server]\ngrpc_listen = \"127.0.0.1:{port}\"\n[[webhooks]]\nname = \"dead\"\nurl = \"{}\"\nevents = [\"*\"]\n\
+         secret = \"{}\"\ntimeout = \"1h\"\nmax_in_flight = 1\n",
+        dead.url(),
+        super::harness::SECRET
+    );
+    std::fs::write(dir.path().join("herald.toml"), config)?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--config", "herald.toml"])
+        .current_dir(dir.path())
+        .env("HERALD_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut ready = false;
+    for _ in 0..500 {
+        if client(addr).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !ready {
+        bail!("memory: Herald did not start listening");
+    }
+    ingest(addr, 64, s.memory_events, "m").await?;
+    let peak = peak_rss_mib(child.id()).context("reading the peak RSS of the Herald process")?;
+    f.values.push(peak);
+    child.kill().await?;
+    dead.stop();
+    Ok(vec![f])
+}

@@ -1,0 +1,567 @@
+//! Applying a batch of jobs inside the committer's transaction, set-wise:
+//! one read per kind of row for the whole batch, then every job in order
+//! against an in-memory overlay (so a job sees the jobs before it, exactly
+//! as if each had its own transaction), then one write per kind of row.
+//!
+//! A job refused by the state machine writes nothing: every refusal happens
+//! in the in-memory phase, before the first write. A store failure fails the
+//! whole batch, and every caller in it is told.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::{Done, IngestError, Receipt, Work, RAISED_PREFIX};
+use crate::clock::Clock;
+use crate::core::batch::{self, BatchRecord, BatchState};
+use crate::core::cloudevent::{self, Envelope, HERALD_SOURCE};
+use crate::core::event::{EnvironmentEvent, Event, EventType, Payload, SchemaEvent, Scope};
+use crate::core::subscription::Subscription;
+use crate::deliver::Wakeups;
+use crate::feed::ChangeFeed;
+use crate::store::{NewEvent, PriorEvent, StoreError, Tx};
+
+pub(super) struct Core {
+    pub(super) store: crate::store::Store,
+    pub(super) subscriptions: Arc<[Subscription]>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) wakeups: Wakeups,
+    pub(super) feed: ChangeFeed,
+}
+
+/// What a committed batch wrote: who to tell once it is durable.
+#[derive(Default)]
+pub(super) struct Written {
+    last_seq: i64,
+    woken: HashSet<String>,
+}
+
+/// One event row to write and deliver: a caller's, or one Herald raises.
+struct Outgoing {
+    event_id: String,
+    event_type: EventType,
+    source: String,
+    occurred_at: DateTime<Utc>,
+    scope: Scope,
+    payload: String,
+    fingerprint: String,
+    body: Vec<u8>,
+    /// Subscriptions it goes to (none for a quiet repeat).
+    targets: Vec<String>,
+    /// The event moved a batch to a new state.
+    changes_batch: bool,
+    /// Index of the job it belongs to.
+    job: usize,
+}
+
+/// How a job ends, before the writes give it sequence numbers.
+enum Pending {
+    /// A new event: its receipt, once its rows exist.
+    New {
+        event_id: String,
+        batch: Option<BatchRecord>,
+    },
+    /// A stored event's first answer.
+    Repeat(Receipt),
+    /// The same event_id as an earlier job of this batch.
+    SameAs(usize),
+    /// A raised event's result.
+    Done(Done),
+}
+
+/// Everything the batch will write.
+#[derive(Default)]
+struct Plan {
+    outcomes: Vec<Result<Pending, IngestError>>,
+    rows: Vec<Outgoing>,
+    batches: HashMap<String, BatchRecord>,
+    environments: Vec<(EnvironmentEvent, DateTime<Utc>)>,
+    schema_logs: Vec<(String, SchemaEvent, DateTime<Utc>)>,
+    overdue: Vec<String>,
+}
+
+/// What the batch read, updated as jobs apply.
+struct Overlay {
+    priors: HashMap<String, PriorEvent>,
+    batches: HashMap<String, BatchRecord>,
+    /// Latest finished batch per (environment, cube): when, and how.
+    cubes: HashMap<(String, String), (i64, BatchState)>,
+    disabled: HashSet<String>,
+    seen: HashMap<String, usize>,
+}
+
+impl Core {
+    /// Applies every job and writes the result; nothing is committed here.
+    pub(super) async fn apply_all(
+        &self,
+        tx: &mut Tx,
+        works: &[Work],
+    ) -> Result<(Vec<Result<Done, IngestError>>, Written), StoreError> {
+        let mut overlay = self.read(tx, works).await?;
+        let now = self.clock.now();
+        let mut plan = Plan::default();
+        for (job, work) in works.iter().enumerate() {
+            let outcome = self.plan_job(job, work, now, &mut overlay, &mut plan);
+            plan.outcomes.push(outcome);
+        }
+        self.write(tx, plan, now).await
+    }
+
+    /// Tells the dispatcher lanes and the watchers about committed work.
+    pub(super) fn announce(&self, written: &Written) {
+        if written.last_seq > 0 {
+            self.feed.publish(written.last_seq);
+        }
+        for name in &written.woken {
+            self.wakeups.wake(name);
+        }
+    }
+
+    /// One read per kind of row the jobs touch.
+    async fn read(&self, tx: &mut Tx, works: &[Work]) -> Result<Overlay, StoreError> {
+        let mut event_ids = Vec::new();
+        let mut batch_ids = Vec::new();
+        let mut cubes = Vec::new();
+        for work in works {
+            match work {
+                Work::Event(event) => {
+                    event_ids.push(event.event_id.as_str());
+                    if let Payload::Batch(b) = &event.payload {
+                        batch_ids.push(b.batch.batch_id.as_str());
+                        cubes.push((b.batch.environment_id.as_str(), b.batch.cube_id.as_str()));
+                    }
+                }
+                Work::Stall { batch_id, .. } => batch_ids.push(batch_id.as_str()),
+                _ => {}
+            }
+        }
+        cubes.sort();
+        cubes.dedup();
+        Ok(Overlay {
+            priors: tx.find_events(&event_ids).await?,
+            batches: tx.load_batches(&batch_ids).await?,
+            cubes: tx.cube_outcomes(&cubes).await?,
+            disabled: tx.disabled_subscriptions().await?,
+            seen: HashMap::new(),
+        })
+    }
+
+    fn plan_job(
+        &self,
+        job: usize,
+        work: &Work,
+        now: DateTime<Utc>,
+        overlay: &mut Overlay,
+        plan: &mut Plan,
+    ) -> Result<Pending, IngestError> {
+        let raised = |id: String, event_type, scope, subject, data| {
+            raised(job, id, event_type, now, scope, subject, data)
+        };
+        match work {
+            Work::Event(event) => self.plan_event(job, event, overlay, plan),
+            Work::Stall {
+                batch_id,
+                allowance,
+            } => {
+                let stalled = overlay
+                    .batches
+                    .get(batch_id)
+                    .and_then(|current| batch::stall(current, now));
+                let Some(stalled) = stalled else {
+                    return Ok(Pending::Done(Done::Changed(false)));
+                };
+                let mut data = cloudevent::batch_data(&stalled);
+                data["allowed_duration_ms"] = serde_json::json!(allowance.as_millis() as u64);
+                let id = format!("{RAISED_PREFIX}stalled:{batch_id}");
+                let out = raised(
+                    id,
+                    EventType::BatchStalled,
+                    stalled.scope(),
+                    cloudevent::batch_subject(&stalled),
+                    data,
+                );
+                self.add_row(
+                    Outgoing {
+                        changes_batch: true,
+                        ..out
+                    },
+                    &overlay.disabled,
+                    plan,
+                );
+                overlay.batches.insert(batch_id.clone(), stalled.clone());
+                plan.batches.insert(batch_id.clone(), stalled);
+                Ok(Pending::Done(Done::Changed(true)))
+            }
+            Work::Overdue {
+                schedule,
+                last_success_at,
+                expected_by,
+            } => {
+                let scope = Scope {
+                    environment_id: Some(schedule.environment_id.clone()),
+                    cube_id: Some(schedule.cube_id.clone()),
+                    ..Scope::default()
+                };
+                let data = cloudevent::overdue_data(
+                    &schedule.name,
+                    &schedule.environment_id,
+                    &schedule.cube_id,
+                    *last_success_at,
+                    *expected_by,
+                );
+                let subject = format!(
+                    "environments/{}/cubes/{}",
+                    schedule.environment_id, schedule.cube_id
+                );
+                let id = format!(
+                    "{RAISED_PREFIX}overdue:{}:{}",
+                    schedule.name,
+                    now.timestamp_millis()
+                );
+                self.add_row(
+                    raised(id, EventType::RefreshOverdue, scope, subject, data),
+                    &overlay.disabled,
+                    plan,
+                );
+                plan.overdue.push(schedule.name.clone());
+                Ok(Pending::Done(Done::Changed(true)))
+            }
+            Work::DeadDelivery {
+                subscription,
+                delivery_id,
+                event,
+                attempts,
+                last_error,
+            } => {
+                let data = cloudevent::dead_delivery_data(
+                    subscription,
+                    delivery_id,
+                    event,
+                    *attempts,
+                    last_error.as_deref(),
+                );
+                let id = format!("{RAISED_PREFIX}dead:{delivery_id}");
+                let subject = format!("subscriptions/{subscription}");
+                self.add_row(
+                    raised(id, EventType::DeliveryDead, Scope::default(), subject, data),
+                    &overlay.disabled,
+                    plan,
+                );
+                Ok(Pending::Done(Done::Changed(true)))
+            }
+            Work::Disabled {
+                subscription,
+                reason,
+            } => {
+                let data = cloudevent::disabled_data(subscription, reason);
+                let id = format!(
+                    "{RAISED_PREFIX}disabled:{subscription}:{}",
+                    now.timestamp_millis()
+                );
+                let subject = format!("subscriptions/{subscription}");
+                self.add_row(
+                    raised(
+                        id,
+                        EventType::SubscriptionDisabled,
+                        Scope::default(),
+                        subject,
+                        data,
+                    ),
+                    &overlay.disabled,
+                    plan,
+                );
+                // The subscription takes no new deliveries from here on.
+                overlay.disabled.insert(subscription.clone());
+                Ok(Pending::Done(Done::Changed(true)))
+            }
+        }
+    }
+
+    fn plan_event(
+        &self,
+        job: usize,
+        event: &Event,
+        overlay: &mut Overlay,
+        plan: &mut Plan,
+    ) -> Result<Pending, IngestError> {
+        let fingerprint = fingerprint(event);
+        if let Some(prior) = overlay.priors.get(&event.event_id) {
+            if prior.fingerprint != fingerprint {
+                // The engine's retry is the same event by definition of the
+                // key; a differing body (say a regenerated timestamp) still
+                // gets the first answer, but someone should know.
+                tracing::warn!(event_id = %event.event_id, "event_id repeated with different content; returning the first answer");
+            }
+            let mut receipt: Receipt = crate::store::decode_reply(&prior.reply)?;
+            receipt.sequence = prior.seq;
+            return Ok(Pending::Repeat(receipt));
+        }
+        if let Some(first) = overlay.seen.get(&event.event_id) {
+            return Ok(Pending::SameAs(*first));
+        }
+        let own = |batch: Option<&BatchRecord>| Outgoing {
+            event_id: event.event_id.clone(),
+            event_type: event.event_type(),
+            source: event.source.clone(),
+            occurred_at: event.occurred_at,
+            scope: event.scope(),
+            payload: crate::store::encode_reply(&event.payload),
+            fingerprint: fingerprint.clone(),
+            body: cloudevent::render(event, &event.event_id, event.event_type(), batch),
+            targets: Vec::new(),
+            changes_batch: false,
+            job,
+        };
+        let batch = match &event.payload {
+            Payload::Batch(b) => {
+                let applied =
+                    batch::apply(overlay.batches.get(&b.batch.batch_id), b, event.occurred_at)?;
+                let record = applied.record;
+                let primary = Outgoing {
+                    changes_batch: applied.changed,
+                    ..own(Some(&record))
+                };
+                if applied.changed {
+                    self.add_row(primary, &overlay.disabled, plan);
+                    self.plan_recovery(event, &record, overlay, plan, &own);
+                } else {
+                    // Recorded as received, delivered to nobody.
+                    plan.rows.push(primary);
+                }
+                overlay
+                    .batches
+                    .insert(record.batch_id.clone(), record.clone());
+                plan.batches.insert(record.batch_id.clone(), record.clone());
+                Some(record)
+            }
+            Payload::Environment(e) => {
+                plan.environments.push((e.clone(), event.occurred_at));
+                self.add_row(own(None), &overlay.disabled, plan);
+                None
+            }
+            Payload::Schema(s) => {
+                plan.schema_logs
+                    .push((event.event_id.clone(), s.clone(), event.occurred_at));
+                self.add_row(own(None), &overlay.disabled, plan);
+                None
+            }
+        };
+        overlay.seen.insert(event.event_id.clone(), job);
+        Ok(Pending::New {
+            event_id: event.event_id.clone(),
+            batch,
+        })
+    }
+
+    /// Raises `aggregate.batch.recovered` for a cube's first success after
+    /// a failure, and keeps the cube's latest outcome current.
+    fn plan_recovery(
+        &self,
+        event: &Event,
+        record: &BatchRecord,
+        overlay: &mut Overlay,
+        plan: &mut Plan,
+        own: &dyn Fn(Option<&BatchRecord>) -> Outgoing,
+    ) {
+        let Some(finished_at) = record.finished_at else {
+            return;
+        };
+        let key = (record.environment_id.clone(), record.cube_id.clone());
+        let previous = overlay.cubes.get(&key).map(|(_, state)| *state);
+        if batch::is_recovery(previous, record) {
+            let id = format!("{RAISED_PREFIX}recovered:{}", event.event_id);
+            let out = Outgoing {
+                fingerprint: "raised".to_owned(),
+                body: cloudevent::render(event, &id, EventType::BatchRecovered, Some(record)),
+                event_type: EventType::BatchRecovered,
+                event_id: id,
+                changes_batch: false,
+                ..own(Some(record))
+            };
+            self.add_row(out, &overlay.disabled, plan);
+        }
+        let at = finished_at.timestamp_millis();
+        let newer = overlay
+            .cubes
+            .get(&key)
+            .is_none_or(|(latest, _)| at >= *latest);
+        if newer && record.state.is_terminal() {
+            overlay.cubes.insert(key, (at, record.state));
+        }
+    }
+
+    /// Adds a row with the subscriptions that want it (and are not disabled).
+    fn add_row(&self, mut out: Outgoing, disabled: &HashSet<String>, plan: &mut Plan) {
+        out.targets = self
+            .subscriptions
+            .iter()
+            .filter(|s| !disabled.contains(&s.name) && s.wants(out.event_type, &out.scope))
+            .map(|s| s.name.clone())
+            .collect();
+        plan.rows.push(out);
+    }
+
+    /// One write per kind of row, then the answers.
+    async fn write(
+        &self,
+        tx: &mut Tx,
+        plan: Plan,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Result<Done, IngestError>>, Written), StoreError> {
+        let records: Vec<&BatchRecord> = plan.batches.values().collect();
+        tx.save_batches(&records).await?;
+        let replies = replies(&plan);
+        let rows: Vec<NewEvent> = plan
+            .rows
+            .iter()
+            .map(|out| NewEvent {
+                event_id: &out.event_id,
+                event_type: out.event_type.as_str(),
+                source: &out.source,
+                occurred_at: out.occurred_at,
+                received_at: now,
+                scope: &out.scope,
+                payload: out.payload.clone(),
+                fingerprint: &out.fingerprint,
+                body: &out.body,
+                reply: replies.get(&out.job).cloned().unwrap_or_default(),
+                changes_batch: out.changes_batch,
+            })
+            .collect();
+        let seqs = tx.insert_events(&rows).await?;
+        let seq_of = |id: &str| seqs.get(id).copied().unwrap_or_default();
+        let deliveries: Vec<(i64, &str)> = plan
+            .rows
+            .iter()
+            .flat_map(|out| {
+                out.targets
+                    .iter()
+                    .map(|t| (seq_of(&out.event_id), t.as_str()))
+            })
+            .collect();
+        tx.insert_deliveries(&deliveries, now).await?;
+        for (environment, at) in &plan.environments {
+            tx.save_environment(environment, *at).await?;
+        }
+        for (event_id, schema, at) in &plan.schema_logs {
+            tx.append_schema_log(seq_of(event_id), schema, *at).await?;
+        }
+        for name in &plan.overdue {
+            tx.set_overdue(name, Some(now)).await?;
+        }
+        let written = Written {
+            last_seq: seqs.values().copied().max().unwrap_or_default(),
+            woken: plan
+                .rows
+                .iter()
+                .flat_map(|out| out.targets.iter().cloned())
+                .collect(),
+        };
+        Ok((answers(plan, &seq_of), written))
+    }
+}
+
+/// The stored first answer of each new event's job (its sequence number is
+/// the row's own and is filled in when a repeat reads it back).
+fn replies(plan: &Plan) -> HashMap<usize, String> {
+    let mut replies = HashMap::new();
+    for (job, outcome) in plan.outcomes.iter().enumerate() {
+        if let Ok(Pending::New { batch, .. }) = outcome {
+            let receipt = Receipt {
+                new_event: true,
+                sequence: 0,
+                batch: batch.clone(),
+                deliveries: deliveries_of(plan, job),
+            };
+            replies.insert(job, crate::store::encode_reply(&receipt));
+        }
+    }
+    replies
+}
+
+fn deliveries_of(plan: &Plan, job: usize) -> u32 {
+    plan.rows
+        .iter()
+        .filter(|r| r.job == job)
+        .map(|r| r.targets.len() as u32)
+        .sum()
+}
+
+fn answers(plan: Plan, seq_of: &dyn Fn(&str) -> i64) -> Vec<Result<Done, IngestError>> {
+    let mut receipts: Vec<Option<Receipt>> = Vec::with_capacity(plan.outcomes.len());
+    let mut answers = Vec::with_capacity(plan.outcomes.len());
+    for (job, outcome) in plan.outcomes.iter().enumerate() {
+        let answer = match outcome {
+            Ok(Pending::New { event_id, batch }) => Ok(Done::Receipt(Box::new(Receipt {
+                new_event: true,
+                sequence: seq_of(event_id),
+                batch: batch.clone(),
+                deliveries: deliveries_of(&plan, job),
+            }))),
+            Ok(Pending::Repeat(receipt)) => Ok(Done::Receipt(Box::new(receipt.clone()))),
+            Ok(Pending::SameAs(first)) => match receipts.get(*first).cloned().flatten() {
+                Some(receipt) => Ok(Done::Receipt(Box::new(Receipt {
+                    new_event: false,
+                    ..receipt
+                }))),
+                None => Err(IngestError::Store(StoreError::Shared(
+                    "a repeated event's first answer is missing".to_owned(),
+                ))),
+            },
+            Ok(Pending::Done(Done::Changed(changed))) => Ok(Done::Changed(*changed)),
+            Ok(Pending::Done(Done::Receipt(receipt))) => Ok(Done::Receipt(receipt.clone())),
+            Err(e) => Err(match e {
+                IngestError::Transition(t) => IngestError::Transition(t.clone()),
+                IngestError::Store(s) => IngestError::Store(StoreError::Shared(s.to_string())),
+            }),
+        };
+        receipts.push(match &answer {
+            Ok(Done::Receipt(r)) => Some((**r).clone()),
+            _ => None,
+        });
+        answers.push(answer);
+    }
+    answers
+}
+
+/// An event Herald raises, delivered like any other.
+fn raised(
+    job: usize,
+    event_id: String,
+    event_type: EventType,
+    now: DateTime<Utc>,
+    scope: Scope,
+    subject: String,
+    data: serde_json::Value,
+) -> Outgoing {
+    let body = Envelope::new(
+        &event_id,
+        HERALD_SOURCE,
+        event_type,
+        now,
+        subject,
+        data.clone(),
+    )
+    .to_bytes();
+    Outgoing {
+        event_id,
+        event_type,
+        source: HERALD_SOURCE.to_owned(),
+        occurred_at: now,
+        scope,
+        payload: data.to_string(),
+        fingerprint: "raised".to_owned(),
+        body,
+        targets: Vec::new(),
+        changes_batch: false,
+        job,
+    }
+}
+
+fn fingerprint(event: &Event) -> String {
+    let json = serde_json::to_vec(event).expect("events serialize");
+    let digest = Sha256::digest(json);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

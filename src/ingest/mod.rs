@@ -1,0 +1,203 @@
+//! Ingest: turns one validated event into its durable effects — the event
+//! row, the new batch state, and one outbox row per matching subscription —
+//! then wakes the dispatcher and the watchers. Events Herald raises itself
+//! (stalled, overdue, trouble reports) take the same path.
+//!
+//! All writes go through one committer task that applies concurrent jobs
+//! in a single transaction (group commit, each job in its own savepoint),
+//! so one fsync covers many acks. A caller's answer is sent only after that
+//! transaction committed.
+//!
+//! Invariants kept here (DESIGN.md): an OK means committed; a repeated
+//! `event_id` returns the first answer and enqueues nothing; a rejected
+//! event changes nothing.
+
+mod apply;
+mod committer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::core::batch::{BatchRecord, TransitionError};
+use crate::core::event::Event;
+use crate::core::schedule::Schedule;
+use crate::core::subscription::Subscription;
+use crate::deliver::Wakeups;
+use crate::feed::ChangeFeed;
+use crate::store::{Store, StoreError};
+
+use apply::Core;
+use committer::Job;
+
+/// Prefix of the ids of events Herald raises itself; callers may not use it.
+pub const RAISED_PREFIX: &str = "herald:";
+
+/// The answer to an ingest call; stored, and returned again to repeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// False when the `event_id` was seen before.
+    #[serde(skip, default)]
+    pub new_event: bool,
+    pub sequence: i64,
+    pub batch: Option<BatchRecord>,
+    pub deliveries: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One unit of work for the committer.
+enum Work {
+    Event(Event),
+    Stall {
+        batch_id: String,
+        allowance: Duration,
+    },
+    Overdue {
+        schedule: Schedule,
+        last_success_at: Option<DateTime<Utc>>,
+        expected_by: DateTime<Utc>,
+    },
+    DeadDelivery {
+        subscription: String,
+        delivery_id: String,
+        event: serde_json::Value,
+        attempts: u32,
+        last_error: Option<String>,
+    },
+    Disabled {
+        subscription: String,
+        reason: String,
+    },
+}
+
+/// What a job produced.
+enum Done {
+    Receipt(Box<Receipt>),
+    /// For a stall: whether the batch was still running and now stalled.
+    Changed(bool),
+}
+
+#[derive(Clone)]
+pub struct Ingestor {
+    jobs: mpsc::Sender<Job>,
+    clock: Arc<dyn Clock>,
+}
+
+/// How many jobs the committer queues before callers wait.
+const QUEUE: usize = 8192;
+
+impl Ingestor {
+    /// Starts the committer task (so this needs a tokio runtime).
+    pub fn new(
+        store: Store,
+        subscriptions: Arc<[Subscription]>,
+        clock: Arc<dyn Clock>,
+        wakeups: Wakeups,
+        feed: ChangeFeed,
+    ) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let core = Core {
+            store,
+            subscriptions,
+            clock: clock.clone(),
+            wakeups,
+            feed,
+        };
+        tokio::spawn(committer::run(core, queue));
+        Self { jobs, clock }
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    async fn submit(&self, work: Work) -> Result<Done, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        let closed =
+            || IngestError::Store(StoreError::Shared("the committer has stopped".to_owned()));
+        self.jobs
+            .send(Job { work, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    pub async fn ingest(&self, event: Event) -> Result<Receipt, IngestError> {
+        match self.submit(Work::Event(event)).await? {
+            Done::Receipt(receipt) => Ok(*receipt),
+            Done::Changed(_) => unreachable!("an event job answers with a receipt"),
+        }
+    }
+
+    /// Moves a running batch to STALLED and raises `aggregate.batch.stalled`
+    /// once. Returns false when the batch is no longer running.
+    pub async fn raise_stall(
+        &self,
+        batch_id: &str,
+        allowance: Duration,
+    ) -> Result<bool, IngestError> {
+        let work = Work::Stall {
+            batch_id: batch_id.to_owned(),
+            allowance,
+        };
+        Ok(matches!(self.submit(work).await?, Done::Changed(true)))
+    }
+
+    /// Raises `aggregate.refresh.overdue` and marks the schedule overdue.
+    pub async fn raise_overdue(
+        &self,
+        schedule: &Schedule,
+        last_success_at: Option<DateTime<Utc>>,
+        expected_by: DateTime<Utc>,
+    ) -> Result<(), IngestError> {
+        let work = Work::Overdue {
+            schedule: schedule.clone(),
+            last_success_at,
+            expected_by,
+        };
+        self.submit(work).await.map(|_| ())
+    }
+
+    /// Raises `herald.delivery.dead`: a delivery exhausted its retries.
+    pub async fn raise_dead_delivery(
+        &self,
+        subscription: &str,
+        delivery_id: &str,
+        event: &serde_json::Value,
+        attempts: u32,
+        last_error: Option<&str>,
+    ) -> Result<(), IngestError> {
+        let work = Work::DeadDelivery {
+            subscription: subscription.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            event: event.clone(),
+            attempts,
+            last_error: last_error.map(str::to_owned),
+        };
+        self.submit(work).await.map(|_| ())
+    }
+
+    /// Raises `herald.subscription.disabled`.
+    pub async fn raise_disabled(
+        &self,
+        subscription: &str,
+        reason: &str,
+    ) -> Result<(), IngestError> {
+        let work = Work::Disabled {
+            subscription: subscription.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.submit(work).await.map(|_| ())
+    }
+}
