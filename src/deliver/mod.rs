@@ -7,6 +7,7 @@ mod dispatcher;
 mod email;
 mod http;
 mod mail;
+mod recorder;
 mod request;
 mod wakeups;
 

@@ -225,63 +225,38 @@ impl Store {
         Ok(claimed.iter().map(claimed_from_row).collect())
     }
 
-    /// Records an attempt and moves the delivery on, releasing the lease.
-    /// The update only applies while `owner` still holds the lease; the
-    /// attempt is recorded either way.
-    pub async fn record_attempt(
+    /// Records attempts and moves their deliveries on, releasing the
+    /// leases, all in one transaction. An update only applies while `owner`
+    /// still holds the lease; the attempt is recorded either way.
+    pub async fn record_attempts(
         &self,
         owner: &str,
-        attempt: &AttemptRecord,
-        update: &DeliveryUpdate,
+        attempts: &[(AttemptRecord, DeliveryUpdate)],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code,
-                                   response_excerpt, error, verdict)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&attempt.delivery_id)
-        .bind(attempt.attempt as i64)
-        .bind(to_millis(attempt.started_at))
-        .bind(attempt.duration_ms)
-        .bind(attempt.status_code.map(i64::from))
-        .bind(&attempt.response_excerpt)
-        .bind(&attempt.error)
-        .bind(update.verdict())
-        .execute(&mut *tx)
-        .await?;
-        let next_at = match update {
-            DeliveryUpdate::RetryAt(at) => Some(to_millis(*at)),
-            _ => None,
-        };
-        let finished_at = next_at.is_none().then(|| to_millis(now));
-        sqlx::query(
-            "UPDATE deliveries SET state = ?, attempts = ?, lease_owner = NULL, lease_until = NULL,
-                next_attempt_at = COALESCE(?, next_attempt_at), finished_at = ?,
-                last_status = ?, last_error = ?
-             WHERE id = ? AND lease_owner = ?",
-        )
-        .bind(update.state().as_str())
-        .bind(attempt.attempt as i64)
-        .bind(next_at)
-        .bind(finished_at)
-        .bind(attempt.status_code.map(i64::from))
-        .bind(&attempt.error)
-        .bind(&attempt.delivery_id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-        if let DeliveryUpdate::DisableSubscription { reason } = update {
-            sqlx::query(
-                "UPDATE subscriptions SET disabled_at = ?, disabled_reason = ?
-                 WHERE name = (SELECT subscription FROM deliveries WHERE id = ?)",
-            )
-            .bind(to_millis(now))
-            .bind(reason)
-            .bind(&attempt.delivery_id)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in attempts.chunks(256) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code,
+                                       response_excerpt, error, verdict) ",
+            );
+            insert.push_values(chunk, |mut row, (a, update)| {
+                row.push_bind(&a.delivery_id)
+                    .push_bind(a.attempt as i64)
+                    .push_bind(to_millis(a.started_at))
+                    .push_bind(a.duration_ms)
+                    .push_bind(a.status_code.map(i64::from))
+                    .push_bind(&a.response_excerpt)
+                    .push_bind(&a.error)
+                    .push_bind(update.verdict());
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for (attempt, update) in attempts {
+            move_on(&mut tx, owner, attempt, update, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -366,6 +341,50 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Moves one delivery to its next state and, for a 410, disables its
+/// subscription.
+async fn move_on(
+    tx: &mut sqlx::SqliteConnection,
+    owner: &str,
+    attempt: &AttemptRecord,
+    update: &DeliveryUpdate,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let next_at = match update {
+        DeliveryUpdate::RetryAt(at) => Some(to_millis(*at)),
+        _ => None,
+    };
+    let finished_at = next_at.is_none().then(|| to_millis(now));
+    sqlx::query(
+        "UPDATE deliveries SET state = ?, attempts = ?, lease_owner = NULL, lease_until = NULL,
+            next_attempt_at = COALESCE(?, next_attempt_at), finished_at = ?,
+            last_status = ?, last_error = ?
+         WHERE id = ? AND lease_owner = ?",
+    )
+    .bind(update.state().as_str())
+    .bind(attempt.attempt as i64)
+    .bind(next_at)
+    .bind(finished_at)
+    .bind(attempt.status_code.map(i64::from))
+    .bind(&attempt.error)
+    .bind(&attempt.delivery_id)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await?;
+    if let DeliveryUpdate::DisableSubscription { reason } = update {
+        sqlx::query(
+            "UPDATE subscriptions SET disabled_at = ?, disabled_reason = ?
+             WHERE name = (SELECT subscription FROM deliveries WHERE id = ?)",
+        )
+        .bind(to_millis(now))
+        .bind(reason)
+        .bind(&attempt.delivery_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn claimed_from_row(r: &SqliteRow) -> ClaimedDelivery {
