@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::pb::ingest_service_server::IngestServiceServer;
 use crate::api::pb::query_service_server::QueryServiceServer;
-use crate::api::{pb, IngestApi, QueryApi};
+use crate::api::{pb, Auth, IngestApi, QueryApi, Service};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::core::subscription::Subscription;
@@ -42,6 +42,11 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("smtp: {0}")]
     Smtp(String),
+    #[error(
+        "refusing to listen on {0} without authentication: add [[tokens]] to the \
+         configuration, or pass --insecure (server.insecure = true) if the network is trusted"
+    )]
+    Insecure(SocketAddr),
 }
 
 /// The SMTP client, when `[smtp]` is configured. Whether the server answers
@@ -102,6 +107,10 @@ impl Application {
     }
 
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
+        let server = &settings.server;
+        if !server.grpc_listen.ip().is_loopback() && server.tokens.is_empty() && !server.insecure {
+            return Err(StartError::Insecure(server.grpc_listen));
+        }
         let store = Store::open(&settings.store.url).await?;
         let subscriptions: Arc<[Subscription]> = settings.subscriptions.clone().into();
         let wakeups = Wakeups::new(subscriptions.iter().map(|s| s.name.as_str()));
@@ -206,12 +215,18 @@ impl Application {
         let served = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection)
-            .add_service(IngestServiceServer::new(IngestApi::new(self.ingestor)))
-            .add_service(QueryServiceServer::new(QueryApi::new(
-                self.store.clone(),
-                self.feed.clone(),
-                self.options.clock.clone(),
-            )))
+            .add_service(IngestServiceServer::with_interceptor(
+                IngestApi::new(self.ingestor),
+                Auth::new(&self.settings.server.tokens, Service::Ingest),
+            ))
+            .add_service(QueryServiceServer::with_interceptor(
+                QueryApi::new(
+                    self.store.clone(),
+                    self.feed.clone(),
+                    self.options.clock.clone(),
+                ),
+                Auth::new(&self.settings.server.tokens, Service::Query),
+            ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
             .await;
         tracing::info!("gRPC stopped; finishing in-flight deliveries");

@@ -80,6 +80,40 @@ pub struct ServerSettings {
     pub grpc_listen: SocketAddr,
     /// How long in-flight deliveries may finish after SIGINT/SIGTERM.
     pub shutdown_grace: Duration,
+    /// Bearer tokens callers must present; none: no authentication.
+    pub tokens: Vec<ApiToken>,
+    /// Allow listening on a non-loopback address without tokens.
+    pub insecure: bool,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Ingest only: what the engine and the design tool need.
+    Engine,
+    /// Queries, watch and await.
+    Reader,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Engine => "engine",
+            Role::Reader => "reader",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A configured bearer token. Only its SHA-256 digest is kept: the token
+/// itself is never stored, printed or compared directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: Role,
+    pub digest: [u8; 32],
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +140,8 @@ pub struct DeliverySettings {
 pub struct Overrides {
     pub grpc_listen: Option<String>,
     pub store_url: Option<String>,
+    /// `--insecure`: allow a non-loopback address without tokens.
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +217,8 @@ impl Settings {
                     )
                 })?,
                 shutdown_grace: duration_or("server.shutdown_grace", server.shutdown_grace, "10s")?,
+                tokens: parse_tokens(std::mem::take(&mut raw.tokens), env)?,
+                insecure: overrides.insecure || server.insecure.unwrap_or(false),
             },
             store: StoreSettings {
                 url: parse_store_url(&store_url)?,
@@ -456,6 +494,67 @@ fn parse_secret(
     SigningSecret::parse(text.trim())
         .map(Some)
         .map_err(|e| invalid(field, e.to_string()))
+}
+
+/// Shortest token accepted: anything shorter is guessable.
+const MIN_TOKEN_LEN: usize = 16;
+
+fn parse_tokens(
+    raw: Vec<RawToken>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<ApiToken>, ConfigError> {
+    use sha2::{Digest, Sha256};
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let key = format!("tokens[{i}]");
+        let name =
+            parse_id("name", &t.name).map_err(|e| invalid(format!("{key}.name"), e.reason))?;
+        let role = match t.role.as_str() {
+            "engine" => Role::Engine,
+            "reader" => Role::Reader,
+            "admin" => Role::Admin,
+            other => {
+                return Err(invalid(
+                    format!("{key}.role"),
+                    format!("`{other}`: use engine, reader or admin"),
+                ))
+            }
+        };
+        let (field, value) = match (t.token, t.token_env) {
+            (Some(v), None) => (format!("{key}.token"), v),
+            (None, Some(var)) => {
+                let field = format!("{key}.token_env");
+                let v = env(&var).ok_or_else(|| {
+                    invalid(&field, format!("environment variable `{var}` is not set"))
+                })?;
+                (field, v)
+            }
+            _ => {
+                return Err(invalid(
+                    format!("{key}.token"),
+                    "give `token` or `token_env`, exactly one",
+                ))
+            }
+        };
+        if value.trim().len() < MIN_TOKEN_LEN {
+            return Err(invalid(
+                field,
+                format!("must be at least {MIN_TOKEN_LEN} characters"),
+            ));
+        }
+        let digest: [u8; 32] = Sha256::digest(value.trim().as_bytes()).into();
+        if tokens
+            .iter()
+            .any(|other| other.name == name || other.digest == digest)
+        {
+            return Err(invalid(
+                format!("{key}.name"),
+                "another token has this name or value",
+            ));
+        }
+        tokens.push(ApiToken { name, role, digest });
+    }
+    Ok(tokens)
 }
 
 /// The SMTP settings, and the recipients of the default rule.
@@ -799,6 +898,8 @@ struct RawConfig {
     smtp: Option<RawSmtp>,
     #[serde(default)]
     email: Vec<RawEmail>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -845,6 +946,16 @@ struct RawEmail {
 struct RawServer {
     grpc_listen: Option<String>,
     shutdown_grace: Option<String>,
+    insecure: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    role: String,
+    token: Option<String>,
+    token_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1065,6 +1176,7 @@ mod tests {
         let overrides = Overrides {
             grpc_listen: Some("127.0.0.1:7000".into()),
             store_url: Some("sqlite://other.db".into()),
+            insecure: false,
         };
         let s = Settings::from_toml(
             "[server]\ngrpc_listen = \"127.0.0.1:6000\"",
@@ -1147,6 +1259,26 @@ mod tests {
         assert_key(&bad_to, "email[0].to[1]");
         let no_smtp = "[[email]]\nname = \"r\"\nto = [\"a@example.com\"]";
         assert_key(no_smtp, "email");
+    }
+
+    #[test]
+    fn token_errors_name_the_key() {
+        let token = |extra: &str| format!("[[tokens]]\nname = \"t\"\n{extra}");
+        assert_key(
+            &token("role = \"root\"\ntoken = \"0123456789abcdefgh\""),
+            "tokens[0].role",
+        );
+        assert_key(
+            &token("role = \"admin\"\ntoken = \"short\""),
+            "tokens[0].token",
+        );
+        assert_key(&token("role = \"admin\""), "tokens[0].token");
+        let twice = format!(
+            "{}\n{}",
+            token("role = \"admin\"\ntoken = \"0123456789abcdefgh\""),
+            token("role = \"reader\"\ntoken = \"0123456789abcdefgh\"")
+        );
+        assert_key(&twice, "tokens[1].name");
     }
 
     #[test]

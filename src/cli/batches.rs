@@ -92,7 +92,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                 })?
         }
     };
-    let mut client = QueryServiceClient::new(connect(&args.server.server).await?);
+    let mut client = QueryServiceClient::new(connect(&args.server).await?);
     let response = client
         .list_batches(pb::ListBatchesRequest {
             environment_id: args.environment_id.unwrap_or_default(),
@@ -117,7 +117,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let mut client = QueryServiceClient::new(connect(&args.server.server).await?);
+    let mut client = QueryServiceClient::new(connect(&args.server).await?);
     let batch = client
         .get_batch(pb::GetBatchRequest {
             batch_id: args.batch_id,
@@ -134,7 +134,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<()> {
-    let mut client = QueryServiceClient::new(connect(&args.server.server).await?);
+    let mut client = QueryServiceClient::new(connect(&args.server).await?);
     let mut stream = client
         .watch_batches(pb::WatchBatchesRequest {
             environment_id: args.environment_id.unwrap_or_default(),

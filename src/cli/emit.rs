@@ -83,7 +83,7 @@ pub struct EmitArgs {
 }
 
 pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
-    let mut client = IngestServiceClient::new(connect(&args.server.server).await?);
+    let mut client = IngestServiceClient::new(connect(&args.server).await?);
     let reply = send(&mut client, &args).await.map_err(status_error)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reply_json(&reply))?);
@@ -94,7 +94,7 @@ pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
 }
 
 async fn send(
-    client: &mut IngestServiceClient<tonic::transport::Channel>,
+    client: &mut IngestServiceClient<super::Authed>,
     a: &EmitArgs,
 ) -> Result<pb::IngestReply, tonic::Status> {
     let bad = |e: anyhow::Error| tonic::Status::invalid_argument(format!("{e:#}"));

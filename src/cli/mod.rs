@@ -64,15 +64,43 @@ struct ServeArgs {
     /// Database URL (overrides `store.url`).
     #[arg(long, env = "HERALD_STORE_URL")]
     store_url: Option<String>,
+    /// Allow listening on a non-loopback address without [[tokens]].
+    #[arg(long)]
+    insecure: bool,
 }
 
-/// Where client commands find the server.
+/// Where client commands find the server, and how they prove who they are.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArg {
     /// Herald's gRPC address.
     #[arg(long, env = "HERALD_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
+
+/// Adds `authorization: Bearer <token>` to every call, when a token is set.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to Herald that authenticates each call.
+pub type Authed =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
 
 pub async fn run() -> ExitCode {
     // Usage errors exit 1, not clap's 2: for `herald wait`, 2 means "the
@@ -116,6 +144,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         grpc_listen: args.grpc_listen,
         store_url: args.store_url,
+        insecure: args.insecure,
     };
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
     let app = Application::build(settings).await?;
@@ -167,7 +196,23 @@ pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
-pub(crate) async fn connect(server: &str) -> anyhow::Result<tonic::transport::Channel> {
+pub(crate) async fn connect(arg: &ServerArg) -> anyhow::Result<Authed> {
+    let bearer = match &arg.token {
+        Some(token) => Some(
+            format!("Bearer {}", token.trim())
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--token: not a valid header value"))?,
+        ),
+        None => None,
+    };
+    let channel = open_channel(&arg.server).await?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        Bearer(bearer),
+    ))
+}
+
+async fn open_channel(server: &str) -> anyhow::Result<tonic::transport::Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(server.to_owned()).map_err(|e| {
         anyhow::anyhow!("--server `{server}` is not a URL like {DEFAULT_SERVER}: {e}")
     })?;
