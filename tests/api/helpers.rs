@@ -147,6 +147,20 @@ impl TestApp {
             .expect("dispatcher runs")
     }
 
+    /// Asks the standard gRPC health service (no token) how Herald is.
+    pub async fn health(&self) -> Result<i32, tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        Ok(health.check(request).await?.into_inner().status)
+    }
+
     /// The deliveries of one event, in subscription order.
     pub async fn deliveries_of(&self, event_id: &str) -> Vec<herald::store::DeliveryRow> {
         let filter = herald::store::DeliveryFilter {

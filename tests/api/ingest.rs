@@ -273,21 +273,9 @@ async fn batches_can_be_read_back_and_paged() {
 #[tokio::test]
 async fn the_standard_health_service_reports_serving() {
     let app = spawn_app("").await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let reply = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = app.health().await.unwrap();
     assert_eq!(
-        reply.status,
+        status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 }
