@@ -20,7 +20,9 @@ use crate::core::subscription::Subscription;
 use crate::deliver::{Dispatcher, DispatcherParts, HttpSender, Mailer, Wakeups};
 use crate::feed::ChangeFeed;
 use crate::ingest::{IngestError, Ingestor};
+use crate::metrics::Metrics;
 use crate::monitor::Monitor;
+use crate::ops;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,9 @@ pub struct Application {
     ingestor: Ingestor,
     feed: ChangeFeed,
     monitor: Monitor,
+    /// The operations port (`/metrics`, `/healthz`, `/readyz`), if enabled.
+    http: Option<TcpListener>,
+    metrics: Metrics,
 }
 
 impl Application {
@@ -115,12 +120,14 @@ impl Application {
         let subscriptions: Arc<[Subscription]> = settings.subscriptions.clone().into();
         let wakeups = Wakeups::new(subscriptions.iter().map(|s| s.name.as_str()));
         let feed = ChangeFeed::default();
+        let metrics = Metrics::default();
         let ingestor = Ingestor::new(
             store.clone(),
             subscriptions.clone(),
             options.clock.clone(),
             wakeups.clone(),
             feed.clone(),
+            metrics.clone(),
         );
         let parts = DispatcherParts {
             store: store.clone(),
@@ -130,6 +137,7 @@ impl Application {
             settings: settings.delivery.clone(),
             wakeups,
             ingestor: ingestor.clone(),
+            metrics: metrics.clone(),
         };
         let dispatcher = Dispatcher::new(parts, &subscriptions).await?;
         let monitor = Monitor::new(
@@ -151,6 +159,19 @@ impl Application {
             addr: requested,
             source,
         })?;
+        let http = match settings.server.http_listen {
+            Some(requested) => {
+                Some(
+                    TcpListener::bind(requested)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: requested,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             addr,
@@ -161,12 +182,19 @@ impl Application {
             ingestor,
             feed,
             monitor,
+            http,
+            metrics,
         })
     }
 
     /// The address gRPC listens on (the real port when configured with 0).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the operations HTTP port, when it is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn dispatcher(&self) -> Dispatcher {
@@ -200,6 +228,22 @@ impl Application {
                     .spawn(shutdown.clone(), self.settings.monitor.check_interval),
             );
         }
+        let ops = self.http.map(|listener| {
+            let routes = ops::routes(
+                self.store.clone(),
+                self.metrics.clone(),
+                self.options.clock.clone(),
+            );
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, routes)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "operations HTTP port failed");
+                }
+            })
+        });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IngestServiceServer<IngestApi>>()
@@ -234,6 +278,9 @@ impl Application {
         while lanes.join_next().await.is_some() {}
         if let Some(monitor) = monitor {
             let _ = monitor.await;
+        }
+        if let Some(ops) = ops {
+            let _ = ops.await;
         }
         self.store.close().await;
         tracing::info!("Herald stopped");

@@ -25,6 +25,7 @@ use crate::core::validate::parse_id;
 
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_STORE_URL: &str = "sqlite://herald.db";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9090";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -84,6 +85,9 @@ pub struct ServerSettings {
     pub tokens: Vec<ApiToken>,
     /// Allow listening on a non-loopback address without tokens.
     pub insecure: bool,
+    /// The operations port (`/metrics`, `/healthz`, `/readyz`); `None`
+    /// when set to "off".
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// What a token may do.
@@ -219,6 +223,15 @@ impl Settings {
                 shutdown_grace: duration_or("server.shutdown_grace", server.shutdown_grace, "10s")?,
                 tokens: parse_tokens(std::mem::take(&mut raw.tokens), env)?,
                 insecure: overrides.insecure || server.insecure.unwrap_or(false),
+                http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
+                    "off" => None,
+                    text => Some(text.parse().map_err(|_| {
+                        invalid(
+                            "server.http_listen",
+                            format!("`{text}` is not an address like 127.0.0.1:9090, or \"off\""),
+                        )
+                    })?),
+                },
             },
             store: StoreSettings {
                 url: parse_store_url(&store_url)?,
@@ -945,6 +958,7 @@ struct RawEmail {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     grpc_listen: Option<String>,
+    http_listen: Option<String>,
     shutdown_grace: Option<String>,
     insecure: Option<bool>,
 }

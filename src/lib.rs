@@ -16,6 +16,8 @@ pub mod core;
 pub mod deliver;
 pub mod feed;
 pub mod ingest;
+pub mod metrics;
 pub mod monitor;
+pub mod ops;
 pub mod store;
 pub mod telemetry;

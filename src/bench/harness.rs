@@ -39,7 +39,7 @@ impl Herald {
     /// `background`, nothing is delivered until the caller starts it.
     pub async fn start(dir: &TempDir, extra: &str, background: bool) -> anyhow::Result<Herald> {
         let toml = format!(
-            "[server]\ngrpc_listen = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n\
+            "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"off\"\nshutdown_grace = \"1s\"\n\
              [store]\nurl = \"sqlite://{}/herald.db\"\n[stalls]\nmax_duration = \"off\"\nlearn = false\n{extra}",
             dir.path().display()
         );

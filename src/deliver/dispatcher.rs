@@ -50,6 +50,7 @@ pub struct DispatcherParts {
     /// Raises Herald's own trouble reports (dead deliveries, disabled
     /// subscriptions) as events.
     pub ingestor: Ingestor,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub(super) struct Inner {
@@ -63,6 +64,7 @@ pub(super) struct Inner {
     lanes: Vec<Arc<Lane>>,
     ingestor: Ingestor,
     recorder: Recorder,
+    metrics: crate::metrics::Metrics,
 }
 
 pub(super) struct Lane {
@@ -127,6 +129,7 @@ impl Dispatcher {
             lanes,
             ingestor: parts.ingestor,
             recorder,
+            metrics: parts.metrics,
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -378,6 +381,8 @@ impl Inner {
             error: a.error.clone(),
         };
         self.recorder.record(record, outcome.update.clone()).await?;
+        let sent = (outcome.update != DeliveryUpdate::Suppressed).then_some(a.duration);
+        self.metrics.attempt(outcome.update.verdict(), sent);
         log_attempt(
             &lane.sub.name,
             outcome.delivery_id,

@@ -24,6 +24,7 @@ use crate::feed::ChangeFeed;
 use crate::store::{NewEvent, PriorEvent, StoreError, Tx};
 
 pub(super) struct Core {
+    pub(super) metrics: crate::metrics::Metrics,
     pub(super) store: crate::store::Store,
     pub(super) subscriptions: Arc<[Subscription]>,
     pub(super) clock: Arc<dyn Clock>,
@@ -36,6 +37,7 @@ pub(super) struct Core {
 pub(super) struct Written {
     last_seq: i64,
     woken: HashSet<String>,
+    event_types: Vec<EventType>,
 }
 
 /// One event row to write and deliver: a caller's, or one Herald raises.
@@ -113,6 +115,9 @@ impl Core {
     pub(super) fn announce(&self, written: &Written) {
         if written.last_seq > 0 {
             self.feed.publish(written.last_seq);
+        }
+        for event_type in &written.event_types {
+            self.metrics.event_committed(*event_type);
         }
         for name in &written.woken {
             self.wakeups.wake(name);
@@ -458,6 +463,7 @@ impl Core {
                 .iter()
                 .flat_map(|out| out.targets.iter().cloned())
                 .collect(),
+            event_types: plan.rows.iter().map(|out| out.event_type).collect(),
         };
         Ok((answers(plan, &seq_of), written))
     }

@@ -105,9 +105,11 @@ impl Ingestor {
         clock: Arc<dyn Clock>,
         wakeups: Wakeups,
         feed: ChangeFeed,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let core = Core {
+            metrics,
             store,
             subscriptions,
             clock: clock.clone(),

@@ -93,7 +93,8 @@ impl DeliveryUpdate {
         }
     }
 
-    fn verdict(&self) -> &'static str {
+    /// How the attempt ended, as recorded and counted.
+    pub fn verdict(&self) -> &'static str {
         match self {
             DeliveryUpdate::Delivered => "delivered",
             DeliveryUpdate::RetryAt(_) => "retry",
@@ -259,6 +260,24 @@ impl Store {
             move_on(&mut tx, owner, attempt, update, now).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many deliveries are pending, and when the oldest was enqueued.
+    pub async fn outbox_gauges(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state = 'pending'")
+            .fetch_one(&self.reader)
+            .await?;
+        let oldest = row
+            .get::<Option<i64>, _>("oldest")
+            .map(from_millis)
+            .transpose()?;
+        Ok((row.get("n"), oldest))
+    }
+
+    /// Whether the database answers (for readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 

@@ -46,6 +46,8 @@ fn test_env(name: &str) -> Option<String> {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The operations HTTP port (`/metrics`, `/healthz`, `/readyz`).
+    pub http: SocketAddr,
     pub ingest: IngestServiceClient<Channel>,
     pub query: QueryServiceClient<Channel>,
     pub store: Store,
@@ -88,7 +90,7 @@ impl Spawn {
             ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap())
         });
         let toml = format!(
-            "[server]\ngrpc_listen = \"127.0.0.1:0\"\nshutdown_grace = \"200ms\"\n\
+            "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"200ms\"\n\
              [store]\nurl = \"sqlite://{}/herald.db\"\n\
              [delivery]\npoll_interval = \"50ms\"\n{}",
             dir.path().display(),
@@ -104,6 +106,7 @@ impl Spawn {
             .await
             .expect("app builds");
         let addr = app.grpc_addr();
+        let http = app.http_addr().expect("the operations port is on");
         let (store, dispatcher, monitor) = (app.store(), app.dispatcher(), app.monitor());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
@@ -119,6 +122,7 @@ impl Spawn {
             .expect("connects to Herald");
         TestApp {
             addr,
+            http,
             ingest: IngestServiceClient::new(channel.clone()),
             query: QueryServiceClient::new(channel),
             store,

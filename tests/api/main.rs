@@ -10,6 +10,7 @@ mod helpers;
 mod ingest;
 mod integrations;
 mod monitor;
+mod ops;
 mod query;
 mod restart;
 mod smtp;

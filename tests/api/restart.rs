@@ -112,7 +112,8 @@ async fn acked_events_survive_a_killed_process() {
         "[\"200ms\", \"200ms\", \"1s\", \"1s\", \"1s\"]",
     );
     // Short leases, so a send the kill interrupted is claimable again soon.
-    let config = format!("[delivery]\nlease_margin = \"1s\"\n{hook}");
+    let config =
+        format!("[server]\nhttp_listen = \"off\"\n[delivery]\nlease_margin = \"1s\"\n{hook}");
     std::fs::write(dir.path().join("herald.toml"), config).unwrap();
     let port = dead_address().await.port();
 

@@ -1,0 +1,167 @@
+//! Prometheus metrics: counters kept in atomics as work happens, gauges
+//! read from the store at scrape time, rendered in the text exposition
+//! format on `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::event::EventType;
+
+/// Upper bounds (seconds) of the attempt-latency histogram buckets.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Outcomes a delivery attempt (or suppression) can have.
+pub const OUTCOMES: [&str; 6] = [
+    "delivered",
+    "retry",
+    "failed",
+    "dead",
+    "disabled",
+    "suppressed",
+];
+
+#[derive(Debug, Default)]
+struct Counters {
+    events: [AtomicU64; EventType::ALL.len()],
+    outcomes: [AtomicU64; OUTCOMES.len()],
+    buckets: [AtomicU64; BUCKETS.len()],
+    attempts: AtomicU64,
+    /// Sum of attempt durations in microseconds.
+    attempt_micros: AtomicU64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    counters: Arc<Counters>,
+}
+
+/// What the store says at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxGauges {
+    pub pending: i64,
+    pub oldest_pending_age: Option<Duration>,
+}
+
+impl Metrics {
+    pub fn event_committed(&self, event_type: EventType) {
+        if let Some(i) = EventType::ALL.iter().position(|t| *t == event_type) {
+            self.counters.events[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one attempt's outcome; `duration` is `None` for deliveries
+    /// settled without sending (suppressed email alerts).
+    pub fn attempt(&self, outcome: &str, duration: Option<Duration>) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.counters.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(duration) = duration else {
+            return;
+        };
+        let c = &self.counters;
+        c.attempts.fetch_add(1, Ordering::Relaxed);
+        c.attempt_micros
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+        let secs = duration.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
+            c.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self, gauges: OutboxGauges) -> String {
+        let c = &self.counters;
+        let mut out = String::new();
+        header(
+            &mut out,
+            "herald_events_ingested_total",
+            "counter",
+            "Events committed, by type (callers' and Herald's own).",
+        );
+        for (i, t) in EventType::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "herald_events_ingested_total{{type=\"{t}\"}} {}",
+                c.events[i].load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "herald_deliveries_total",
+            "counter",
+            "Delivery attempts, by outcome.",
+        );
+        for (i, o) in OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "herald_deliveries_total{{outcome=\"{o}\"}} {}",
+                c.outcomes[i].load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "herald_attempt_duration_seconds",
+            "histogram",
+            "Duration of delivery attempts.",
+        );
+        let mut cumulative = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            cumulative += c.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "herald_attempt_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = c.attempts.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "herald_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = c.attempt_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "herald_attempt_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "herald_attempt_duration_seconds_count {count}");
+        header(
+            &mut out,
+            "herald_outbox_pending",
+            "gauge",
+            "Deliveries waiting to be sent.",
+        );
+        let _ = writeln!(out, "herald_outbox_pending {}", gauges.pending);
+        header(
+            &mut out,
+            "herald_outbox_oldest_pending_age_seconds",
+            "gauge",
+            "Age of the oldest pending delivery (0 when none).",
+        );
+        let age = gauges.oldest_pending_age.map_or(0.0, |d| d.as_secs_f64());
+        let _ = writeln!(out, "herald_outbox_oldest_pending_age_seconds {age}");
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.attempt("delivered", Some(Duration::from_millis(3)));
+        m.attempt("retry", Some(Duration::from_millis(300)));
+        m.attempt("suppressed", None);
+        let text = m.render(OutboxGauges::default());
+        assert!(text.contains("herald_attempt_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("herald_attempt_duration_seconds_bucket{le=\"0.5\"} 2\n"));
+        assert!(text.contains("herald_attempt_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("herald_deliveries_total{outcome=\"suppressed\"} 1\n"));
+    }
+}

@@ -1,0 +1,89 @@
+//! The operations port: Prometheus metrics that move with traffic, and the
+//! liveness and readiness probes.
+
+use std::collections::HashMap;
+
+use crate::helpers::{app_with_receiver, TestApp};
+
+/// Fetches `/metrics` and parses it as the Prometheus text format: every
+/// line is a comment or `name{labels} value` with a number for value.
+async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+    let response = reqwest::get(format!("http://{}/metrics", app.http))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(
+                series.ends_with('}') && series.contains("=\""),
+                "bad labels in {line}"
+            );
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_with_traffic() {
+    let (app, _receiver) = app_with_receiver(r#"["*"]"#).await;
+    let started = "herald_events_ingested_total{type=\"aggregate.batch.started\"}";
+    let delivered = "herald_deliveries_total{outcome=\"delivered\"}";
+    let before = scrape(&app).await;
+    assert_eq!(before[started], 0.0);
+    assert_eq!(before["herald_outbox_pending"], 0.0);
+
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.start_batch("ev-2", "b-2", "sales").await;
+    let queued = scrape(&app).await;
+    assert_eq!(queued[started], 2.0);
+    assert_eq!(queued["herald_outbox_pending"], 2.0);
+
+    app.advance(std::time::Duration::from_secs(30));
+    assert!(scrape(&app).await["herald_outbox_oldest_pending_age_seconds"] >= 30.0);
+    app.deliver().await;
+    let after = scrape(&app).await;
+    assert_eq!(after[delivered], 2.0);
+    assert_eq!(after["herald_outbox_pending"], 0.0);
+    assert_eq!(after["herald_attempt_duration_seconds_count"], 2.0);
+    assert_eq!(
+        after["herald_attempt_duration_seconds_bucket{le=\"+Inf\"}"],
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn liveness_and_readiness_answer() {
+    let (app, _receiver) = app_with_receiver(r#"["*"]"#).await;
+    for path in ["healthz", "readyz"] {
+        let response = reqwest::get(format!("http://{}/{path}", app.http))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "/{path}");
+    }
+}
