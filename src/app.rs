@@ -49,6 +49,56 @@ pub enum StartError {
          configuration, or pass --insecure (server.insecure = true) if the network is trusted"
     )]
     Insecure(SocketAddr),
+    #[error("subscription `{name}`: {reason}")]
+    Egress { name: String, reason: String },
+}
+
+/// Refuses subscriptions whose host name resolves only to addresses the
+/// egress policy blocks. A name that does not resolve now is only a
+/// warning: DNS may be back before the first delivery, which is checked
+/// again anyway.
+async fn check_target_names(settings: &Settings) -> Result<(), StartError> {
+    for sub in &settings.subscriptions {
+        let Some(url) = sub.target_url() else {
+            continue;
+        };
+        let Some(host) = reqwest::Url::parse(url.split("{{").next().unwrap_or_default())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        if crate::deliver::literal_host(url).is_some()
+            || url
+                .split("://")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with("{{"))
+        {
+            continue;
+        }
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::lookup_host((host.as_str(), 0)),
+        )
+        .await;
+        let Ok(Ok(addrs)) = lookup else {
+            tracing::warn!(subscription = %sub.name, host, "cannot resolve the subscription's host now");
+            continue;
+        };
+        let verdicts: Vec<_> = addrs.map(|a| settings.egress.check(a.ip())).collect();
+        if !verdicts.is_empty() && verdicts.iter().all(Result::is_err) {
+            let reason = verdicts
+                .into_iter()
+                .find_map(Result::err)
+                .map(|b| format!("{host}: {b}"))
+                .unwrap_or_default();
+            return Err(StartError::Egress {
+                name: sub.name.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The SMTP client, when `[smtp]` is configured. Whether the server answers
@@ -116,6 +166,7 @@ impl Application {
         if !server.grpc_listen.ip().is_loopback() && server.tokens.is_empty() && !server.insecure {
             return Err(StartError::Insecure(server.grpc_listen));
         }
+        check_target_names(&settings).await?;
         let store = Store::open(&settings.store.url).await?;
         let subscriptions: Arc<[Subscription]> = settings.subscriptions.clone().into();
         let wakeups = Wakeups::new(subscriptions.iter().map(|s| s.name.as_str()));
@@ -131,7 +182,10 @@ impl Application {
         );
         let parts = DispatcherParts {
             store: store.clone(),
-            http: HttpSender::new(settings.delivery.response_excerpt_bytes)?,
+            http: HttpSender::new(
+                settings.delivery.response_excerpt_bytes,
+                settings.egress.clone(),
+            )?,
             mailer: mailer(&settings)?,
             clock: options.clock.clone(),
             settings: settings.delivery.clone(),

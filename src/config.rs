@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::cloudevent;
+use crate::core::egress::EgressPolicy;
 use crate::core::email::{self, EmailRule, GroupLabel};
 use crate::core::filter::{EventFilter, Pattern};
 use crate::core::retry::RetryPolicy;
@@ -39,6 +40,8 @@ pub struct Settings {
     pub schedules: Vec<Schedule>,
     /// Where email rules send their mail; `None` when no `[smtp]` is set.
     pub smtp: Option<SmtpSettings>,
+    /// Which addresses webhooks and pings may go to.
+    pub egress: EgressPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -204,12 +207,14 @@ impl Settings {
             .or(raw.store.take().unwrap_or_default().url)
             .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
         let delivery = raw.delivery.take().unwrap_or_default();
+        let egress = parse_egress(raw.egress.take().unwrap_or_default())?;
         let smtp = raw
             .smtp
             .take()
             .map(|smtp| parse_smtp(smtp, env))
             .transpose()?;
         let mut subscriptions = parse_subscriptions(&mut raw, env)?;
+        check_targets(&subscriptions, &egress)?;
         subscriptions.extend(parse_email_rules(&mut raw, smtp.as_ref())?);
         let stalls = raw.stalls.take().unwrap_or_default();
         Ok(Settings {
@@ -252,6 +257,7 @@ impl Settings {
             stalls: parse_stalls(stalls)?,
             schedules: parse_schedules(std::mem::take(&mut raw.schedules))?,
             smtp: smtp.map(|(settings, _)| settings),
+            egress,
         })
     }
 }
@@ -507,6 +513,43 @@ fn parse_secret(
     SigningSecret::parse(text.trim())
         .map(Some)
         .map_err(|e| invalid(field, e.to_string()))
+}
+
+fn parse_egress(raw: RawEgress) -> Result<EgressPolicy, ConfigError> {
+    let mut policy = EgressPolicy::default();
+    for (i, text) in raw.allow.iter().enumerate() {
+        policy.allow.push(
+            text.parse()
+                .map_err(|e: String| invalid(format!("egress.allow[{i}]"), e))?,
+        );
+    }
+    for (i, text) in raw.deny.iter().enumerate() {
+        let cidr = text
+            .parse()
+            .map_err(|e: String| invalid(format!("egress.deny[{i}]"), e))?;
+        policy.deny.push((cidr, "egress.deny".to_owned()));
+    }
+    Ok(policy)
+}
+
+/// Refuses a subscription whose URL is an address the egress policy blocks.
+/// (Names are checked after resolution when Herald starts, and on every
+/// connection.)
+fn check_targets(subscriptions: &[Subscription], egress: &EgressPolicy) -> Result<(), ConfigError> {
+    for (i, sub) in subscriptions.iter().enumerate() {
+        let Some(url) = sub.target_url() else {
+            continue;
+        };
+        if let Some(ip) = crate::deliver::literal_host(url) {
+            egress.check(ip).map_err(|blocked| {
+                invalid(
+                    format!("subscriptions[{i}] ({}).url", sub.name),
+                    blocked.to_string(),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Shortest token accepted: anything shorter is guessable.
@@ -913,6 +956,16 @@ struct RawConfig {
     email: Vec<RawEmail>,
     #[serde(default)]
     tokens: Vec<RawToken>,
+    egress: Option<RawEgress>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,7 +40,7 @@ impl Herald {
     pub async fn start(dir: &TempDir, extra: &str, background: bool) -> anyhow::Result<Herald> {
         let toml = format!(
             "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"off\"\nshutdown_grace = \"1s\"\n\
-             [store]\nurl = \"sqlite://{}/herald.db\"\n[stalls]\nmax_duration = \"off\"\nlearn = false\n{extra}",
+             [store]\nurl = \"sqlite://{}/herald.db\"\n[stalls]\nmax_duration = \"off\"\nlearn = false\n[egress]\nallow = [\"127.0.0.0/8\"]\n{extra}",
             dir.path().display()
         );
         let settings = Settings::from_toml(&toml, &Overrides::default(), &|_| None)?;

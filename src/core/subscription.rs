@@ -152,6 +152,15 @@ impl Subscription {
         }
     }
 
+    /// The URL it sends to, as configured (it may hold placeholders).
+    pub fn target_url(&self) -> Option<&str> {
+        match &self.target {
+            Target::Webhook(w) => Some(w.url.source()),
+            Target::Healthcheck(h) => Some(h.url.source()),
+            Target::Email(_) => None,
+        }
+    }
+
     /// The templates of this subscription, each with its configuration key.
     pub fn templates(&self) -> Vec<(&'static str, &Template)> {
         match &self.target {

@@ -4,12 +4,17 @@
 //! (a redirect could point a signed payload anywhere) and each request is
 //! bounded by the subscription's timeout.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::request::PreparedRequest;
+use crate::core::egress::{Blocked, EgressPolicy};
 use crate::core::retry::{parse_retry_after, AttemptResult};
 
 /// What one attempt produced.
@@ -39,18 +44,22 @@ impl Attempt {
 pub struct HttpSender {
     http: reqwest::Client,
     excerpt_bytes: usize,
+    egress: Arc<EgressPolicy>,
 }
 
 impl HttpSender {
-    pub fn new(excerpt_bytes: usize) -> Result<Self, reqwest::Error> {
+    pub fn new(excerpt_bytes: usize, egress: EgressPolicy) -> Result<Self, reqwest::Error> {
+        let egress = Arc::new(egress);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
+            .dns_resolver(Arc::new(PolicyResolver(egress.clone())))
             .build()?;
         Ok(Self {
             http,
             excerpt_bytes,
+            egress,
         })
     }
 
@@ -62,6 +71,12 @@ impl HttpSender {
         timeout: Duration,
         now: DateTime<Utc>,
     ) -> Attempt {
+        // Names are checked by the resolver; an address written in the URL
+        // never reaches it, so it is checked here.
+        if let Some(blocked) = literal_host(&request.url).and_then(|ip| self.egress.check(ip).err())
+        {
+            return Attempt::unsendable(now, blocked.to_string());
+        }
         let started = Instant::now();
         let method =
             reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
@@ -85,6 +100,8 @@ impl HttpSender {
                 let error = (!(200..300).contains(&code)).then(|| format!("HTTP {code}"));
                 (AttemptResult::Status { code, retry_after }, excerpt, error)
             }
+            Err(e) if blocked_cause(&e) => (AttemptResult::Unsendable, None, Some(describe(&e))),
+            Err(e) if blocked_cause(&e) => (AttemptResult::Unsendable, None, Some(describe(&e))),
             Err(e) => (AttemptResult::NoResponse, None, Some(describe(&e))),
         };
         Attempt {
@@ -124,6 +141,57 @@ fn header_map(headers: &[(String, String)]) -> HeaderMap {
         }
     }
     map
+}
+
+/// Resolves names and keeps only the addresses the egress policy allows;
+/// when none is left, the connection fails with the rule that blocked it.
+struct PolicyResolver(Arc<EgressPolicy>);
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let mut blocked = None;
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|addr| match policy.check(addr.ip()) {
+                    Ok(()) => true,
+                    Err(b) => {
+                        blocked.get_or_insert(b);
+                        false
+                    }
+                })
+                .collect();
+            match (allowed.is_empty(), blocked) {
+                (true, Some(b)) => Err(Box::new(b) as Box<dyn std::error::Error + Send + Sync>),
+                _ => Ok(Box::new(allowed.into_iter()) as Addrs),
+            }
+        })
+    }
+}
+
+/// The address in a URL's host, when it is one rather than a name.
+pub fn literal_host(url: &str) -> Option<IpAddr> {
+    let host = reqwest::Url::parse(url).ok()?.host_str()?.to_owned();
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Whether the egress policy is what stopped the request: retrying would
+/// not help, so the attempt counts as unsendable.
+fn blocked_cause(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<Blocked>().is_some() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A one-line description of a transport error, with its cause chain.

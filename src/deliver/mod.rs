@@ -12,7 +12,7 @@ mod request;
 mod wakeups;
 
 pub use dispatcher::{Dispatcher, DispatcherParts};
-pub use http::{Attempt, HttpSender};
+pub use http::{literal_host, Attempt, HttpSender};
 pub use mail::{MailError, Mailer};
 pub use request::{prepare, PreparedRequest};
 pub use wakeups::Wakeups;

@@ -70,6 +70,8 @@ pub struct Spawn {
     /// Reuse a database directory (to restart on the same data).
     pub dir: Option<Arc<TempDir>>,
     pub clock: Option<ManualClock>,
+    /// Replaces the `[egress]` section, which by default allows loopback.
+    pub egress: Option<String>,
 }
 
 pub async fn spawn_app(webhooks: &str) -> TestApp {
@@ -92,8 +94,9 @@ impl Spawn {
         let toml = format!(
             "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"200ms\"\n\
              [store]\nurl = \"sqlite://{}/herald.db\"\n\
-             [delivery]\npoll_interval = \"50ms\"\n{}",
+             [delivery]\npoll_interval = \"50ms\"\n{}\n{}",
             dir.path().display(),
+            self.egress.as_deref().unwrap_or("[egress]\nallow = [\"127.0.0.0/8\"]"),
             self.webhooks
         );
         let settings =

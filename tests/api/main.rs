@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 mod cli;
 mod delivery;
+mod egress;
 mod email;
 mod helpers;
 mod ingest;

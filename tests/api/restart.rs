@@ -78,7 +78,8 @@ fn start_server(dir: &std::path::Path, port: u16) -> Server {
         ])
         .current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
+        .env("HERALD_LOG", "warn")
         .spawn()
         .expect("herald binary starts");
     Server(child)
@@ -112,8 +113,10 @@ async fn acked_events_survive_a_killed_process() {
         "[\"200ms\", \"200ms\", \"1s\", \"1s\", \"1s\"]",
     );
     // Short leases, so a send the kill interrupted is claimable again soon.
-    let config =
-        format!("[server]\nhttp_listen = \"off\"\n[delivery]\nlease_margin = \"1s\"\n{hook}");
+    let config = format!(
+        "[server]\nhttp_listen = \"off\"\n[delivery]\nlease_margin = \"1s\"\n\
+         [egress]\nallow = [\"127.0.0.0/8\"]\n{hook}"
+    );
     std::fs::write(dir.path().join("herald.toml"), config).unwrap();
     let port = dead_address().await.port();
 
