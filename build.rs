@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/herald/v1/common.proto",
         "proto/herald/v1/ingest.proto",
         "proto/herald/v1/query.proto",
+        "proto/herald/v1/admin.proto",
     ];
     let fds = protox::compile(protos, ["proto"])?;
     // The encoded descriptor set feeds gRPC server reflection.

@@ -11,9 +11,10 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::pb::admin_service_server::AdminServiceServer;
 use crate::api::pb::ingest_service_server::IngestServiceServer;
 use crate::api::pb::query_service_server::QueryServiceServer;
-use crate::api::{pb, Auth, IngestApi, QueryApi, Service};
+use crate::api::{pb, AdminApi, Auth, IngestApi, QueryApi, Service};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::core::subscription::Subscription;
@@ -154,6 +155,7 @@ pub struct Application {
     /// The operations port (`/metrics`, `/healthz`, `/readyz`), if enabled.
     http: Option<TcpListener>,
     metrics: Metrics,
+    admin: AdminApi,
 }
 
 impl Application {
@@ -189,11 +191,17 @@ impl Application {
             mailer: mailer(&settings)?,
             clock: options.clock.clone(),
             settings: settings.delivery.clone(),
-            wakeups,
+            wakeups: wakeups.clone(),
             ingestor: ingestor.clone(),
             metrics: metrics.clone(),
         };
         let dispatcher = Dispatcher::new(parts, &subscriptions).await?;
+        let admin = AdminApi::new(
+            store.clone(),
+            subscriptions.clone(),
+            wakeups.clone(),
+            options.clock.clone(),
+        );
         let monitor = Monitor::new(
             store.clone(),
             ingestor.clone(),
@@ -238,6 +246,7 @@ impl Application {
             monitor,
             http,
             metrics,
+            admin,
         })
     }
 
@@ -305,6 +314,9 @@ impl Application {
         health_reporter
             .set_serving::<QueryServiceServer<QueryApi>>()
             .await;
+        health_reporter
+            .set_serving::<AdminServiceServer<AdminApi>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -316,6 +328,10 @@ impl Application {
             .add_service(IngestServiceServer::with_interceptor(
                 IngestApi::new(self.ingestor),
                 Auth::new(&self.settings.server.tokens, Service::Ingest),
+            ))
+            .add_service(AdminServiceServer::with_interceptor(
+                self.admin,
+                Auth::new(&self.settings.server.tokens, Service::Admin),
             ))
             .add_service(QueryServiceServer::with_interceptor(
                 QueryApi::new(

@@ -17,6 +17,7 @@ use crate::config::{ApiToken, Role};
 pub enum Service {
     Ingest,
     Query,
+    Admin,
 }
 
 impl Service {
@@ -24,6 +25,7 @@ impl Service {
         match self {
             Service::Ingest => "IngestService",
             Service::Query => "QueryService",
+            Service::Admin => "AdminService",
         }
     }
 
@@ -80,6 +82,7 @@ impl Auth {
                 match self.service {
                     Service::Ingest => "engine or admin",
                     Service::Query => "reader or admin",
+                    Service::Admin => "admin",
                 }
             )))
         }

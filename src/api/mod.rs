@@ -1,12 +1,14 @@
 //! gRPC services: thin handlers that convert proto messages to domain types
 //! (naming the field on failure), call the domain, and convert back.
 
+mod admin;
 mod auth;
 mod convert;
 mod error;
 mod ingest;
 mod query;
 
+pub use admin::AdminApi;
 pub use auth::{Auth, Service};
 pub use error::ApiError;
 pub use ingest::IngestApi;

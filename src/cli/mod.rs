@@ -2,6 +2,7 @@
 //! clients for trying it out, scripting and debugging receivers.
 
 mod batches;
+mod deliveries;
 mod emit;
 mod listen;
 mod wait;
@@ -41,6 +42,9 @@ enum Command {
     /// Read batch state.
     #[command(subcommand)]
     Batches(batches::BatchesCommand),
+    /// The delivery log, redelivery, replay (admin token).
+    #[command(subcommand)]
+    Deliveries(deliveries::DeliveriesCommand),
     /// Wait until a cube's refresh finishes. Exit 0 succeeded, 2 failed,
     /// 3 timed out or stalled, 1 Herald unreachable or bad usage.
     Wait(wait::WaitArgs),
@@ -124,6 +128,7 @@ pub async fn run() -> ExitCode {
         }
         Command::Emit(args) => emit::run(*args).await,
         Command::Batches(command) => batches::run(command).await,
+        Command::Deliveries(command) => deliveries::run(command).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Secret => {

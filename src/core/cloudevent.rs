@@ -119,6 +119,20 @@ fn data(event: &Event, batch: Option<&BatchRecord>) -> Value {
     }
 }
 
+/// The scope an envelope's `data` describes (for matching stored events
+/// against subscriptions again, as replay does).
+pub fn scope_of(envelope: &Value) -> super::event::Scope {
+    let data = &envelope["data"];
+    let field = |name: &str| data[name].as_str().map(str::to_owned);
+    super::event::Scope {
+        environment_id: field("environment_id"),
+        project_id: field("project_id"),
+        cube_id: field("cube_id"),
+        cube_name: field("cube_name"),
+        batch_id: field("batch_id"),
+    }
+}
+
 /// The `data` of every batch event: the batch as it stands after it.
 pub fn batch_data(r: &BatchRecord) -> Value {
     let duration_ms = match (r.started_at, r.finished_at) {

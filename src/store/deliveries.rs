@@ -111,12 +111,21 @@ pub struct DeliveryFilter {
     pub subscription: Option<String>,
     pub event_id: Option<String>,
     pub state: Option<DeliveryState>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only rows after this (event sequence, subscription) position.
+    pub after: Option<(i64, String)>,
+    pub limit: Option<usize>,
 }
 
 /// A row of the delivery log.
 #[derive(Debug, Clone)]
 pub struct DeliveryRow {
     pub id: String,
+    /// The event's sequence number: with `subscription`, the row's position.
+    pub event_seq: i64,
     pub event_id: String,
     pub event_type: String,
     pub subscription: String,
@@ -125,6 +134,7 @@ pub struct DeliveryRow {
     pub next_attempt_at: DateTime<Utc>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -320,8 +330,8 @@ impl Store {
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
         let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT d.id, e.event_id, e.event_type, d.subscription, d.state, d.attempts,
-                    d.next_attempt_at, d.last_status, d.last_error
+            "SELECT d.id, d.event_seq, e.event_id, e.event_type, d.subscription, d.state, d.attempts,
+                    d.next_attempt_at, d.last_status, d.last_error, d.created_at
              FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE 1 = 1",
         );
         if let Some(subscription) = &filter.subscription {
@@ -333,9 +343,133 @@ impl Store {
         if let Some(state) = filter.state {
             query.push(" AND d.state = ").push_bind(state.as_str());
         }
-        query.push(" ORDER BY e.seq, d.subscription");
+        if let Some(since) = filter.since {
+            query
+                .push(" AND d.created_at >= ")
+                .push_bind(to_millis(since));
+        }
+        if let Some(until) = filter.until {
+            query
+                .push(" AND d.created_at < ")
+                .push_bind(to_millis(until));
+        }
+        if let Some((seq, subscription)) = &filter.after {
+            query
+                .push(" AND (d.event_seq, d.subscription) > (")
+                .push_bind(*seq)
+                .push(", ")
+                .push_bind(subscription.clone())
+                .push(")");
+        }
+        query.push(" ORDER BY d.event_seq, d.subscription");
+        if let Some(limit) = filter.limit {
+            query.push(" LIMIT ").push_bind(limit as i64);
+        }
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(delivery_from_row).collect()
+    }
+
+    pub async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_seq, e.event_id, e.event_type, d.subscription, d.state, d.attempts,
+                    d.next_attempt_at, d.last_status, d.last_error, d.created_at
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        rows.as_ref().map(delivery_from_row).transpose()
+    }
+
+    /// Makes deliveries due now, whatever their state. A lease still held
+    /// (an attempt in flight) is left alone; the row is picked up after it.
+    pub async fn make_due(&self, ids: &[String], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut changed = 0;
+        let mut tx = self.writer.begin().await?;
+        for id in ids {
+            changed += sqlx::query(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?1, finished_at = NULL,
+                    lease_owner = CASE WHEN lease_until > ?1 THEN lease_owner END,
+                    lease_until = CASE WHEN lease_until > ?1 THEN lease_until END
+                 WHERE id = ?2",
+            )
+            .bind(to_millis(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Every event Herald received in `[since, until)`, oldest first, as
+    /// (sequence, parsed envelope) — what replay filters by subscription.
+    pub async fn events_received(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, body FROM events WHERE received_at >= ? AND received_at < ? ORDER BY seq",
+        )
+        .bind(to_millis(since))
+        .bind(to_millis(until))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let body: Vec<u8> = r.get("body");
+                (
+                    r.get("seq"),
+                    serde_json::from_slice(&body).unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Makes (event, subscription) deliveries due now: existing rows are
+    /// reset, missing ones created. Returns how many.
+    pub async fn replay(
+        &self,
+        subscription: &str,
+        seqs: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut count = 0;
+        let mut tx = self.writer.begin().await?;
+        for seq in seqs {
+            count += sqlx::query(
+                "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?4)
+                 ON CONFLICT (event_seq, subscription) DO UPDATE SET
+                    state = 'pending', next_attempt_at = ?4, finished_at = NULL",
+            )
+            .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+            .bind(seq)
+            .bind(subscription)
+            .bind(to_millis(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// The ids of dead deliveries, of one subscription or all.
+    pub async fn dead_deliveries(
+        &self,
+        subscription: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM deliveries WHERE state = 'dead' AND (?1 IS NULL OR subscription = ?1)",
+        )
+        .bind(subscription)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(|r| r.get("id")).collect())
     }
 
     pub async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
@@ -429,5 +563,7 @@ fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRow, StoreError> {
         next_attempt_at: from_millis(r.get("next_attempt_at"))?,
         last_status: r.get::<Option<i64>, _>("last_status").map(|c| c as u16),
         last_error: r.get("last_error"),
+        event_seq: r.get("event_seq"),
+        created_at: from_millis(r.get("created_at"))?,
     })
 }

@@ -78,6 +78,21 @@ async fn each_role_can_do_what_it_should_and_nothing_else() {
     );
     assert!(query_status(&app, Some(READER)).await.is_ok());
     assert!(query_status(&app, Some(ADMIN)).await.is_ok());
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = herald::api::pb::admin_service_client::AdminServiceClient::new(channel);
+    let as_reader = admin
+        .retry_dead(with_token(pb::RetryDeadRequest::default(), Some(READER)))
+        .await
+        .unwrap_err();
+    assert_eq!(as_reader.code(), Code::PermissionDenied);
+    assert!(admin
+        .retry_dead(with_token(pb::RetryDeadRequest::default(), Some(ADMIN)))
+        .await
+        .is_ok());
     let denied = query_status(&app, Some(ENGINE)).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Integration tests: a real Herald server, a real SQLite file, real HTTP
 //! receivers, all on loopback.
 
+mod admin;
 mod auth;
 mod bench;
 mod cli;

@@ -1,0 +1,265 @@
+//! `herald.v1.AdminService`: the delivery log, redelivery, replay and bulk
+//! retry of dead deliveries.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
+use base64::Engine;
+use tonic::{Request, Response, Status};
+
+use super::convert::{timestamp, timestamp_to_proto};
+use super::error::ApiError;
+use super::pb::{self, admin_service_server::AdminService};
+use crate::clock::Clock;
+use crate::core::cloudevent::scope_of;
+use crate::core::event::EventType;
+use crate::core::subscription::Subscription;
+use crate::core::validate::{parse_id, parse_optional_id, FieldError};
+use crate::deliver::Wakeups;
+use crate::store::{DeliveryFilter, DeliveryRow, DeliveryState, Store};
+
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+
+pub struct AdminApi {
+    store: Store,
+    subscriptions: Arc<[Subscription]>,
+    wakeups: Wakeups,
+    clock: Arc<dyn Clock>,
+}
+
+impl AdminApi {
+    pub fn new(
+        store: Store,
+        subscriptions: Arc<[Subscription]>,
+        wakeups: Wakeups,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            subscriptions,
+            wakeups,
+            clock,
+        }
+    }
+
+    fn subscription(&self, field: &str, name: &str) -> Result<&Subscription, ApiError> {
+        let name = parse_id(field, name)?;
+        self.subscriptions
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("{field}: no subscription `{name}`")))
+    }
+
+    async fn delivery(&self, id: &str) -> Result<DeliveryRow, ApiError> {
+        let id = parse_id("delivery_id", id)?;
+        self.store
+            .get_delivery(&id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("delivery_id: no delivery `{id}`")))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let (filter, page_size) = parse_list(request.into_inner()).map_err(ApiError::from)?;
+        let mut rows = self
+            .store
+            .list_deliveries(&filter)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = if rows.len() > page_size {
+            rows.truncate(page_size);
+            rows.last()
+                .map(|r| TOKEN.encode(format!("{}:{}", r.event_seq, r.subscription)))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: rows.iter().map(delivery_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<pb::GetDeliveryRequest>,
+    ) -> Result<Response<pb::DeliveryDetail>, Status> {
+        let row = self.delivery(&request.into_inner().delivery_id).await?;
+        let attempts = self
+            .store
+            .list_attempts(&row.id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::DeliveryDetail {
+            delivery: Some(delivery_to_proto(&row)),
+            attempts: attempts
+                .iter()
+                .map(|a| pb::Attempt {
+                    attempt: a.attempt,
+                    started_at: Some(timestamp_to_proto(a.started_at)),
+                    duration_ms: a.duration_ms.max(0) as u64,
+                    status_code: a.status_code.map(u32::from).unwrap_or_default(),
+                    response_excerpt: a.response_excerpt.clone().unwrap_or_default(),
+                    error: a.error.clone().unwrap_or_default(),
+                    verdict: a.verdict.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn redeliver(
+        &self,
+        request: Request<pb::RedeliverRequest>,
+    ) -> Result<Response<pb::Delivery>, Status> {
+        let row = self.delivery(&request.into_inner().delivery_id).await?;
+        self.store
+            .make_due(std::slice::from_ref(&row.id), self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        self.wakeups.wake(&row.subscription);
+        let row = self.delivery(&row.id).await?;
+        Ok(Response::new(delivery_to_proto(&row)))
+    }
+
+    async fn replay(
+        &self,
+        request: Request<pb::ReplayRequest>,
+    ) -> Result<Response<pb::ReplayResponse>, Status> {
+        let r = request.into_inner();
+        let sub = self.subscription("subscription", &r.subscription)?;
+        let since = r
+            .since
+            .map(|t| timestamp("since", t))
+            .transpose()
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::from(FieldError::new("since", "is required")))?;
+        let until = match r.until {
+            Some(t) => timestamp("until", t).map_err(ApiError::from)?,
+            None => self.clock.now(),
+        };
+        let events = self
+            .store
+            .events_received(since, until)
+            .await
+            .map_err(ApiError::from)?;
+        let wanted: Vec<i64> = events
+            .iter()
+            .filter(|(_, envelope)| {
+                let event_type = envelope["type"].as_str().and_then(EventType::parse);
+                event_type.is_some_and(|t| sub.wants(t, &scope_of(envelope)))
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        let enqueued = self
+            .store
+            .replay(&sub.name, &wanted, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        self.wakeups.wake(&sub.name);
+        Ok(Response::new(pb::ReplayResponse {
+            enqueued: enqueued as u32,
+        }))
+    }
+
+    async fn retry_dead(
+        &self,
+        request: Request<pb::RetryDeadRequest>,
+    ) -> Result<Response<pb::RetryDeadResponse>, Status> {
+        let r = request.into_inner();
+        let only = match r.subscription.as_str() {
+            "" => None,
+            name => Some(self.subscription("subscription", name)?.name.clone()),
+        };
+        let ids = self
+            .store
+            .dead_deliveries(only.as_deref())
+            .await
+            .map_err(ApiError::from)?;
+        let retried = self
+            .store
+            .make_due(&ids, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        for sub in self.subscriptions.iter() {
+            self.wakeups.wake(&sub.name);
+        }
+        Ok(Response::new(pb::RetryDeadResponse {
+            retried: retried as u32,
+        }))
+    }
+}
+
+fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), FieldError> {
+    let page_size = match r.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n > MAX_PAGE_SIZE => {
+            return Err(FieldError::new(
+                "page_size",
+                format!("{n} is more than the maximum {MAX_PAGE_SIZE}"),
+            ))
+        }
+        n => n,
+    } as usize;
+    let state = match pb::DeliveryState::try_from(r.state) {
+        Ok(pb::DeliveryState::Unspecified) => None,
+        Ok(pb::DeliveryState::Pending) => Some(DeliveryState::Pending),
+        Ok(pb::DeliveryState::Delivered) => Some(DeliveryState::Delivered),
+        Ok(pb::DeliveryState::Failed) => Some(DeliveryState::Failed),
+        Ok(pb::DeliveryState::Dead) => Some(DeliveryState::Dead),
+        Err(_) => {
+            return Err(FieldError::new(
+                "state",
+                format!("unknown value {}", r.state),
+            ))
+        }
+    };
+    let after = match r.page_token.as_str() {
+        "" => None,
+        token => Some(decode_token(token)?),
+    };
+    let filter = DeliveryFilter {
+        subscription: parse_optional_id("subscription", &r.subscription)?,
+        event_id: parse_optional_id("event_id", &r.event_id)?,
+        state,
+        since: r.since.map(|t| timestamp("since", t)).transpose()?,
+        until: r.until.map(|t| timestamp("until", t)).transpose()?,
+        after,
+        // One more than a page says whether another page follows.
+        limit: Some(page_size + 1),
+    };
+    Ok((filter, page_size))
+}
+
+fn decode_token(token: &str) -> Result<(i64, String), FieldError> {
+    let invalid = || FieldError::new("page_token", "is not a token from a previous response");
+    let text =
+        String::from_utf8(TOKEN.decode(token).map_err(|_| invalid())?).map_err(|_| invalid())?;
+    let (seq, subscription) = text.split_once(':').ok_or_else(invalid)?;
+    Ok((seq.parse().map_err(|_| invalid())?, subscription.to_owned()))
+}
+
+fn delivery_to_proto(r: &DeliveryRow) -> pb::Delivery {
+    pb::Delivery {
+        delivery_id: r.id.clone(),
+        subscription: r.subscription.clone(),
+        event_id: r.event_id.clone(),
+        event_type: r.event_type.clone(),
+        state: match r.state {
+            DeliveryState::Pending => pb::DeliveryState::Pending,
+            DeliveryState::Delivered => pb::DeliveryState::Delivered,
+            DeliveryState::Failed => pb::DeliveryState::Failed,
+            DeliveryState::Dead => pb::DeliveryState::Dead,
+        } as i32,
+        attempts: r.attempts,
+        next_attempt_at: Some(timestamp_to_proto(r.next_attempt_at)),
+        last_status: r.last_status.map(u32::from).unwrap_or_default(),
+        last_error: r.last_error.clone().unwrap_or_default(),
+        created_at: Some(timestamp_to_proto(r.created_at)),
+    }
+}

@@ -1,0 +1,214 @@
+//! The admin API: the delivery log, redelivery, replay and dead retries.
+
+use std::time::Duration;
+
+use herald::api::pb::{self, admin_service_client::AdminServiceClient};
+use herald::api::timestamp_to_proto;
+use herald::clock::Clock;
+use tonic::transport::Channel;
+
+use crate::helpers::{app_with_receiver, Reply, TestApp};
+
+async fn admin(app: &TestApp) -> AdminServiceClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    AdminServiceClient::new(channel)
+}
+
+fn ids(receiver: &crate::helpers::Receiver) -> Vec<String> {
+    receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn replay_of_a_time_range_sends_exactly_the_events_in_it_again() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    let hour = Duration::from_secs(3600);
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.advance(hour);
+    let from = app.clock.now();
+    app.start_batch("ev-2", "b-2", "sales").await;
+    app.start_batch("ev-3", "b-3", "sales").await;
+    app.advance(hour);
+    let to = app.clock.now();
+    app.start_batch("ev-4", "b-4", "sales").await;
+    app.deliver().await;
+    assert_eq!(ids(&receiver), ["ev-1", "ev-2", "ev-3", "ev-4"]);
+
+    let reply = admin(&app)
+        .await
+        .replay(pb::ReplayRequest {
+            subscription: "etl".into(),
+            since: Some(timestamp_to_proto(from)),
+            until: Some(timestamp_to_proto(to)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.enqueued, 2);
+    app.deliver().await;
+    assert_eq!(ids(&receiver)[4..], ["ev-2", "ev-3"]);
+
+    let unknown = admin(&app)
+        .await
+        .replay(pb::ReplayRequest {
+            subscription: "nope".into(),
+            since: Some(timestamp_to_proto(from)),
+            until: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let no_since = admin(&app)
+        .await
+        .replay(pb::ReplayRequest {
+            subscription: "etl".into(),
+            since: None,
+            until: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(no_since.message().contains("since"));
+}
+
+#[tokio::test]
+async fn a_dead_delivery_redelivered_once_the_receiver_is_back_is_delivered() {
+    let (app, receiver) = app_with_receiver(r#"["aggregate.batch.*"]"#).await;
+    receiver.always(Reply::Status(503));
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.start_batch("ev-2", "b-2", "sales").await;
+    for _ in 0..5 {
+        app.deliver().await;
+        app.advance(Duration::from_secs(3600));
+    }
+    let mut client = admin(&app).await;
+    let dead = client
+        .list_deliveries(pb::ListDeliveriesRequest {
+            state: pb::DeliveryState::Dead as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert_eq!(dead.len(), 2);
+    let detail = client
+        .get_delivery(pb::GetDeliveryRequest {
+            delivery_id: dead[0].delivery_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.attempts.len(), 4);
+    assert!(detail.attempts.iter().all(|a| a.status_code == 503));
+    assert_eq!(detail.attempts.last().unwrap().verdict, "dead");
+
+    receiver.always(Reply::Status(204));
+    let again = client
+        .redeliver(pb::RedeliverRequest {
+            delivery_id: dead[0].delivery_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.state, pb::DeliveryState::Pending as i32);
+    app.deliver().await;
+    let after = app.deliveries_of("ev-1").await;
+    assert_eq!(after[0].state, herald::store::DeliveryState::Delivered);
+
+    let retried = client
+        .retry_dead(pb::RetryDeadRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.retried, 1, "only ev-2 was still dead");
+    app.deliver().await;
+    assert_eq!(
+        app.deliveries_of("ev-2").await[0].state,
+        herald::store::DeliveryState::Delivered
+    );
+}
+
+#[tokio::test]
+async fn the_delivery_log_pages_and_names_bad_arguments() {
+    let (app, _receiver) = app_with_receiver(r#"["*"]"#).await;
+    for i in 0..5 {
+        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
+            .await;
+    }
+    let mut client = admin(&app).await;
+    let (mut seen, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_deliveries(pb::ListDeliveriesRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.deliveries.into_iter().map(|d| d.event_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ["ev-0", "ev-1", "ev-2", "ev-3", "ev-4"]);
+    let bad = client
+        .list_deliveries(pb::ListDeliveriesRequest {
+            state: 9,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("state:"));
+    let missing = client
+        .get_delivery(pb::GetDeliveryRequest {
+            delivery_id: "msg_nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn the_cli_lists_dead_deliveries() {
+    let (app, receiver) = app_with_receiver(r#"["aggregate.batch.*"]"#).await;
+    receiver.always(Reply::Status(400));
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+    let server = format!("http://{}", app.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "deliveries",
+                "list",
+                "--state",
+                "failed",
+                "--json",
+                "--server",
+                &server,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["event_id"], "ev-1");
+    assert_eq!(list[0]["last_status"], 400);
+}
