@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
-use base64::Engine;
 use tonic::{Request, Response, Status};
 
 use super::convert::{timestamp, timestamp_to_proto};
 use super::error::ApiError;
+use super::paging::{decode_token, encode_token, page_size};
 use super::pb::{self, admin_service_server::AdminService};
 use crate::clock::Clock;
 use crate::core::cloudevent::scope_of;
@@ -17,9 +16,6 @@ use crate::core::subscription::Subscription;
 use crate::core::validate::{parse_id, parse_optional_id, FieldError};
 use crate::deliver::Wakeups;
 use crate::store::{DeliveryFilter, DeliveryRow, DeliveryState, Store};
-
-const DEFAULT_PAGE_SIZE: u32 = 100;
-const MAX_PAGE_SIZE: u32 = 1000;
 
 pub struct AdminApi {
     store: Store,
@@ -75,7 +71,7 @@ impl AdminService for AdminApi {
         let next_page_token = if rows.len() > page_size {
             rows.truncate(page_size);
             rows.last()
-                .map(|r| TOKEN.encode(format!("{}:{}", r.event_seq, r.subscription)))
+                .map(|r| encode_token(r.event_seq, &r.subscription))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -196,16 +192,7 @@ impl AdminService for AdminApi {
 }
 
 fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), FieldError> {
-    let page_size = match r.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if n > MAX_PAGE_SIZE => {
-            return Err(FieldError::new(
-                "page_size",
-                format!("{n} is more than the maximum {MAX_PAGE_SIZE}"),
-            ))
-        }
-        n => n,
-    } as usize;
+    let page_size = page_size(r.page_size)?;
     let state = match pb::DeliveryState::try_from(r.state) {
         Ok(pb::DeliveryState::Unspecified) => None,
         Ok(pb::DeliveryState::Pending) => Some(DeliveryState::Pending),
@@ -219,10 +206,7 @@ fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), F
             ))
         }
     };
-    let after = match r.page_token.as_str() {
-        "" => None,
-        token => Some(decode_token(token)?),
-    };
+    let after = decode_token(&r.page_token)?;
     let filter = DeliveryFilter {
         subscription: parse_optional_id("subscription", &r.subscription)?,
         event_id: parse_optional_id("event_id", &r.event_id)?,
@@ -234,14 +218,6 @@ fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), F
         limit: Some(page_size + 1),
     };
     Ok((filter, page_size))
-}
-
-fn decode_token(token: &str) -> Result<(i64, String), FieldError> {
-    let invalid = || FieldError::new("page_token", "is not a token from a previous response");
-    let text =
-        String::from_utf8(TOKEN.decode(token).map_err(|_| invalid())?).map_err(|_| invalid())?;
-    let (seq, subscription) = text.split_once(':').ok_or_else(invalid)?;
-    Ok((seq.parse().map_err(|_| invalid())?, subscription.to_owned()))
 }
 
 fn delivery_to_proto(r: &DeliveryRow) -> pb::Delivery {

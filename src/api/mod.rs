@@ -6,6 +6,7 @@ mod auth;
 mod convert;
 mod error;
 mod ingest;
+mod paging;
 mod query;
 
 pub use admin::AdminApi;

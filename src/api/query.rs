@@ -5,8 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
-use base64::Engine;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -14,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{batch_state_from_proto, batch_to_proto, timestamp};
 use super::error::ApiError;
+use super::paging::{decode_token, encode_token, page_size};
 use super::pb::{self, query_service_server::QueryService};
 use crate::clock::Clock;
 use crate::core::batch::{BatchRecord, BatchState};
@@ -21,8 +20,6 @@ use crate::core::validate::{parse_id, parse_optional_id, FieldError};
 use crate::feed::ChangeFeed;
 use crate::store::{BatchChange, BatchFilter, Store, StoreError};
 
-const DEFAULT_PAGE_SIZE: u32 = 100;
-const MAX_PAGE_SIZE: u32 = 1000;
 /// How many current batches a watch without a cursor starts with.
 const SNAPSHOT_LIMIT: usize = 1000;
 const CHANGES_PAGE: usize = 256;
@@ -74,7 +71,10 @@ impl QueryService for QueryApi {
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::ListBatchesResponse {
             batches: page.batches.iter().map(batch_to_proto).collect(),
-            next_page_token: page.next.map(encode_token).unwrap_or_default(),
+            next_page_token: page
+                .next
+                .map(|(begun_at, batch_id)| encode_token(begun_at, &batch_id))
+                .unwrap_or_default(),
         }))
     }
 
@@ -303,21 +303,11 @@ fn parse_list(r: &pb::ListBatchesRequest) -> Result<ListArgs, FieldError> {
         since: r.since.map(|t| timestamp("since", t)).transpose()?,
         until: r.until.map(|t| timestamp("until", t)).transpose()?,
     };
-    let page_size = match r.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if n > MAX_PAGE_SIZE => {
-            return Err(FieldError::new(
-                "page_size",
-                format!("{n} is more than the maximum {MAX_PAGE_SIZE}"),
-            ))
-        }
-        n => n,
-    };
-    let after = match r.page_token.as_str() {
-        "" => None,
-        token => Some(decode_token(token)?),
-    };
-    Ok((filter, page_size as usize, after))
+    Ok((
+        filter,
+        page_size(r.page_size)?,
+        decode_token(&r.page_token)?,
+    ))
 }
 
 fn parse_watch(r: &pb::WatchBatchesRequest) -> Result<(BatchFilter, Option<i64>), FieldError> {
@@ -366,16 +356,4 @@ fn parse_await(
             .ok_or_else(|| FieldError::new("timeout", "must be between 0 and 24 hours"))?,
     };
     Ok((target, timeout))
-}
-
-fn encode_token((begun_at, batch_id): (i64, String)) -> String {
-    TOKEN.encode(format!("{begun_at}:{batch_id}"))
-}
-
-fn decode_token(token: &str) -> Result<(i64, String), FieldError> {
-    let invalid = || FieldError::new("page_token", "is not a token from a previous response");
-    let bytes = TOKEN.decode(token).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (at, id) = text.split_once(':').ok_or_else(invalid)?;
-    Ok((at.parse().map_err(|_| invalid())?, id.to_owned()))
 }
