@@ -102,6 +102,17 @@ async fn check_target_names(settings: &Settings) -> Result<(), StartError> {
     Ok(())
 }
 
+/// TLS for gRPC from the configured PEM files; with a client CA, clients
+/// must present a certificate that chains to it (mTLS).
+fn server_tls(tls: &crate::config::TlsSettings) -> tonic::transport::ServerTlsConfig {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    match &tls.client_ca_pem {
+        Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+        None => config,
+    }
+}
+
 /// The SMTP client, when `[smtp]` is configured. Whether the server answers
 /// is checked in the background: an unreachable server is a warning, and
 /// mail waits in the outbox until it is back.
@@ -322,7 +333,11 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         tracing::info!(grpc = %self.addr, store = %self.settings.store.url, subscriptions = self.settings.subscriptions.len(), "Herald is serving");
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.settings.server.tls {
+            builder = builder.tls_config(server_tls(tls))?;
+        }
+        let served = builder
             .add_service(health)
             .add_service(reflection)
             .add_service(IngestServiceServer::with_interceptor(

@@ -91,6 +91,26 @@ pub struct ServerSettings {
     /// The operations port (`/metrics`, `/healthz`, `/readyz`); `None`
     /// when set to "off".
     pub http_listen: Option<SocketAddr>,
+    /// TLS for gRPC; `None`: plaintext.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The server's certificate and key, and the CA that client certificates
+/// must chain to (mTLS), all PEM, read when the configuration loads.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("key_pem", &"<redacted>")
+            .field("client_ca", &self.client_ca_pem.is_some())
+            .finish()
+    }
 }
 
 /// What a token may do.
@@ -195,7 +215,7 @@ impl Settings {
         overrides: &Overrides,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let server = raw.server.take().unwrap_or_default();
+        let mut server = raw.server.take().unwrap_or_default();
         let grpc_listen = overrides
             .grpc_listen
             .clone()
@@ -228,6 +248,7 @@ impl Settings {
                 shutdown_grace: duration_or("server.shutdown_grace", server.shutdown_grace, "10s")?,
                 tokens: parse_tokens(std::mem::take(&mut raw.tokens), env)?,
                 insecure: overrides.insecure || server.insecure.unwrap_or(false),
+                tls: server.tls.take().map(parse_tls).transpose()?,
                 http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
                     "off" => None,
                     text => Some(text.parse().map_err(|_| {
@@ -513,6 +534,26 @@ fn parse_secret(
     SigningSecret::parse(text.trim())
         .map(Some)
         .map_err(|e| invalid(field, e.to_string()))
+}
+
+fn parse_tls(raw: RawTls) -> Result<TlsSettings, ConfigError> {
+    let read = |key: &str, path: &Path| {
+        let pem = std::fs::read(path)
+            .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN") {
+            return Err(invalid(key, format!("{} is not PEM", path.display())));
+        }
+        Ok(pem)
+    };
+    Ok(TlsSettings {
+        cert_pem: read("server.tls.cert", &raw.cert)?,
+        key_pem: read("server.tls.key", &raw.key)?,
+        client_ca_pem: raw
+            .client_ca
+            .as_deref()
+            .map(|p| read("server.tls.client_ca", p))
+            .transpose()?,
+    })
 }
 
 fn parse_egress(raw: RawEgress) -> Result<EgressPolicy, ConfigError> {
@@ -1010,10 +1051,19 @@ struct RawEmail {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
+    tls: Option<RawTls>,
     grpc_listen: Option<String>,
     http_listen: Option<String>,
     shutdown_grace: Option<String>,
     insecure: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -82,6 +82,39 @@ pub struct ServerArg {
     /// Bearer token, when the server requires one.
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) to verify an https:// server with.
+    #[arg(long, env = "HERALD_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for servers that require one (mTLS).
+    #[arg(long, env = "HERALD_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "HERALD_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl ServerArg {
+    /// TLS settings for an https:// server, from the files given.
+    fn tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        if !self.server.starts_with("https://") {
+            return Ok(None);
+        }
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(ca) = &self.ca_cert {
+            config = config.ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            config = config.identity(Identity::from_pem(
+                read("--client-cert", cert)?,
+                read("--client-key", key)?,
+            ));
+        }
+        Ok(Some(config))
+    }
 }
 
 /// Adds `authorization: Bearer <token>` to every call, when a token is set.
@@ -210,17 +243,23 @@ pub(crate) async fn connect(arg: &ServerArg) -> anyhow::Result<Authed> {
         ),
         None => None,
     };
-    let channel = open_channel(&arg.server).await?;
+    let channel = open_channel(&arg.server, arg.tls()?).await?;
     Ok(tonic::service::interceptor::InterceptedService::new(
         channel,
         Bearer(bearer),
     ))
 }
 
-async fn open_channel(server: &str) -> anyhow::Result<tonic::transport::Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(server.to_owned()).map_err(|e| {
+async fn open_channel(
+    server: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(server.to_owned()).map_err(|e| {
         anyhow::anyhow!("--server `{server}` is not a URL like {DEFAULT_SERVER}: {e}")
     })?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
     endpoint
         .connect()
         .await

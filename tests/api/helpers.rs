@@ -72,6 +72,8 @@ pub struct Spawn {
     pub clock: Option<ManualClock>,
     /// Replaces the `[egress]` section, which by default allows loopback.
     pub egress: Option<String>,
+    /// Connect the test's clients over TLS (as `localhost`) with this.
+    pub client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 pub async fn spawn_app(webhooks: &str) -> TestApp {
@@ -118,11 +120,17 @@ impl Spawn {
                 .await
                 .expect("app runs");
         });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = match self.client_tls {
+            Some(tls) => tonic::transport::Endpoint::from_shared(format!(
+                "https://localhost:{}",
+                addr.port()
+            ))
             .unwrap()
-            .connect()
-            .await
-            .expect("connects to Herald");
+            .tls_config(tls)
+            .unwrap(),
+            None => tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        };
+        let channel = endpoint.connect().await.expect("connects to Herald");
         TestApp {
             addr,
             http,

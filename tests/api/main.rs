@@ -16,4 +16,5 @@ mod ops;
 mod query;
 mod restart;
 mod smtp;
+mod tls;
 mod validation;
