@@ -11,6 +11,8 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use tonic::service::interceptor::InterceptedService;
+
 use crate::api::pb::admin_service_server::AdminServiceServer;
 use crate::api::pb::ingest_service_server::IngestServiceServer;
 use crate::api::pb::query_service_server::QueryServiceServer;
@@ -340,8 +342,9 @@ impl Application {
         let served = builder
             .add_service(health)
             .add_service(reflection)
-            .add_service(IngestServiceServer::with_interceptor(
-                IngestApi::new(self.ingestor),
+            .add_service(InterceptedService::new(
+                IngestServiceServer::new(IngestApi::new(self.ingestor))
+                    .max_decoding_message_size(self.settings.server.max_request_bytes),
                 Auth::new(&self.settings.server.tokens, Service::Ingest),
             ))
             .add_service(AdminServiceServer::with_interceptor(

@@ -93,6 +93,8 @@ pub struct ServerSettings {
     pub http_listen: Option<SocketAddr>,
     /// TLS for gRPC; `None`: plaintext.
     pub tls: Option<TlsSettings>,
+    /// Largest gRPC request accepted, in bytes.
+    pub max_request_bytes: usize,
 }
 
 /// The server's certificate and key, and the CA that client certificates
@@ -249,6 +251,13 @@ impl Settings {
                 tokens: parse_tokens(std::mem::take(&mut raw.tokens), env)?,
                 insecure: overrides.insecure || server.insecure.unwrap_or(false),
                 tls: server.tls.take().map(parse_tls).transpose()?,
+                max_request_bytes: match server.max_request_bytes {
+                    Some(0) => {
+                        return Err(invalid("server.max_request_bytes", "must be at least 1"))
+                    }
+                    Some(n) => n,
+                    None => 4 * 1024 * 1024,
+                },
                 http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
                     "off" => None,
                     text => Some(text.parse().map_err(|_| {
@@ -1052,6 +1061,7 @@ struct RawEmail {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     tls: Option<RawTls>,
+    max_request_bytes: Option<usize>,
     grpc_listen: Option<String>,
     http_listen: Option<String>,
     shutdown_grace: Option<String>,

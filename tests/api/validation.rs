@@ -203,3 +203,30 @@ async fn bad_query_arguments_name_their_field() {
     assert_eq!(empty.code(), Code::InvalidArgument);
     assert!(empty.message().contains("batch_id"));
 }
+
+#[tokio::test]
+async fn oversized_requests_are_refused_before_they_are_read() {
+    let app = spawn_app("").await;
+    let mut big = app.failed("ev-big", "b-1", "sales");
+    big.error_message = "x".repeat(5 * 1024 * 1024);
+    let status = app.ingest.clone().batch_failed(big).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+
+    let mut long = app.failed("ev-long", "b-1", "sales");
+    long.error_message = "x".repeat(100 * 1024);
+    let status = app.ingest.clone().batch_failed(long).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("error_message: is 102400 bytes long"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.store.count_events().await.unwrap(), 0);
+}
