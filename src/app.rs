@@ -19,13 +19,13 @@ use crate::api::pb::query_service_server::QueryServiceServer;
 use crate::api::{pb, AdminApi, Auth, IngestApi, QueryApi, Service};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::core::subscription::Subscription;
 use crate::deliver::{Dispatcher, DispatcherParts, HttpSender, Mailer, Wakeups};
 use crate::feed::ChangeFeed;
 use crate::ingest::{IngestError, Ingestor};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::ops;
+use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -183,13 +183,13 @@ impl Application {
         }
         check_target_names(&settings).await?;
         let store = Store::open(&settings.store.url).await?;
-        let subscriptions: Arc<[Subscription]> = settings.subscriptions.clone().into();
-        let wakeups = Wakeups::new(subscriptions.iter().map(|s| s.name.as_str()));
+        let registry = Registry::new(settings.subscriptions.clone());
+        let wakeups = Wakeups::default();
         let feed = ChangeFeed::default();
         let metrics = Metrics::default();
         let ingestor = Ingestor::new(
             store.clone(),
-            subscriptions.clone(),
+            registry.clone(),
             options.clock.clone(),
             wakeups.clone(),
             feed.clone(),
@@ -208,10 +208,10 @@ impl Application {
             ingestor: ingestor.clone(),
             metrics: metrics.clone(),
         };
-        let dispatcher = Dispatcher::new(parts, &subscriptions).await?;
+        let dispatcher = Dispatcher::new(parts, registry.clone()).await?;
         let admin = AdminApi::new(
             store.clone(),
-            subscriptions.clone(),
+            registry.clone(),
             wakeups.clone(),
             options.clock.clone(),
         );

@@ -19,5 +19,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod monitor;
 pub mod ops;
+pub mod registry;
 pub mod store;
 pub mod telemetry;

@@ -19,7 +19,7 @@ use crate::store::{DeliveryFilter, DeliveryRow, DeliveryState, Store};
 
 pub struct AdminApi {
     store: Store,
-    subscriptions: Arc<[Subscription]>,
+    registry: crate::registry::Registry,
     wakeups: Wakeups,
     clock: Arc<dyn Clock>,
 }
@@ -27,23 +27,25 @@ pub struct AdminApi {
 impl AdminApi {
     pub fn new(
         store: Store,
-        subscriptions: Arc<[Subscription]>,
+        registry: crate::registry::Registry,
         wakeups: Wakeups,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
-            subscriptions,
+            registry,
             wakeups,
             clock,
         }
     }
 
-    fn subscription(&self, field: &str, name: &str) -> Result<&Subscription, ApiError> {
+    fn subscription(&self, field: &str, name: &str) -> Result<Subscription, ApiError> {
         let name = parse_id(field, name)?;
-        self.subscriptions
+        self.registry
+            .current()
             .iter()
             .find(|s| s.name == name)
+            .cloned()
             .ok_or_else(|| ApiError::NotFound(format!("{field}: no subscription `{name}`")))
     }
 
@@ -182,7 +184,7 @@ impl AdminService for AdminApi {
             .make_due(&ids, self.clock.now())
             .await
             .map_err(ApiError::from)?;
-        for sub in self.subscriptions.iter() {
+        for sub in self.registry.current().iter() {
             self.wakeups.wake(&sub.name);
         }
         Ok(Response::new(pb::RetryDeadResponse {

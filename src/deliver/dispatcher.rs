@@ -11,8 +11,8 @@
 //! until nothing is due (tests with a manual clock).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -26,6 +26,7 @@ use crate::core::event::EventType;
 use crate::core::retry::{AttemptResult, Verdict};
 use crate::core::subscription::{Subscription, Target};
 use crate::ingest::Ingestor;
+use crate::registry::Registry;
 use crate::store::{AttemptRecord, ClaimedDelivery, DeliveryUpdate, Store, StoreError};
 
 use super::http::{Attempt, HttpSender};
@@ -61,7 +62,11 @@ pub(super) struct Inner {
     pub(super) settings: DeliverySettings,
     /// Identifies this process's leases.
     pub(super) owner: String,
-    lanes: Vec<Arc<Lane>>,
+    lanes: RwLock<Vec<Arc<Lane>>>,
+    /// The registry version the lanes were built from.
+    lanes_version: AtomicU64,
+    registry: Registry,
+    wakeups: Wakeups,
     ingestor: Ingestor,
     recorder: Recorder,
     metrics: crate::metrics::Metrics,
@@ -73,6 +78,8 @@ pub(super) struct Lane {
     disabled: AtomicBool,
     /// Deliveries this lane holds leases on right now.
     in_flight: Mutex<HashSet<String>>,
+    /// Cancelled when the lane is replaced (its subscription changed).
+    stop: CancellationToken,
 }
 
 impl Lane {
@@ -95,28 +102,8 @@ pub(super) struct Outcome<'a> {
 }
 
 impl Dispatcher {
-    /// Builds the dispatcher and marks the lanes of subscriptions the store
-    /// has disabled.
-    pub async fn new(
-        parts: DispatcherParts,
-        subscriptions: &[Subscription],
-    ) -> Result<Self, StoreError> {
-        let fingerprints: Vec<_> = subscriptions
-            .iter()
-            .map(|s| (s.name.clone(), s.target_fingerprint()))
-            .collect();
-        let disabled = parts.store.sync_subscriptions(&fingerprints).await?;
-        let lanes = subscriptions
-            .iter()
-            .map(|sub| {
-                Arc::new(Lane {
-                    sub: sub.clone(),
-                    wake: parts.wakeups.signal(&sub.name),
-                    disabled: AtomicBool::new(disabled.contains(&sub.name)),
-                    in_flight: Mutex::new(HashSet::new()),
-                })
-            })
-            .collect();
+    /// Builds the dispatcher with a lane per subscription in the registry.
+    pub async fn new(parts: DispatcherParts, registry: Registry) -> Result<Self, StoreError> {
         let owner = format!("herald-{}", uuid::Uuid::now_v7().simple());
         let recorder = Recorder::start(parts.store.clone(), owner.clone(), parts.clock.clone());
         let inner = Inner {
@@ -126,24 +113,30 @@ impl Dispatcher {
             clock: parts.clock,
             settings: parts.settings,
             owner,
-            lanes,
+            lanes: RwLock::new(Vec::new()),
+            lanes_version: AtomicU64::new(u64::MAX),
+            registry,
+            wakeups: parts.wakeups,
             ingestor: parts.ingestor,
             recorder,
             metrics: parts.metrics,
         };
-        Ok(Self {
+        let dispatcher = Self {
             inner: Arc::new(inner),
-        })
+        };
+        dispatcher.inner.reconcile().await?;
+        Ok(dispatcher)
     }
 
     /// Runs every lane until nothing is due at the clock's current time;
     /// returns how many deliveries were settled or attempted.
     pub async fn run_until_idle(&self) -> Result<usize, StoreError> {
+        self.inner.reconcile().await?;
         let mut total = 0;
         loop {
             let mut round = 0;
-            for lane in &self.inner.lanes {
-                round += self.inner.clone().run_lane_once(lane.clone()).await?;
+            for lane in self.inner.lanes() {
+                round += self.inner.clone().run_lane_once(lane).await?;
             }
             if round == 0 {
                 return Ok(total);
@@ -152,27 +145,101 @@ impl Dispatcher {
         }
     }
 
-    /// Starts one background task per lane. They stop claiming when
-    /// `shutdown` is cancelled, give in-flight sends `grace` to finish, and
-    /// hand back the leases of any they had to abandon.
+    /// Starts the lanes in the background, and restarts them whenever the
+    /// registry changes. They stop claiming when `shutdown` is cancelled,
+    /// give in-flight sends `grace` to finish, and hand back the leases of
+    /// any they had to abandon.
     pub fn spawn(&self, shutdown: CancellationToken, grace: Duration) -> JoinSet<()> {
-        let mut tasks = JoinSet::new();
-        for lane in &self.inner.lanes {
-            let inner = self.inner.clone();
-            let lane = lane.clone();
-            let shutdown = shutdown.clone();
-            match &lane.sub.target {
-                Target::Email(_) => {
-                    tasks.spawn(async move { inner.run_email_lane(lane, shutdown).await })
-                }
-                _ => tasks.spawn(async move { inner.run_lane(lane, shutdown, grace).await }),
-            };
-        }
-        tasks
+        let mut supervisor = JoinSet::new();
+        let inner = self.inner.clone();
+        supervisor.spawn(async move { inner.supervise(shutdown, grace).await });
+        supervisor
     }
 }
 
 impl Inner {
+    fn lanes(&self) -> Vec<Arc<Lane>> {
+        // Only whole vectors are swapped in under this lock.
+        self.lanes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Builds a lane per subscription when the registry changed since the
+    /// last build. Old lanes are told to stop (their sends finish; leases
+    /// keep their rows from being claimed twice).
+    async fn reconcile(&self) -> Result<bool, StoreError> {
+        let mut changes = self.registry.changes();
+        let version = *changes.borrow_and_update();
+        if self.lanes_version.load(Ordering::Acquire) == version {
+            return Ok(false);
+        }
+        let subscriptions = self.registry.current();
+        let fingerprints: Vec<_> = subscriptions
+            .iter()
+            .map(|s| (s.name.clone(), s.target_fingerprint()))
+            .collect();
+        let disabled = self.store.sync_subscriptions(&fingerprints).await?;
+        let lanes: Vec<Arc<Lane>> = subscriptions
+            .iter()
+            .map(|sub| {
+                Arc::new(Lane {
+                    sub: sub.clone(),
+                    wake: self.wakeups.signal(&sub.name),
+                    disabled: AtomicBool::new(disabled.contains(&sub.name)),
+                    in_flight: Mutex::new(HashSet::new()),
+                    stop: CancellationToken::new(),
+                })
+            })
+            .collect();
+        let old = std::mem::replace(
+            &mut *self.lanes.write().unwrap_or_else(|p| p.into_inner()),
+            lanes,
+        );
+        for lane in old {
+            lane.stop.cancel();
+        }
+        self.lanes_version.store(version, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Runs the current lanes until shutdown, rebuilding them on changes.
+    async fn supervise(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let mut tasks = JoinSet::new();
+        let mut changes = self.registry.changes();
+        loop {
+            for lane in self.lanes() {
+                let inner = self.clone();
+                // Stops at shutdown (a child token) or when the lane is
+                // replaced.
+                let merged = shutdown.child_token();
+                let (replaced, stopping) = (lane.stop.clone(), merged.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = replaced.cancelled() => stopping.cancel(),
+                        _ = stopping.cancelled() => {}
+                    }
+                });
+                match &lane.sub.target {
+                    Target::Email(_) => {
+                        tasks.spawn(async move { inner.run_email_lane(lane, merged).await })
+                    }
+                    _ => tasks.spawn(async move { inner.run_lane(lane, merged, grace).await }),
+                };
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    if let Err(e) = self.reconcile().await {
+                        tracing::error!(error = %e, "rebuilding delivery lanes failed");
+                    }
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
     /// One pass over a lane: everything due is attempted, and awaited.
     async fn run_lane_once(self: Arc<Self>, lane: Arc<Lane>) -> Result<usize, StoreError> {
         if let Target::Email(rule) = &lane.sub.target {

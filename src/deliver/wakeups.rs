@@ -1,37 +1,40 @@
 //! One wake-up signal per subscription: ingest (and Herald's own raised
 //! events) pull it after a commit so the subscription's lane looks at once
 //! instead of at its next poll. A signal with nobody waiting is kept, so
-//! none is lost between a lane's check and its wait.
+//! none is lost between a lane's check and its wait. Signals are made on
+//! first use, so subscriptions created at run time have theirs too.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
 #[derive(Clone, Debug, Default)]
 pub struct Wakeups {
-    lanes: Arc<HashMap<String, Arc<Notify>>>,
+    lanes: Arc<RwLock<HashMap<String, Arc<Notify>>>>,
 }
 
 impl Wakeups {
-    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        let lanes = names
-            .into_iter()
-            .map(|name| (name.to_owned(), Arc::new(Notify::new())))
-            .collect();
-        Self {
-            lanes: Arc::new(lanes),
-        }
-    }
-
     pub fn wake(&self, subscription: &str) {
-        if let Some(notify) = self.lanes.get(subscription) {
-            notify.notify_one();
-        }
+        self.signal(subscription).notify_one();
     }
 
     /// The signal a lane waits on.
     pub fn signal(&self, subscription: &str) -> Arc<Notify> {
-        self.lanes.get(subscription).cloned().unwrap_or_default()
+        // Entries are only ever added: a poisoned lock still holds a usable map.
+        if let Some(notify) = self
+            .lanes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(subscription)
+        {
+            return notify.clone();
+        }
+        self.lanes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(subscription.to_owned())
+            .or_default()
+            .clone()
     }
 }

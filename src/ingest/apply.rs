@@ -26,7 +26,7 @@ use crate::store::{NewEvent, PriorEvent, StoreError, Tx};
 pub(super) struct Core {
     pub(super) metrics: crate::metrics::Metrics,
     pub(super) store: crate::store::Store,
-    pub(super) subscriptions: Arc<[Subscription]>,
+    pub(super) registry: crate::registry::Registry,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) wakeups: Wakeups,
     pub(super) feed: ChangeFeed,
@@ -92,6 +92,8 @@ struct Overlay {
     cubes: HashMap<(String, String), (i64, BatchState)>,
     disabled: HashSet<String>,
     seen: HashMap<String, usize>,
+    /// The subscriptions as this batch began.
+    subscriptions: Arc<[Subscription]>,
 }
 
 impl Core {
@@ -150,6 +152,7 @@ impl Core {
             cubes: tx.cube_outcomes(&cubes).await?,
             disabled: tx.disabled_subscriptions().await?,
             seen: HashMap::new(),
+            subscriptions: self.registry.current(),
         })
     }
 
@@ -192,7 +195,7 @@ impl Core {
                         changes_batch: true,
                         ..out
                     },
-                    &overlay.disabled,
+                    overlay,
                     plan,
                 );
                 overlay.batches.insert(batch_id.clone(), stalled.clone());
@@ -227,7 +230,7 @@ impl Core {
                 );
                 self.add_row(
                     raised(id, EventType::RefreshOverdue, scope, subject, data),
-                    &overlay.disabled,
+                    overlay,
                     plan,
                 );
                 plan.overdue.push(schedule.name.clone());
@@ -251,7 +254,7 @@ impl Core {
                 let subject = format!("subscriptions/{subscription}");
                 self.add_row(
                     raised(id, EventType::DeliveryDead, Scope::default(), subject, data),
-                    &overlay.disabled,
+                    overlay,
                     plan,
                 );
                 Ok(Pending::Done(Done::Changed(true)))
@@ -274,7 +277,7 @@ impl Core {
                         subject,
                         data,
                     ),
-                    &overlay.disabled,
+                    overlay,
                     plan,
                 );
                 // The subscription takes no new deliveries from here on.
@@ -329,7 +332,7 @@ impl Core {
                     ..own(Some(&record))
                 };
                 if applied.changed {
-                    self.add_row(primary, &overlay.disabled, plan);
+                    self.add_row(primary, overlay, plan);
                     self.plan_recovery(event, &record, overlay, plan, &own);
                 } else {
                     // Recorded as received, delivered to nobody.
@@ -343,13 +346,13 @@ impl Core {
             }
             Payload::Environment(e) => {
                 plan.environments.push((e.clone(), event.occurred_at));
-                self.add_row(own(None), &overlay.disabled, plan);
+                self.add_row(own(None), overlay, plan);
                 None
             }
             Payload::Schema(s) => {
                 plan.schema_logs
                     .push((event.event_id.clone(), s.clone(), event.occurred_at));
-                self.add_row(own(None), &overlay.disabled, plan);
+                self.add_row(own(None), overlay, plan);
                 None
             }
         };
@@ -385,7 +388,7 @@ impl Core {
                 changes_batch: false,
                 ..own(Some(record))
             };
-            self.add_row(out, &overlay.disabled, plan);
+            self.add_row(out, overlay, plan);
         }
         let at = finished_at.timestamp_millis();
         let newer = overlay
@@ -398,11 +401,11 @@ impl Core {
     }
 
     /// Adds a row with the subscriptions that want it (and are not disabled).
-    fn add_row(&self, mut out: Outgoing, disabled: &HashSet<String>, plan: &mut Plan) {
-        out.targets = self
+    fn add_row(&self, mut out: Outgoing, overlay: &Overlay, plan: &mut Plan) {
+        out.targets = overlay
             .subscriptions
             .iter()
-            .filter(|s| !disabled.contains(&s.name) && s.wants(out.event_type, &out.scope))
+            .filter(|s| !overlay.disabled.contains(&s.name) && s.wants(out.event_type, &out.scope))
             .map(|s| s.name.clone())
             .collect();
         plan.rows.push(out);

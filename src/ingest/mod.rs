@@ -26,7 +26,6 @@ use crate::clock::Clock;
 use crate::core::batch::{BatchRecord, TransitionError};
 use crate::core::event::Event;
 use crate::core::schedule::Schedule;
-use crate::core::subscription::Subscription;
 use crate::deliver::Wakeups;
 use crate::feed::ChangeFeed;
 use crate::store::{Store, StoreError};
@@ -101,7 +100,7 @@ impl Ingestor {
     /// Starts the committer task (so this needs a tokio runtime).
     pub fn new(
         store: Store,
-        subscriptions: Arc<[Subscription]>,
+        registry: crate::registry::Registry,
         clock: Arc<dyn Clock>,
         wakeups: Wakeups,
         feed: ChangeFeed,
@@ -111,7 +110,7 @@ impl Ingestor {
         let core = Core {
             metrics,
             store,
-            subscriptions,
+            registry,
             clock: clock.clone(),
             wakeups,
             feed,
