@@ -136,3 +136,15 @@ CREATE TABLE email_alerts (
     last_notified_at INTEGER NOT NULL,
     PRIMARY KEY (rule, alert_key)
 );
+
+-- Subscriptions created over the admin API. `spec` holds the keys of the
+-- matching configuration entry (JSON, without secrets); `secrets` the
+-- signing secrets, current first, then rotated-out ones with their expiry.
+CREATE TABLE managed_subscriptions (
+    name       TEXT    PRIMARY KEY,
+    kind       TEXT    NOT NULL,
+    spec       TEXT    NOT NULL,
+    secrets    TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);

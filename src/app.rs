@@ -16,7 +16,10 @@ use tonic::service::interceptor::InterceptedService;
 use crate::api::pb::admin_service_server::AdminServiceServer;
 use crate::api::pb::ingest_service_server::IngestServiceServer;
 use crate::api::pb::query_service_server::QueryServiceServer;
-use crate::api::{pb, AdminApi, Auth, IngestApi, QueryApi, Service};
+use crate::api::pb::subscription_service_server::SubscriptionServiceServer;
+use crate::api::{
+    pb, AdminApi, Auth, IngestApi, QueryApi, Service, SubscriptionApi, SubscriptionParts,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::deliver::{Dispatcher, DispatcherParts, HttpSender, Mailer, Wakeups};
@@ -25,7 +28,7 @@ use crate::ingest::{IngestError, Ingestor};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::ops;
-use crate::registry::Registry;
+use crate::registry::{self, ManagedContext, Registry};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,46 +65,53 @@ pub enum StartError {
 /// again anyway.
 async fn check_target_names(settings: &Settings) -> Result<(), StartError> {
     for sub in &settings.subscriptions {
-        let Some(url) = sub.target_url() else {
-            continue;
-        };
-        let Some(host) = reqwest::Url::parse(url.split("{{").next().unwrap_or_default())
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-        else {
-            continue;
-        };
-        if crate::deliver::literal_host(url).is_some()
-            || url
-                .split("://")
-                .nth(1)
-                .is_some_and(|rest| rest.starts_with("{{"))
-        {
-            continue;
-        }
-        let lookup = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            tokio::net::lookup_host((host.as_str(), 0)),
-        )
-        .await;
-        let Ok(Ok(addrs)) = lookup else {
-            tracing::warn!(subscription = %sub.name, host, "cannot resolve the subscription's host now");
-            continue;
-        };
-        let verdicts: Vec<_> = addrs.map(|a| settings.egress.check(a.ip())).collect();
-        if !verdicts.is_empty() && verdicts.iter().all(Result::is_err) {
-            let reason = verdicts
-                .into_iter()
-                .find_map(Result::err)
-                .map(|b| format!("{host}: {b}"))
-                .unwrap_or_default();
-            return Err(StartError::Egress {
+        check_target_name(sub, &settings.egress)
+            .await
+            .map_err(|reason| StartError::Egress {
                 name: sub.name.clone(),
                 reason,
-            });
-        }
+            })?;
     }
     Ok(())
+}
+
+/// Refuses a subscription whose host name resolves only to addresses the
+/// egress policy blocks (an address literal was checked with the
+/// configuration; a templated host is only known when sending).
+pub async fn check_target_name(
+    sub: &crate::core::subscription::Subscription,
+    egress: &crate::core::egress::EgressPolicy,
+) -> Result<(), String> {
+    let Some(url) = sub.target_url() else {
+        return Ok(());
+    };
+    let templated_host = url
+        .split("://")
+        .nth(1)
+        .is_some_and(|rest| rest.starts_with("{{"));
+    if crate::deliver::literal_host(url).is_some() || templated_host {
+        return Ok(());
+    }
+    let Some(host) = reqwest::Url::parse(url.split("{{").next().unwrap_or_default())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return Ok(());
+    };
+    let lookup = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::lookup_host((host.as_str(), 0)),
+    )
+    .await;
+    let Ok(Ok(addrs)) = lookup else {
+        tracing::warn!(subscription = %sub.name, host, "cannot resolve the subscription's host now");
+        return Ok(());
+    };
+    let verdicts: Vec<_> = addrs.map(|a| egress.check(a.ip())).collect();
+    match verdicts.iter().find_map(|v| v.as_ref().err()) {
+        Some(blocked) if verdicts.iter().all(Result::is_err) => Err(format!("{host}: {blocked}")),
+        _ => Ok(()),
+    }
 }
 
 /// TLS for gRPC from the configured PEM files; with a client CA, clients
@@ -169,6 +179,7 @@ pub struct Application {
     http: Option<TcpListener>,
     metrics: Metrics,
     admin: AdminApi,
+    subscriptions_api: SubscriptionApi,
 }
 
 impl Application {
@@ -183,7 +194,13 @@ impl Application {
         }
         check_target_names(&settings).await?;
         let store = Store::open(&settings.store.url).await?;
-        let registry = Registry::new(settings.subscriptions.clone());
+        let context = ManagedContext {
+            egress: settings.egress.clone(),
+            smtp_configured: settings.smtp.is_some(),
+        };
+        let registry =
+            Registry::new(registry::load(&settings.subscriptions, &store, &context).await?);
+        let managed_context = context.clone();
         let wakeups = Wakeups::default();
         let feed = ChangeFeed::default();
         let metrics = Metrics::default();
@@ -209,6 +226,14 @@ impl Application {
             metrics: metrics.clone(),
         };
         let dispatcher = Dispatcher::new(parts, registry.clone()).await?;
+        let subscriptions_api = SubscriptionApi::new(SubscriptionParts {
+            store: store.clone(),
+            registry: registry.clone(),
+            config: settings.subscriptions.clone().into(),
+            context: managed_context,
+            ingestor: ingestor.clone(),
+            clock: options.clock.clone(),
+        });
         let admin = AdminApi::new(
             store.clone(),
             registry.clone(),
@@ -260,6 +285,7 @@ impl Application {
             http,
             metrics,
             admin,
+            subscriptions_api,
         })
     }
 
@@ -349,6 +375,10 @@ impl Application {
             ))
             .add_service(AdminServiceServer::with_interceptor(
                 self.admin,
+                Auth::new(&self.settings.server.tokens, Service::Admin),
+            ))
+            .add_service(SubscriptionServiceServer::with_interceptor(
+                self.subscriptions_api,
                 Auth::new(&self.settings.server.tokens, Service::Admin),
             ))
             .add_service(QueryServiceServer::with_interceptor(

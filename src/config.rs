@@ -416,6 +416,7 @@ fn parse_webhook(
     }
     let templated = raw.body_template.is_some();
     let webhook = Webhook {
+        previous_secrets: Vec::new(),
         url: parse_url_template(&format!("{key}.url"), &raw.url)?,
         secret: parse_secret(
             key,
@@ -505,6 +506,45 @@ fn parse_url_template(key: &str, url: &str) -> Result<Template, ConfigError> {
             format!("`{url}` is not an absolute http or https URL"),
         )),
     }
+}
+
+/// Parses a subscription managed over the admin API: `spec` has the keys a
+/// `[[webhooks]]`, `[[healthchecks]]` or `[[email]]` entry has, and errors
+/// name them as `spec.<key>`.
+pub fn parse_managed(
+    kind: &str,
+    spec: serde_json::Value,
+    egress: &EgressPolicy,
+    smtp_configured: bool,
+) -> Result<Subscription, ConfigError> {
+    let shape = |e: serde_json::Error| invalid("spec", e.to_string());
+    let (_, sub) = match kind {
+        "webhook" => parse_webhook(
+            "spec",
+            serde_json::from_value(spec).map_err(shape)?,
+            &|_| None,
+        )?,
+        "healthcheck" => parse_healthcheck("spec", serde_json::from_value(spec).map_err(shape)?)?,
+        "email" if smtp_configured => {
+            parse_email_rule("spec", serde_json::from_value(spec).map_err(shape)?)?
+        }
+        "email" => {
+            return Err(invalid(
+                "kind",
+                "email subscriptions need an [smtp] section",
+            ))
+        }
+        other => {
+            return Err(invalid(
+                "kind",
+                format!("`{other}`: use webhook, healthcheck or email"),
+            ))
+        }
+    };
+    sub.check_templates(&cloudevent::samples())
+        .map_err(|(field, e)| invalid(format!("spec.{field}"), e.message))?;
+    check_targets(std::slice::from_ref(&sub), egress)?;
+    Ok(sub)
 }
 
 /// The signing secret. Only a templated webhook (a third-party API that

@@ -41,3 +41,66 @@ impl Registry {
         self.version.subscribe()
     }
 }
+
+/// What a managed subscription needs to be built: the egress policy its
+/// target must pass, and whether SMTP is configured (for email rules).
+#[derive(Clone, Debug)]
+pub struct ManagedContext {
+    pub egress: crate::core::egress::EgressPolicy,
+    pub smtp_configured: bool,
+}
+
+/// Builds a subscription from its stored form: the spec, with the current
+/// secret put back, parsed like a configuration entry; rotated-out secrets
+/// that still sign are attached.
+pub fn build_managed(
+    managed: &crate::store::ManagedSubscription,
+    context: &ManagedContext,
+) -> Result<Subscription, crate::config::ConfigError> {
+    use crate::core::signature::SigningSecret;
+    use crate::core::subscription::Target;
+    let mut spec = managed.spec.clone();
+    let current = managed.secrets.iter().find(|s| s.expires_at.is_none());
+    if let (Some(current), Some(object)) = (current, spec.as_object_mut()) {
+        object.insert(
+            "secret".to_owned(),
+            serde_json::Value::String(current.secret.clone()),
+        );
+    }
+    let mut sub = crate::config::parse_managed(
+        &managed.kind,
+        spec,
+        &context.egress,
+        context.smtp_configured,
+    )?;
+    if let Target::Webhook(webhook) = &mut sub.target {
+        webhook.previous_secrets = managed
+            .secrets
+            .iter()
+            .filter_map(|s| Some((SigningSecret::parse(&s.secret).ok()?, s.expires_at?)))
+            .collect();
+    }
+    Ok(sub)
+}
+
+/// The configuration's subscriptions followed by the managed ones that the
+/// store holds. A stored one that no longer builds is skipped and logged.
+pub async fn load(
+    config: &[Subscription],
+    store: &crate::store::Store,
+    context: &ManagedContext,
+) -> Result<Vec<Subscription>, crate::store::StoreError> {
+    let mut all = config.to_vec();
+    for managed in store.managed_subscriptions().await? {
+        match build_managed(&managed, context) {
+            Ok(sub) if !all.iter().any(|s| s.name == sub.name) => all.push(sub),
+            Ok(sub) => {
+                tracing::warn!(subscription = %sub.name, "a managed subscription has the name of a configured one; the configured one wins")
+            }
+            Err(e) => {
+                tracing::error!(subscription = %managed.name, error = %e, "a stored subscription no longer builds; skipped")
+            }
+        }
+    }
+    Ok(all)
+}

@@ -18,6 +18,10 @@ pub enum ApiError {
     NotFound(String),
     #[error(transparent)]
     Conflict(#[from] TransitionError),
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error(transparent)]
     Internal(#[from] StoreError),
 }
@@ -36,7 +40,8 @@ impl From<ApiError> for Status {
         let code = match &e {
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
-            ApiError::Conflict(_) => Code::FailedPrecondition,
+            ApiError::Conflict(_) | ApiError::Precondition(_) => Code::FailedPrecondition,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "request failed inside Herald");
                 return Status::internal("internal error; see Herald's log");

@@ -8,12 +8,14 @@ mod error;
 mod ingest;
 mod paging;
 mod query;
+mod subscriptions;
 
 pub use admin::AdminApi;
 pub use auth::{Auth, Service};
 pub use error::ApiError;
 pub use ingest::IngestApi;
 pub use query::QueryApi;
+pub use subscriptions::{SubscriptionApi, SubscriptionParts};
 
 /// Types generated from `proto/herald/v1`.
 pub mod pb {

@@ -5,6 +5,7 @@ mod batches;
 mod deliveries;
 mod emit;
 mod listen;
+mod subs;
 mod wait;
 
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Command {
     /// The delivery log, redelivery, replay (admin token).
     #[command(subcommand)]
     Deliveries(deliveries::DeliveriesCommand),
+    /// Subscriptions managed over the admin API (admin token).
+    #[command(subcommand)]
+    Subs(subs::SubsCommand),
     /// Wait until a cube's refresh finishes. Exit 0 succeeded, 2 failed,
     /// 3 timed out or stalled, 1 Herald unreachable or bad usage.
     Wait(wait::WaitArgs),
@@ -162,6 +166,7 @@ pub async fn run() -> ExitCode {
         Command::Emit(args) => emit::run(*args).await,
         Command::Batches(command) => batches::run(command).await,
         Command::Deliveries(command) => deliveries::run(command).await,
+        Command::Subs(command) => subs::run(command).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Secret => {

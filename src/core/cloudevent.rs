@@ -280,7 +280,7 @@ fn sample(event_type: EventType) -> Vec<u8> {
             let subject = "environments/prod/cubes/sales".to_owned();
             return Envelope::new("ev-1", HERALD_SOURCE, event_type, at, subject, data).to_bytes();
         }
-        EventType::DeliveryDead | EventType::SubscriptionDisabled => {
+        EventType::DeliveryDead | EventType::SubscriptionDisabled | EventType::SubscriptionTest => {
             let data = if event_type == EventType::DeliveryDead {
                 let event = json!({"id": "ev-1", "type": "aggregate.batch.failed", "subject": "environments/prod/cubes/sales/batches/b-1"});
                 dead_delivery_data("etl", "msg_1", &event, 7, Some("HTTP 503"))

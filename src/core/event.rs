@@ -38,10 +38,12 @@ pub enum EventType {
     DeliveryDead,
     #[serde(rename = "herald.subscription.disabled")]
     SubscriptionDisabled,
+    #[serde(rename = "herald.subscription.test")]
+    SubscriptionTest,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::BatchStarted,
         EventType::BatchSucceeded,
         EventType::BatchFailed,
@@ -55,6 +57,7 @@ impl EventType {
         EventType::SchemaUnpublished,
         EventType::DeliveryDead,
         EventType::SubscriptionDisabled,
+        EventType::SubscriptionTest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl EventType {
             EventType::SchemaUnpublished => "schema.unpublished",
             EventType::DeliveryDead => "herald.delivery.dead",
             EventType::SubscriptionDisabled => "herald.subscription.disabled",
+            EventType::SubscriptionTest => "herald.subscription.test",
         }
     }
 

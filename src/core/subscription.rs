@@ -44,6 +44,9 @@ pub struct Webhook {
     pub url: Template,
     /// `None` only for templated webhooks to APIs that verify nothing.
     pub secret: Option<SigningSecret>,
+    /// Secrets replaced by a rotation, still signing until their expiry
+    /// (unix seconds) so receivers can switch over.
+    pub previous_secrets: Vec<(SigningSecret, i64)>,
     pub method: String,
     /// Extra request headers (never `webhook-*`).
     pub headers: Vec<(String, String)>,
@@ -58,6 +61,7 @@ impl std::fmt::Debug for Webhook {
         f.debug_struct("Webhook")
             .field("url", &self.url)
             .field("secret", &self.secret)
+            .field("previous_secrets", &self.previous_secrets.len())
             .field("method", &self.method)
             .field("headers", &header_names)
             .field("content_type", &self.content_type)

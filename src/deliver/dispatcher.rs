@@ -405,7 +405,12 @@ impl Inner {
     /// must be the real time of sending even when tests drive Herald's.
     async fn attempt(&self, sub: &Subscription, delivery: &ClaimedDelivery) -> Attempt {
         let now = self.clock.now();
-        match prepare(sub, delivery, chrono::Utc::now().timestamp()) {
+        match prepare(
+            sub,
+            delivery,
+            chrono::Utc::now().timestamp(),
+            now.timestamp(),
+        ) {
             Ok(request) => self.http.send(request, sub.timeout, now).await,
             Err(reason) => Attempt::unsendable(now, reason),
         }

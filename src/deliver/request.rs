@@ -22,13 +22,16 @@ pub struct PreparedRequest {
 /// Builds the request for one attempt. `timestamp` (unix seconds) goes
 /// into the webhook signature. An `Err` says why this event cannot be sent
 /// to this target; retrying would not help.
+/// `now` (unix seconds, Herald's clock) decides which rotated-out secrets
+/// still sign.
 pub fn prepare(
     sub: &Subscription,
     delivery: &ClaimedDelivery,
     timestamp: i64,
+    now: i64,
 ) -> Result<PreparedRequest, String> {
     match &sub.target {
-        Target::Webhook(webhook) => prepare_webhook(webhook, delivery, timestamp),
+        Target::Webhook(webhook) => prepare_webhook(webhook, delivery, timestamp, now),
         Target::Healthcheck(check) => prepare_ping(check, delivery),
         Target::Email(_) => Err("email goes through the mailer, not HTTP".to_owned()),
     }
@@ -43,6 +46,7 @@ fn prepare_webhook(
     webhook: &Webhook,
     delivery: &ClaimedDelivery,
     timestamp: i64,
+    now: i64,
 ) -> Result<PreparedRequest, String> {
     let templated = !webhook.url.is_static() || webhook.body.is_some();
     let context = if templated {
@@ -71,9 +75,21 @@ fn prepare_webhook(
         ("webhook-id".to_owned(), delivery.id.clone()),
         ("webhook-timestamp".to_owned(), timestamp.to_string()),
     ]);
-    if let Some(secret) = &webhook.secret {
-        let signature = secret.sign(&delivery.id, timestamp, &body);
-        headers.push(("webhook-signature".to_owned(), signature));
+    // During a rotation the old secrets sign too, space-separated: a
+    // receiver with either secret verifies.
+    let old = webhook
+        .previous_secrets
+        .iter()
+        .filter(|(_, expires)| now < *expires)
+        .map(|(secret, _)| secret);
+    let signatures: Vec<String> = webhook
+        .secret
+        .iter()
+        .chain(old)
+        .map(|secret| secret.sign(&delivery.id, timestamp, &body))
+        .collect();
+    if !signatures.is_empty() {
+        headers.push(("webhook-signature".to_owned(), signatures.join(" ")));
     }
     Ok(PreparedRequest {
         method: webhook.method.clone(),

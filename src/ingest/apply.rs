@@ -259,6 +259,28 @@ impl Core {
                 );
                 Ok(Pending::Done(Done::Changed(true)))
             }
+            Work::Test { subscription } => {
+                let id = format!(
+                    "{RAISED_PREFIX}test:{subscription}:{}",
+                    now.timestamp_millis()
+                );
+                let data = serde_json::json!({
+                    "subscription": subscription,
+                    "message": "a test event sent from Herald's admin API",
+                });
+                let subject = format!("subscriptions/{subscription}");
+                let mut out = raised(
+                    id.clone(),
+                    EventType::SubscriptionTest,
+                    Scope::default(),
+                    subject,
+                    data,
+                );
+                // Only to this subscription, whatever its filter.
+                out.targets = vec![subscription.clone()];
+                plan.rows.push(out);
+                Ok(Pending::Done(Done::Tested(id)))
+            }
             Work::Disabled {
                 subscription,
                 reason,
@@ -520,6 +542,7 @@ fn answers(plan: Plan, seq_of: &dyn Fn(&str) -> i64) -> Vec<Result<Done, IngestE
                 ))),
             },
             Ok(Pending::Done(Done::Changed(changed))) => Ok(Done::Changed(*changed)),
+            Ok(Pending::Done(Done::Tested(id))) => Ok(Done::Tested(id.clone())),
             Ok(Pending::Done(Done::Receipt(receipt))) => Ok(Done::Receipt(receipt.clone())),
             Err(e) => Err(match e {
                 IngestError::Transition(t) => IngestError::Transition(t.clone()),

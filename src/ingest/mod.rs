@@ -78,6 +78,10 @@ enum Work {
         subscription: String,
         reason: String,
     },
+    /// A test event for one subscription only.
+    Test {
+        subscription: String,
+    },
 }
 
 /// What a job produced.
@@ -85,6 +89,8 @@ enum Done {
     Receipt(Box<Receipt>),
     /// For a stall: whether the batch was still running and now stalled.
     Changed(bool),
+    /// A test event's id.
+    Tested(String),
 }
 
 #[derive(Clone)]
@@ -137,7 +143,7 @@ impl Ingestor {
     pub async fn ingest(&self, event: Event) -> Result<Receipt, IngestError> {
         match self.submit(Work::Event(event)).await? {
             Done::Receipt(receipt) => Ok(*receipt),
-            Done::Changed(_) => unreachable!("an event job answers with a receipt"),
+            _ => unreachable!("an event job answers with a receipt"),
         }
     }
 
@@ -187,6 +193,18 @@ impl Ingestor {
             last_error: last_error.map(str::to_owned),
         };
         self.submit(work).await.map(|_| ())
+    }
+
+    /// Sends `herald.subscription.test` to one subscription (whatever its
+    /// filter); returns the event id.
+    pub async fn raise_test(&self, subscription: &str) -> Result<String, IngestError> {
+        let work = Work::Test {
+            subscription: subscription.to_owned(),
+        };
+        match self.submit(work).await? {
+            Done::Tested(id) => Ok(id),
+            _ => Ok(String::new()),
+        }
     }
 
     /// Raises `herald.subscription.disabled`.

@@ -10,6 +10,7 @@
 mod deliveries;
 mod email;
 mod ingest;
+mod managed;
 mod monitor;
 mod queries;
 
@@ -26,6 +27,7 @@ pub use deliveries::{
 };
 pub use email::PendingDelivery;
 pub use ingest::{NewEvent, PriorEvent, Tx};
+pub use managed::{ManagedSubscription, StoredSecret};
 pub use monitor::ScheduleState;
 pub use queries::{BatchChange, BatchFilter, BatchPage};
 

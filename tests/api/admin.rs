@@ -10,12 +10,7 @@ use tonic::transport::Channel;
 use crate::helpers::{app_with_receiver, Reply, TestApp};
 
 async fn admin(app: &TestApp) -> AdminServiceClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AdminServiceClient::new(channel)
+    AdminServiceClient::new(app.channel().await)
 }
 
 fn ids(receiver: &crate::helpers::Receiver) -> Vec<String> {

@@ -162,14 +162,18 @@ impl TestApp {
             .expect("dispatcher runs")
     }
 
-    /// Asks the standard gRPC health service (no token) how Herald is.
-    pub async fn health(&self) -> Result<i32, tonic::Status> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+    /// A new plaintext channel to the gRPC port.
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
             .await
-            .unwrap();
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            .unwrap()
+    }
+
+    /// Asks the standard gRPC health service (no token) how Herald is.
+    pub async fn health(&self) -> Result<i32, tonic::Status> {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
         let request = tonic_health::pb::HealthCheckRequest {
             service: String::new(),
         };

@@ -17,5 +17,6 @@ mod properties;
 mod query;
 mod restart;
 mod smtp;
+mod subscriptions;
 mod tls;
 mod validation;
