@@ -321,6 +321,8 @@ pub enum Reply {
     StatusRetryAfter(u16, &'static str),
     /// Never answer.
     Hang,
+    /// Answer 204 after this long.
+    Slow(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +430,10 @@ impl Receiver {
             )
                 .into_response(),
             Reply::Hang => std::future::pending().await,
+            Reply::Slow(after) => {
+                tokio::time::sleep(after).await;
+                StatusCode::NO_CONTENT.into_response()
+            }
         }
     }
 

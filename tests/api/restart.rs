@@ -162,3 +162,64 @@ async fn acked_events_survive_a_killed_process() {
         .iter()
         .all(|r| r.signature_is_valid(SECRET)));
 }
+
+/// SIGTERM while a webhook is in flight: Herald stops taking calls, lets the
+/// send finish and records it, then exits 0.
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_delivery_finish_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.always(crate::helpers::Reply::Slow(Duration::from_millis(500)));
+    let hook = webhook("etl", &receiver.url(), "events = [\"*\"]");
+    let config =
+        format!("[server]\nhttp_listen = \"off\"\n[egress]\nallow = [\"127.0.0.0/8\"]\n{hook}");
+    std::fs::write(dir.path().join("herald.toml"), config).unwrap();
+    let port = dead_address().await.port();
+    let mut server = start_server(dir.path(), port);
+    let mut client = connect(port).await;
+    let request = pb::BatchStartedRequest {
+        meta: Some(pb::EventMeta {
+            event_id: "ev-1".into(),
+            occurred_at: Some(herald::api::timestamp_to_proto(chrono::Utc::now())),
+            source: "engine".into(),
+        }),
+        batch: Some(batch_ref("b-1", "prod", "sales")),
+        build_kind: pb::BuildKind::Full as i32,
+        aggregate_count: 1,
+    };
+    client.batch_started(request).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || !receiver.received().is_empty()).await,
+        "the send started"
+    );
+
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = server.0.wait().unwrap();
+        std::mem::forget(server);
+        status
+    });
+    let status = tokio::time::timeout(Duration::from_secs(20), exited)
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let store = herald::store::Store::open(&format!("sqlite://{}/herald.db", dir.path().display()))
+        .await
+        .unwrap();
+    let rows = store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].state,
+        DeliveryState::Delivered,
+        "the in-flight send was let finish and recorded"
+    );
+}
