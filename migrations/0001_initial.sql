@@ -148,3 +148,11 @@ CREATE TABLE managed_subscriptions (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
+
+-- Project documents (the design tool's XML), stored once per event,
+-- deflate-compressed.
+CREATE TABLE documents (
+    event_id   TEXT    PRIMARY KEY,
+    size       INTEGER NOT NULL,
+    compressed BLOB    NOT NULL
+);

@@ -20,7 +20,9 @@ use crate::core::retry::RetryPolicy;
 use crate::core::schedule::{parse_cron, Cadence, Schedule};
 use crate::core::signature::SigningSecret;
 use crate::core::stall::{Learning, StallPolicy, StallRule};
-use crate::core::subscription::{Healthcheck, Subscription, Target, Webhook, HEALTHCHECK_EVENTS};
+use crate::core::subscription::{
+    Healthcheck, ProjectXml, Subscription, Target, Webhook, HEALTHCHECK_EVENTS,
+};
 use crate::core::template::Template;
 use crate::core::validate::parse_id;
 
@@ -256,7 +258,7 @@ impl Settings {
                         return Err(invalid("server.max_request_bytes", "must be at least 1"))
                     }
                     Some(n) => n,
-                    None => 4 * 1024 * 1024,
+                    None => 64 * 1024 * 1024,
                 },
                 http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
                     "off" => None,
@@ -415,7 +417,19 @@ fn parse_webhook(
         ));
     }
     let templated = raw.body_template.is_some();
+    let project_xml = match raw.project_xml.take().as_deref() {
+        None | Some("inline") => ProjectXml::Inline,
+        Some("raw") => ProjectXml::Raw,
+        Some("none") => ProjectXml::Omit,
+        Some(other) => {
+            return Err(invalid(
+                format!("{key}.project_xml"),
+                format!("`{other}`: use inline, raw or none"),
+            ))
+        }
+    };
     let webhook = Webhook {
+        project_xml,
         previous_secrets: Vec::new(),
         url: parse_url_template(&format!("{key}.url"), &raw.url)?,
         secret: parse_secret(
@@ -452,6 +466,7 @@ fn parse_healthcheck(
         ("method", raw.method.is_some()),
         ("content_type", raw.content_type.is_some()),
         ("body_template", raw.body_template.is_some()),
+        ("project_xml", raw.project_xml.is_some()),
     ];
     if let Some((field, _)) = webhook_only.iter().find(|(_, set)| *set) {
         return Err(invalid(
@@ -1165,6 +1180,7 @@ struct RawSubscription {
     method: Option<String>,
     content_type: Option<String>,
     body_template: Option<String>,
+    project_xml: Option<String>,
 }
 
 /// A header value inline, or `{ env = "VAR" }` to keep a token out of the

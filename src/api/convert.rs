@@ -234,6 +234,61 @@ fn names(field: &str, list: Vec<String>) -> Result<Vec<String>> {
         .collect()
 }
 
+pub fn project_event(r: pb::ProjectEventRequest, now: DateTime<Utc>) -> Result<Event> {
+    use crate::core::event::{EventType, ProjectEvent};
+    let event_type = match pb::ProjectEventKind::try_from(r.kind) {
+        Ok(pb::ProjectEventKind::SnapshotCreated) => EventType::ProjectSnapshotCreated,
+        Ok(pb::ProjectEventKind::SnapshotRestored) => EventType::ProjectSnapshotRestored,
+        Ok(pb::ProjectEventKind::Published) => EventType::ProjectPublished,
+        Ok(pb::ProjectEventKind::Promoted) => EventType::ProjectPromoted,
+        Ok(pb::ProjectEventKind::Imported) => EventType::ProjectImported,
+        Ok(pb::ProjectEventKind::Deleted) => EventType::ProjectDeleted,
+        Ok(pb::ProjectEventKind::DeletedUnpublished) => EventType::ProjectDeletedUnpublished,
+        Ok(pb::ProjectEventKind::Unspecified) => {
+            return Err(FieldError::new("kind", "is required"))
+        }
+        Err(_) => return Err(FieldError::new("kind", format!("unknown value {}", r.kind))),
+    };
+    let optional_name = |field: &str, v: &str| -> Result<Option<String>> {
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            parse_name(field, v).map(Some)
+        }
+    };
+    let target_environment = parse_optional_id("target_environment", &r.target_environment)?;
+    if event_type == EventType::ProjectPromoted && target_environment.is_none() {
+        return Err(FieldError::new(
+            "target_environment",
+            "is required for a promotion",
+        ));
+    }
+    let xml_sha256 = if r.project_xml.is_empty() {
+        String::new()
+    } else {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&r.project_xml)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let payload = Payload::Project(ProjectEvent {
+        event_type,
+        organization_id: parse_id("organization_id", &r.organization_id)?,
+        organization_name: optional_name("organization_name", &r.organization_name)?,
+        project_id: parse_id("project_id", &r.project_id)?,
+        project_name: optional_name("project_name", &r.project_name)?,
+        user: optional_name("user", &r.user)?,
+        snapshot_id: parse_optional_id("snapshot_id", &r.snapshot_id)?,
+        snapshot_tag: optional_name("snapshot_tag", &r.snapshot_tag)?,
+        target_environment,
+        xml_sha256,
+        xml_size: r.project_xml.len() as u64,
+        xml: std::sync::Arc::new(r.project_xml),
+    });
+    event(r.meta, now, payload)
+}
+
 pub fn batch_state_to_proto(state: BatchState) -> pb::BatchState {
     match state {
         BatchState::Running => pb::BatchState::Running,

@@ -98,6 +98,13 @@ impl IngestService for IngestApi {
             .await
     }
 
+    async fn project_event(
+        &self,
+        request: Request<pb::ProjectEventRequest>,
+    ) -> Result<Response<pb::IngestReply>, Status> {
+        self.handle(request, convert::project_event).await
+    }
+
     async fn schema_unpublished(
         &self,
         request: Request<pb::SchemaRequest>,

@@ -46,10 +46,13 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         }
     );
     std::io::stdout().flush()?;
-    let app = Router::new().fallback(any(move |headers: HeaderMap, body: Bytes| {
-        let secret = secret.clone();
-        async move { receive(secret.as_ref(), &headers, &body) }
-    }));
+    let app = Router::new()
+        .fallback(any(move |headers: HeaderMap, body: Bytes| {
+            let secret = secret.clone();
+            async move { receive(secret.as_ref(), &headers, &body) }
+        }))
+        // Project documents can be tens of megabytes.
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024));
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -97,6 +97,10 @@ fn subject(event: &Event) -> String {
             Some(p) => format!("environments/{}/projects/{p}", s.environment_id),
             None => format!("environments/{}", s.environment_id),
         },
+        Payload::Project(p) => format!(
+            "organizations/{}/projects/{}",
+            p.organization_id, p.project_id
+        ),
     }
 }
 
@@ -115,6 +119,18 @@ fn data(event: &Event, batch: Option<&BatchRecord>) -> Value {
             "catalogs": s.catalogs,
             "cubes": s.cubes,
             "version": s.version,
+        }),
+        (Payload::Project(p), _) => json!({
+            "organization_id": p.organization_id,
+            "organization_name": p.organization_name,
+            "project_id": p.project_id,
+            "project_name": p.project_name,
+            "user": p.user,
+            "snapshot_id": p.snapshot_id,
+            "snapshot_tag": p.snapshot_tag,
+            "target_environment": p.target_environment,
+            "project_xml_sha256": p.xml_sha256,
+            "project_xml_size": p.xml_size,
         }),
     }
 }
@@ -280,6 +296,20 @@ fn sample(event_type: EventType) -> Vec<u8> {
             let subject = "environments/prod/cubes/sales".to_owned();
             return Envelope::new("ev-1", HERALD_SOURCE, event_type, at, subject, data).to_bytes();
         }
+        t if t.is_project() => Payload::Project(super::event::ProjectEvent {
+            event_type: t,
+            organization_id: "acme".into(),
+            organization_name: Some("Acme".into()),
+            project_id: "finance".into(),
+            project_name: Some("Finance".into()),
+            user: Some("ada@example.com".into()),
+            snapshot_id: Some("s-1".into()),
+            snapshot_tag: Some("v1".into()),
+            target_environment: Some("prod".into()),
+            xml_sha256: String::new(),
+            xml_size: 0,
+            xml: Default::default(),
+        }),
         EventType::DeliveryDead | EventType::SubscriptionDisabled | EventType::SubscriptionTest => {
             let data = if event_type == EventType::DeliveryDead {
                 let event = json!({"id": "ev-1", "type": "aggregate.batch.failed", "subject": "environments/prod/cubes/sales/batches/b-1"});

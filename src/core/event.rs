@@ -40,10 +40,24 @@ pub enum EventType {
     SubscriptionDisabled,
     #[serde(rename = "herald.subscription.test")]
     SubscriptionTest,
+    #[serde(rename = "project.snapshot_created")]
+    ProjectSnapshotCreated,
+    #[serde(rename = "project.snapshot_restored")]
+    ProjectSnapshotRestored,
+    #[serde(rename = "project.published")]
+    ProjectPublished,
+    #[serde(rename = "project.promoted")]
+    ProjectPromoted,
+    #[serde(rename = "project.imported")]
+    ProjectImported,
+    #[serde(rename = "project.deleted")]
+    ProjectDeleted,
+    #[serde(rename = "project.deleted_unpublished")]
+    ProjectDeletedUnpublished,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 21] = [
         EventType::BatchStarted,
         EventType::BatchSucceeded,
         EventType::BatchFailed,
@@ -58,6 +72,13 @@ impl EventType {
         EventType::DeliveryDead,
         EventType::SubscriptionDisabled,
         EventType::SubscriptionTest,
+        EventType::ProjectSnapshotCreated,
+        EventType::ProjectSnapshotRestored,
+        EventType::ProjectPublished,
+        EventType::ProjectPromoted,
+        EventType::ProjectImported,
+        EventType::ProjectDeleted,
+        EventType::ProjectDeletedUnpublished,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +97,13 @@ impl EventType {
             EventType::DeliveryDead => "herald.delivery.dead",
             EventType::SubscriptionDisabled => "herald.subscription.disabled",
             EventType::SubscriptionTest => "herald.subscription.test",
+            EventType::ProjectSnapshotCreated => "project.snapshot_created",
+            EventType::ProjectSnapshotRestored => "project.snapshot_restored",
+            EventType::ProjectPublished => "project.published",
+            EventType::ProjectPromoted => "project.promoted",
+            EventType::ProjectImported => "project.imported",
+            EventType::ProjectDeleted => "project.deleted",
+            EventType::ProjectDeletedUnpublished => "project.deleted_unpublished",
         }
     }
 
@@ -87,6 +115,11 @@ impl EventType {
             self,
             EventType::DeliveryDead | EventType::SubscriptionDisabled
         )
+    }
+
+    /// Events from the design tool, which carry the project's XML.
+    pub fn is_project(self) -> bool {
+        self.as_str().starts_with("project.")
     }
 
     pub fn parse(name: &str) -> Option<EventType> {
@@ -117,6 +150,7 @@ pub enum Payload {
     Batch(BatchEvent),
     Environment(EnvironmentEvent),
     Schema(SchemaEvent),
+    Project(ProjectEvent),
 }
 
 impl Event {
@@ -134,6 +168,7 @@ impl Event {
             },
             Payload::Schema(s) if s.published => EventType::SchemaPublished,
             Payload::Schema(_) => EventType::SchemaUnpublished,
+            Payload::Project(p) => p.event_type,
         }
     }
 
@@ -148,6 +183,11 @@ impl Event {
             Payload::Schema(s) => Scope {
                 environment_id: Some(s.environment_id.clone()),
                 project_id: s.project_id.clone(),
+                ..Scope::default()
+            },
+            Payload::Project(p) => Scope {
+                environment_id: p.target_environment.clone(),
+                project_id: Some(p.project_id.clone()),
                 ..Scope::default()
             },
         }
@@ -265,6 +305,27 @@ pub struct SchemaEvent {
     pub catalogs: Vec<String>,
     pub cubes: Vec<String>,
     pub version: Option<String>,
+}
+
+/// A design-tool event about a project. The XML document is kept out of the
+/// serialized payload (it is stored once, compressed, beside the event);
+/// its digest and size are in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectEvent {
+    pub event_type: EventType,
+    pub organization_id: String,
+    pub organization_name: Option<String>,
+    pub project_id: String,
+    pub project_name: Option<String>,
+    pub user: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub snapshot_tag: Option<String>,
+    pub target_environment: Option<String>,
+    /// SHA-256 of the XML, hex; empty when none was sent.
+    pub xml_sha256: String,
+    pub xml_size: u64,
+    #[serde(skip)]
+    pub xml: std::sync::Arc<Vec<u8>>,
 }
 
 #[cfg(test)]

@@ -52,6 +52,22 @@ pub struct Webhook {
     pub headers: Vec<(String, String)>,
     pub content_type: Option<String>,
     pub body: Option<Template>,
+    /// How project events carry their XML.
+    pub project_xml: ProjectXml,
+}
+
+/// How a webhook sends a project event's XML document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProjectXml {
+    /// In the CloudEvents envelope, as `data.project_xml`.
+    #[default]
+    Inline,
+    /// As the whole body (`application/xml`), the event's metadata in
+    /// `herald-*` headers and query parameters — what legacy receivers of
+    /// project webhooks expect.
+    Raw,
+    /// Not at all (the envelope still has its digest and size).
+    Omit,
 }
 
 /// Header values may hold tokens: they are never printed.
@@ -66,6 +82,7 @@ impl std::fmt::Debug for Webhook {
             .field("headers", &header_names)
             .field("content_type", &self.content_type)
             .field("body", &self.body)
+            .field("project_xml", &self.project_xml)
             .finish()
     }
 }

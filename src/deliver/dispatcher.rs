@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::config::DeliverySettings;
 use crate::core::event::EventType;
 use crate::core::retry::{AttemptResult, Verdict};
-use crate::core::subscription::{Subscription, Target};
+use crate::core::subscription::{ProjectXml, Subscription, Target};
 use crate::ingest::Ingestor;
 use crate::registry::Registry;
 use crate::store::{AttemptRecord, ClaimedDelivery, DeliveryUpdate, Store, StoreError};
@@ -405,14 +405,34 @@ impl Inner {
     /// must be the real time of sending even when tests drive Herald's.
     async fn attempt(&self, sub: &Subscription, delivery: &ClaimedDelivery) -> Attempt {
         let now = self.clock.now();
-        match prepare(
-            sub,
-            delivery,
-            chrono::Utc::now().timestamp(),
-            now.timestamp(),
-        ) {
+        let document = match self.document_for(sub, delivery).await {
+            Ok(document) => document,
+            Err(e) => {
+                return Attempt::unsendable(now, format!("reading the project document: {e}"))
+            }
+        };
+        let stamp = chrono::Utc::now().timestamp();
+        match prepare(sub, delivery, stamp, now.timestamp(), document.as_deref()) {
             Ok(request) => self.http.send(request, sub.timeout, now).await,
             Err(reason) => Attempt::unsendable(now, reason),
+        }
+    }
+
+    /// A project event's XML, when this subscription sends it.
+    async fn document_for(
+        &self,
+        sub: &Subscription,
+        delivery: &ClaimedDelivery,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let wants = matches!(&sub.target, Target::Webhook(w) if w.project_xml != ProjectXml::Omit);
+        let is_project = EventType::parse(&delivery.event_type).is_some_and(EventType::is_project);
+        if !(wants && is_project) {
+            return Ok(None);
+        }
+        let event: Value = serde_json::from_slice(&delivery.body).unwrap_or(Value::Null);
+        match event["id"].as_str() {
+            Some(id) => self.store.document(id).await,
+            None => Ok(None),
         }
     }
 

@@ -5,7 +5,9 @@
 use serde_json::Value;
 
 use crate::core::cloudevent::CONTENT_TYPE as CLOUDEVENTS_JSON;
-use crate::core::subscription::{run_id, Healthcheck, Ping, Subscription, Target, Webhook};
+use crate::core::subscription::{
+    run_id, Healthcheck, Ping, ProjectXml, Subscription, Target, Webhook,
+};
 use crate::store::ClaimedDelivery;
 
 const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
@@ -23,15 +25,22 @@ pub struct PreparedRequest {
 /// into the webhook signature. An `Err` says why this event cannot be sent
 /// to this target; retrying would not help.
 /// `now` (unix seconds, Herald's clock) decides which rotated-out secrets
-/// still sign.
+/// still sign; `document` is a project event's XML, when it has one.
 pub fn prepare(
     sub: &Subscription,
     delivery: &ClaimedDelivery,
     timestamp: i64,
     now: i64,
+    document: Option<&[u8]>,
 ) -> Result<PreparedRequest, String> {
     match &sub.target {
-        Target::Webhook(webhook) => prepare_webhook(webhook, delivery, timestamp, now),
+        Target::Webhook(webhook) => {
+            let mut request = prepare_webhook(webhook, delivery, timestamp, now, document)?;
+            if let (ProjectXml::Raw, Some(_)) = (webhook.project_xml, document) {
+                request.url = with_project_query(&request.url, delivery)?;
+            }
+            Ok(request)
+        }
         Target::Healthcheck(check) => prepare_ping(check, delivery),
         Target::Email(_) => Err("email goes through the mailer, not HTTP".to_owned()),
     }
@@ -47,6 +56,7 @@ fn prepare_webhook(
     delivery: &ClaimedDelivery,
     timestamp: i64,
     now: i64,
+    document: Option<&[u8]>,
 ) -> Result<PreparedRequest, String> {
     let templated = !webhook.url.is_static() || webhook.body.is_some();
     let context = if templated {
@@ -58,17 +68,24 @@ fn prepare_webhook(
         .url
         .render(&context)
         .map_err(|e| format!("url template: {}", e.message))?;
-    let (body, default_type) = match &webhook.body {
-        Some(template) => {
+    let (body, default_type) = match (&webhook.body, webhook.project_xml, document) {
+        (Some(template), _, _) => {
             let body = template
                 .render(&context)
                 .map_err(|e| format!("body template: {}", e.message))?;
             (body.into_bytes(), "application/json")
         }
-        None => (delivery.body.clone(), CLOUDEVENTS_JSON),
+        (None, ProjectXml::Raw, Some(xml)) => (xml.to_vec(), "application/xml"),
+        (None, ProjectXml::Inline, Some(xml)) => {
+            (inline_xml(&delivery.body, xml)?, CLOUDEVENTS_JSON)
+        }
+        (None, _, _) => (delivery.body.clone(), CLOUDEVENTS_JSON),
     };
     let content_type = webhook.content_type.as_deref().unwrap_or(default_type);
     let mut headers = webhook.headers.clone();
+    if let (ProjectXml::Raw, Some(_)) = (webhook.project_xml, document) {
+        headers.extend(project_headers(delivery)?);
+    }
     headers.extend([
         ("content-type".to_owned(), content_type.to_owned()),
         ("user-agent".to_owned(), USER_AGENT.to_owned()),
@@ -97,6 +114,59 @@ fn prepare_webhook(
         headers,
         body,
     })
+}
+
+/// The envelope with the document as `data.project_xml`.
+fn inline_xml(envelope: &[u8], xml: &[u8]) -> Result<Vec<u8>, String> {
+    let mut event = context_of(envelope)?;
+    event["data"]["project_xml"] = Value::String(String::from_utf8_lossy(xml).into_owned());
+    serde_json::to_vec(&event).map_err(|e| e.to_string())
+}
+
+fn context_of(envelope: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(envelope).map_err(|e| format!("stored event is not JSON: {e}"))
+}
+
+/// The project event's metadata, for the raw form: (header suffix, value).
+fn project_fields(delivery: &ClaimedDelivery) -> Result<Vec<(&'static str, String)>, String> {
+    let event = context_of(&delivery.body)?;
+    let data = &event["data"];
+    let mut fields = vec![("event", delivery.event_type.clone())];
+    fields.extend(event["id"].as_str().map(|id| ("event-id", id.to_owned())));
+    for (name, key) in [
+        ("organization", "organization_id"),
+        ("project", "project_id"),
+        ("project-name", "project_name"),
+        ("user", "user"),
+        ("snapshot", "snapshot_id"),
+        ("snapshot-tag", "snapshot_tag"),
+        ("environment", "target_environment"),
+    ] {
+        if let Some(value) = data[key].as_str() {
+            fields.push((name, value.to_owned()));
+        }
+    }
+    Ok(fields)
+}
+
+fn project_headers(delivery: &ClaimedDelivery) -> Result<Vec<(String, String)>, String> {
+    Ok(project_fields(delivery)?
+        .into_iter()
+        // Header values must be visible ASCII; anything else is left to the query.
+        .filter(|(_, v)| v.chars().all(|c| c.is_ascii_graphic() || c == ' '))
+        .map(|(name, value)| (format!("herald-{name}"), value))
+        .collect())
+}
+
+fn with_project_query(url: &str, delivery: &ClaimedDelivery) -> Result<String, String> {
+    let mut url = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in project_fields(delivery)? {
+            query.append_pair(name, &value);
+        }
+    }
+    Ok(url.into())
 }
 
 fn prepare_ping(

@@ -82,6 +82,8 @@ struct Plan {
     environments: Vec<(EnvironmentEvent, DateTime<Utc>)>,
     schema_logs: Vec<(String, SchemaEvent, DateTime<Utc>)>,
     overdue: Vec<String>,
+    /// Project documents, stored once per event.
+    documents: Vec<(String, Arc<Vec<u8>>)>,
 }
 
 /// What the batch read, updated as jobs apply.
@@ -371,6 +373,13 @@ impl Core {
                 self.add_row(own(None), overlay, plan);
                 None
             }
+            Payload::Project(p) => {
+                if !p.xml.is_empty() {
+                    plan.documents.push((event.event_id.clone(), p.xml.clone()));
+                }
+                self.add_row(own(None), overlay, plan);
+                None
+            }
             Payload::Schema(s) => {
                 plan.schema_logs
                     .push((event.event_id.clone(), s.clone(), event.occurred_at));
@@ -480,6 +489,9 @@ impl Core {
         }
         for name in &plan.overdue {
             tx.set_overdue(name, Some(now)).await?;
+        }
+        for (event_id, xml) in &plan.documents {
+            tx.insert_document(event_id, xml).await?;
         }
         let written = Written {
             last_seq: seqs.values().copied().max().unwrap_or_default(),

@@ -291,3 +291,45 @@ impl Tx {
         Ok(())
     }
 }
+
+impl Tx {
+    /// Stores a project document, compressed (fast level: it is written
+    /// inside the group commit).
+    pub async fn insert_document(&mut self, event_id: &str, xml: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder
+            .write_all(xml)
+            .and_then(|()| encoder.try_finish())
+            .map_err(|e| StoreError::Corrupt(format!("compressing a document: {e}")))?;
+        let compressed = encoder.get_ref().clone();
+        sqlx::query(
+            "INSERT OR IGNORE INTO documents (event_id, size, compressed) VALUES (?, ?, ?)",
+        )
+        .bind(event_id)
+        .bind(xml.len() as i64)
+        .bind(compressed)
+        .execute(&mut *self.inner)
+        .await?;
+        Ok(())
+    }
+}
+
+impl super::Store {
+    /// A project document, decompressed.
+    pub async fn document(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use std::io::Read;
+        let row = sqlx::query("SELECT size, compressed FROM documents WHERE event_id = ?")
+            .bind(event_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let compressed: Vec<u8> = row.get("compressed");
+        let mut xml = Vec::with_capacity(row.get::<i64, _>("size").max(0) as usize);
+        flate2::read::DeflateDecoder::new(&compressed[..])
+            .read_to_end(&mut xml)
+            .map_err(|e| StoreError::Corrupt(format!("decompressing a document: {e}")))?;
+        Ok(Some(xml))
+    }
+}

@@ -72,6 +72,8 @@ pub struct Spawn {
     pub clock: Option<ManualClock>,
     /// Replaces the `[egress]` section, which by default allows loopback.
     pub egress: Option<String>,
+    /// Extra lines for the `[server]` section.
+    pub server: String,
     /// Connect the test's clients over TLS (as `localhost`) with this.
     pub client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
@@ -94,9 +96,10 @@ impl Spawn {
             ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap())
         });
         let toml = format!(
-            "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"200ms\"\n\
+            "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"200ms\"\n{}\n\
              [store]\nurl = \"sqlite://{}/herald.db\"\n\
              [delivery]\npoll_interval = \"50ms\"\n{}\n{}",
+            self.server,
             dir.path().display(),
             self.egress.as_deref().unwrap_or("[egress]\nallow = [\"127.0.0.0/8\"]"),
             self.webhooks
@@ -398,22 +401,25 @@ impl Receiver {
             default_reply: Arc::new(Mutex::new(Reply::Status(204))),
         };
         let state = receiver.clone();
-        let app = Router::new().fallback(any(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
-            let path = uri
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            async move {
-                state
-                    .answer(Received {
-                        path,
-                        headers,
-                        body,
-                    })
-                    .await
-            }
-        }));
+        let app = Router::new()
+            .fallback(any(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                let path = uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                async move {
+                    state
+                        .answer(Received {
+                            path,
+                            headers,
+                            body,
+                        })
+                        .await
+                }
+            }))
+            // Project documents are tens of megabytes.
+            .layer(axum::extract::DefaultBodyLimit::disable());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         receiver
     }

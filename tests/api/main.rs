@@ -13,6 +13,7 @@ mod ingest;
 mod integrations;
 mod monitor;
 mod ops;
+mod projects;
 mod properties;
 mod query;
 mod restart;

@@ -206,7 +206,12 @@ async fn bad_query_arguments_name_their_field() {
 
 #[tokio::test]
 async fn oversized_requests_are_refused_before_they_are_read() {
-    let app = spawn_app("").await;
+    let app = crate::helpers::Spawn {
+        server: "max_request_bytes = 4194304".into(),
+        ..Default::default()
+    }
+    .start()
+    .await;
     let mut big = app.failed("ev-big", "b-1", "sales");
     big.error_message = "x".repeat(5 * 1024 * 1024);
     let status = app.ingest.clone().batch_failed(big).await.unwrap_err();

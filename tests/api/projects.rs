@@ -1,0 +1,135 @@
+//! Design-tool project events: a large XML document, stored once and
+//! compressed, delivered inline in the envelope or as the raw body.
+
+use herald::api::pb;
+use tonic::Code;
+
+use crate::helpers::{webhook, Receiver, Spawn, TestApp, SECRET};
+
+fn publish(app: &TestApp, event_id: &str, xml: Vec<u8>) -> pb::ProjectEventRequest {
+    pb::ProjectEventRequest {
+        meta: app.meta(event_id),
+        kind: pb::ProjectEventKind::Published as i32,
+        organization_id: "acme".into(),
+        organization_name: "Acme".into(),
+        project_id: "finance".into(),
+        project_name: "Finance".into(),
+        user: "ada@example.com".into(),
+        snapshot_id: "snap-7".into(),
+        snapshot_tag: "v7".into(),
+        target_environment: String::new(),
+        project_xml: xml,
+    }
+}
+
+/// About 20 MB of project XML.
+fn big_xml() -> Vec<u8> {
+    let mut xml = String::from("<?xml version=\"1.0\"?>\n<project name=\"Finance\">\n");
+    let mut i = 0;
+    while xml.len() < 20 * 1024 * 1024 {
+        xml.push_str(&format!(
+            "  <cube name=\"cube{i}\"><measure name=\"m{i}\" expr=\"sum(x &amp; y)\"/></cube>\n"
+        ));
+        i += 1;
+    }
+    xml.push_str("</project>\n");
+    xml.into_bytes()
+}
+
+#[tokio::test]
+async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
+    let inline = Receiver::start().await;
+    let raw = Receiver::start().await;
+    let hooks = [
+        webhook("inline", &inline.url(), "events = [\"project.*\"]"),
+        webhook(
+            "raw",
+            &raw.url(),
+            "events = [\"project.*\"]\nproject_xml = \"raw\"",
+        ),
+    ]
+    .concat();
+    let app = Spawn {
+        webhooks: hooks,
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    let xml = big_xml();
+    let reply = app
+        .ingest
+        .clone()
+        .project_event(publish(&app, "p-1", xml.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.deliveries, 2);
+    assert_eq!(
+        app.store.document("p-1").await.unwrap().as_deref(),
+        Some(&xml[..]),
+        "stored once, read back whole"
+    );
+    app.deliver().await;
+
+    let got = &inline.received()[0];
+    assert!(got.signature_is_valid(SECRET));
+    let envelope = got.json();
+    assert_eq!(envelope["type"], "project.published");
+    assert_eq!(
+        envelope["data"]["project_xml"].as_str().unwrap().as_bytes(),
+        &xml[..],
+        "inline, byte for byte"
+    );
+    assert_eq!(envelope["data"]["project_xml_size"], xml.len());
+
+    let got = &raw.received()[0];
+    assert_eq!(&got.body[..], &xml[..], "raw body, byte for byte");
+    assert_eq!(got.header("content-type"), "application/xml");
+    assert_eq!(got.header("herald-event"), "project.published");
+    assert_eq!(got.header("herald-project"), "finance");
+    assert_eq!(got.header("herald-user"), "ada@example.com");
+    assert!(
+        got.path.contains("event=project.published")
+            && got.path.contains("project=finance")
+            && got.path.contains("snapshot=snap-7"),
+        "{}",
+        got.path
+    );
+    assert!(
+        got.signature_is_valid(SECRET),
+        "the raw body is what is signed"
+    );
+}
+
+#[tokio::test]
+async fn project_events_name_their_bad_fields() {
+    let app = Spawn::default().start().await;
+    let mut no_kind = publish(&app, "p-1", b"<project/>".to_vec());
+    no_kind.kind = 0;
+    let status = app.ingest.clone().project_event(no_kind).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("kind:"));
+    let mut promoted = publish(&app, "p-2", Vec::new());
+    promoted.kind = pb::ProjectEventKind::Promoted as i32;
+    let status = app
+        .ingest
+        .clone()
+        .project_event(promoted)
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("target_environment:"),
+        "{}",
+        status.message()
+    );
+    let mut nameless = publish(&app, "p-3", Vec::new());
+    nameless.project_id.clear();
+    assert!(app
+        .ingest
+        .clone()
+        .project_event(nameless)
+        .await
+        .unwrap_err()
+        .message()
+        .starts_with("project_id:"));
+}
