@@ -21,7 +21,8 @@ use crate::core::schedule::{parse_cron, Cadence, Schedule};
 use crate::core::signature::SigningSecret;
 use crate::core::stall::{Learning, StallPolicy, StallRule};
 use crate::core::subscription::{
-    Healthcheck, ProjectXml, Subscription, Target, Webhook, HEALTHCHECK_EVENTS,
+    GitArchive, Healthcheck, ProjectXml, Subscription, Target, Webhook, GIT_ARCHIVE_EVENTS,
+    HEALTHCHECK_EVENTS,
 };
 use crate::core::template::Template;
 use crate::core::validate::parse_id;
@@ -325,13 +326,22 @@ fn parse_subscriptions(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Subscription>, ConfigError> {
     let mut subscriptions: Vec<Subscription> = Vec::new();
+    let archives: Vec<_> = std::mem::take(&mut raw.git_archives)
+        .into_iter()
+        .enumerate()
+        .collect();
     let webhooks = std::mem::take(&mut raw.webhooks).into_iter().enumerate();
     let healthchecks = std::mem::take(&mut raw.healthchecks)
         .into_iter()
         .enumerate();
     let parsed = webhooks
         .map(|(i, hook)| parse_webhook(&format!("webhooks[{i}]"), hook, env))
-        .chain(healthchecks.map(|(i, hc)| parse_healthcheck(&format!("healthchecks[{i}]"), hc)));
+        .chain(healthchecks.map(|(i, hc)| parse_healthcheck(&format!("healthchecks[{i}]"), hc)))
+        .chain(
+            archives
+                .into_iter()
+                .map(|(i, a)| parse_git_archive(&format!("git_archives[{i}]"), a)),
+        );
     let samples = cloudevent::samples();
     for result in parsed {
         let (key, sub) = result?;
@@ -346,6 +356,43 @@ fn parse_subscriptions(
         subscriptions.push(sub);
     }
     Ok(subscriptions)
+}
+
+/// The default file of a project in a Git archive.
+const DEFAULT_LAYOUT: &str = "{{ data.organization_id }}/{{ data.project_id }}.xml";
+
+fn parse_git_archive(key: &str, raw: RawGitArchive) -> Result<(String, Subscription), ConfigError> {
+    let branch = raw.branch.unwrap_or_else(|| "main".to_owned());
+    parse_id("branch", &branch).map_err(|e| invalid(format!("{key}.branch"), e.reason))?;
+    let target = Target::GitArchive(GitArchive {
+        path: raw.path,
+        branch,
+        layout: parse_template(
+            &format!("{key}.layout"),
+            raw.layout.as_deref().unwrap_or(DEFAULT_LAYOUT),
+        )?,
+        remote: raw.remote,
+    });
+    let events = if raw.events.is_empty() {
+        GIT_ARCHIVE_EVENTS
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect()
+    } else {
+        raw.events
+    };
+    let common = RawSubscription {
+        name: raw.name,
+        events,
+        environments: raw.environments,
+        projects: raw.projects,
+        timeout: raw.timeout,
+        retry_schedule: raw.retry_schedule,
+        // One commit at a time, in event order.
+        max_in_flight: Some(1),
+        ..RawSubscription::default()
+    };
+    parse_common(key, common, target)
 }
 
 /// The parts every kind of subscription has.
@@ -1062,6 +1109,26 @@ struct RawConfig {
     #[serde(default)]
     tokens: Vec<RawToken>,
     egress: Option<RawEgress>,
+    #[serde(default)]
+    git_archives: Vec<RawGitArchive>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGitArchive {
+    name: String,
+    path: PathBuf,
+    branch: Option<String>,
+    layout: Option<String>,
+    remote: Option<String>,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    environments: Vec<String>,
+    #[serde(default)]
+    projects: Vec<String>,
+    timeout: Option<String>,
+    retry_schedule: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -420,6 +420,10 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
             spec.kind = pb::SubscriptionKind::Healthcheck as i32;
             spec.url = h.url.source().to_owned();
         }
+        Target::GitArchive(g) => {
+            // Configured only; shown as its repository path.
+            spec.url = g.path.display().to_string();
+        }
         Target::Email(rule) => {
             spec.kind = pb::SubscriptionKind::Email as i32;
             spec.to = rule.to.clone();

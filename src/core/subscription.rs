@@ -35,7 +35,32 @@ pub enum Target {
     Healthcheck(Healthcheck),
     /// Grouped email alerts through the configured SMTP server.
     Email(EmailRule),
+    /// Project documents committed to a Git repository.
+    GitArchive(GitArchive),
 }
+
+/// Writes each project event's XML into a Git repository, one commit per
+/// event, in event order.
+#[derive(Debug, Clone)]
+pub struct GitArchive {
+    /// The repository (created if missing).
+    pub path: std::path::PathBuf,
+    pub branch: String,
+    /// Where a project's file goes, rendered over the event.
+    pub layout: Template,
+    /// Pushed to after each commit, if set.
+    pub remote: Option<String>,
+}
+
+/// The events a Git archive takes when none are configured.
+pub const GIT_ARCHIVE_EVENTS: [EventType; 6] = [
+    EventType::ProjectPublished,
+    EventType::ProjectSnapshotCreated,
+    EventType::ProjectPromoted,
+    EventType::ProjectImported,
+    EventType::ProjectDeleted,
+    EventType::ProjectDeletedUnpublished,
+];
 
 /// A signed HTTP request per event. Without a body template the body is
 /// the CloudEvents envelope; with one, whatever the template renders.
@@ -170,6 +195,7 @@ impl Subscription {
             Target::Webhook(w) => w.url.source().to_owned(),
             Target::Healthcheck(h) => h.url.source().to_owned(),
             Target::Email(rule) => rule.to.join(","),
+            Target::GitArchive(g) => g.path.display().to_string(),
         }
     }
 
@@ -178,7 +204,7 @@ impl Subscription {
         match &self.target {
             Target::Webhook(w) => Some(w.url.source()),
             Target::Healthcheck(h) => Some(h.url.source()),
-            Target::Email(_) => None,
+            Target::Email(_) | Target::GitArchive(_) => None,
         }
     }
 
@@ -192,6 +218,7 @@ impl Subscription {
             }
             Target::Healthcheck(h) => vec![("url", &h.url)],
             Target::Email(rule) => rule.link.iter().map(|l| ("link_template", l)).collect(),
+            Target::GitArchive(g) => vec![("layout", &g.layout)],
         }
     }
 

@@ -364,6 +364,22 @@ impl Inner {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
+        if matches!(lane.sub.target, Target::GitArchive(_)) {
+            // Commits go in event order: only the oldest pending delivery
+            // may be attempted, even when a newer one is due first.
+            let claimed = self
+                .store
+                .claim_head(
+                    &lane.sub.name,
+                    now,
+                    &self.owner,
+                    self.lease_until(&lane.sub),
+                )
+                .await?;
+            lane.in_flight()
+                .extend(claimed.iter().map(|d| d.id.clone()));
+            return Ok(claimed);
+        }
         let claimed = self
             .store
             .claim_due(
@@ -411,10 +427,48 @@ impl Inner {
                 return Attempt::unsendable(now, format!("reading the project document: {e}"))
             }
         };
+        if let Target::GitArchive(archive) = &sub.target {
+            return self.archive(archive, delivery, document, now).await;
+        }
         let stamp = chrono::Utc::now().timestamp();
         match prepare(sub, delivery, stamp, now.timestamp(), document.as_deref()) {
             Ok(request) => self.http.send(request, sub.timeout, now).await,
             Err(reason) => Attempt::unsendable(now, reason),
+        }
+    }
+
+    /// Commits one event to a Git archive (blocking work, off the runtime).
+    async fn archive(
+        &self,
+        archive: &crate::core::subscription::GitArchive,
+        delivery: &ClaimedDelivery,
+        document: Option<Vec<u8>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Attempt {
+        let started = std::time::Instant::now();
+        let (archive, body) = (archive.clone(), delivery.body.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            super::git::archive(&archive, &event, document.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the archiver stopped: {e}")));
+        let (result, error) = match done {
+            Ok(()) => (
+                AttemptResult::Status {
+                    code: 200,
+                    retry_after: None,
+                },
+                None,
+            ),
+            Err(e) => (AttemptResult::NoResponse, Some(e)),
+        };
+        Attempt {
+            started_at: now,
+            duration: started.elapsed(),
+            result,
+            response_excerpt: None,
+            error,
         }
     }
 
@@ -424,7 +478,11 @@ impl Inner {
         sub: &Subscription,
         delivery: &ClaimedDelivery,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let wants = matches!(&sub.target, Target::Webhook(w) if w.project_xml != ProjectXml::Omit);
+        let wants = match &sub.target {
+            Target::Webhook(w) => w.project_xml != ProjectXml::Omit,
+            Target::GitArchive(_) => true,
+            _ => false,
+        };
         let is_project = EventType::parse(&delivery.event_type).is_some_and(EventType::is_project);
         if !(wants && is_project) {
             return Ok(None);

@@ -5,6 +5,7 @@
 
 mod dispatcher;
 mod email;
+mod git;
 mod http;
 mod mail;
 mod recorder;

@@ -43,6 +43,9 @@ pub fn prepare(
         }
         Target::Healthcheck(check) => prepare_ping(check, delivery),
         Target::Email(_) => Err("email goes through the mailer, not HTTP".to_owned()),
+        Target::GitArchive(_) => {
+            Err("a Git archive is written by the archiver, not HTTP".to_owned())
+        }
     }
 }
 

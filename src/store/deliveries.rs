@@ -194,6 +194,42 @@ impl Store {
         }))
     }
 
+    /// Leases the subscription's oldest pending delivery (by event order),
+    /// if it is due and free: for sinks that must apply events in order.
+    pub async fn claim_head(
+        &self,
+        subscription: &str,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
+             WHERE id = (SELECT id FROM deliveries WHERE subscription = ?3 AND state = 'pending'
+                         ORDER BY event_seq LIMIT 1)
+               AND next_attempt_at <= ?4 AND (lease_until IS NULL OR lease_until <= ?4)
+             RETURNING id",
+        )
+        .bind(owner)
+        .bind(to_millis(lease_until))
+        .bind(subscription)
+        .bind(to_millis(now))
+        .fetch_all(&self.writer)
+        .await?;
+        let Some(row) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let id: String = row.get("id");
+        let claimed = sqlx::query(
+            "SELECT d.id, d.subscription, d.attempts, e.event_type, e.body
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?",
+        )
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(claimed.iter().map(claimed_from_row).collect())
+    }
+
     /// Leases up to `limit` due deliveries of one subscription to `owner`
     /// until `lease_until`.
     pub async fn claim_due(

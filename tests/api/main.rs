@@ -8,6 +8,7 @@ mod cli;
 mod delivery;
 mod egress;
 mod email;
+mod git;
 mod helpers;
 mod ingest;
 mod integrations;

@@ -1,0 +1,156 @@
+//! The Git archive sink: each project event becomes one commit in a
+//! repository — the project's XML written (or, for a delete, removed) at
+//! the layout's path, authored by the event's user — then, if configured,
+//! pushed. It uses the `git` program.
+//!
+//! A retry must not commit twice: every commit carries a `Herald-Event:`
+//! trailer, and an event whose commit is already at HEAD is only pushed.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::core::event::EventType;
+use crate::core::subscription::GitArchive;
+
+/// Writes one event into the archive. An `Err` is worth retrying (a locked
+/// repository, a failed push).
+pub fn archive(archive: &GitArchive, event: &Value, document: Option<&[u8]>) -> Result<(), String> {
+    let repo = &archive.path;
+    if !repo.join(".git").exists() {
+        std::fs::create_dir_all(repo).map_err(|e| format!("creating {}: {e}", repo.display()))?;
+        git(repo, &["init", "-q", "-b", &archive.branch])?;
+    }
+    let event_id = event["id"].as_str().unwrap_or_default();
+    let trailer = format!("Herald-Event: {event_id}");
+    let head = git(repo, &["log", "-1", "--format=%B"]).unwrap_or_default();
+    if !head.contains(&trailer) {
+        commit(archive, event, document, &trailer)?;
+    }
+    if let Some(remote) = &archive.remote {
+        git(
+            repo,
+            &[
+                "push",
+                "-q",
+                remote,
+                &format!("HEAD:refs/heads/{}", archive.branch),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn commit(
+    archive: &GitArchive,
+    event: &Value,
+    document: Option<&[u8]>,
+    trailer: &str,
+) -> Result<(), String> {
+    let repo = &archive.path;
+    let relative = archive
+        .layout
+        .render(event)
+        .map_err(|e| format!("layout: {}", e.message))?;
+    let relative = relative.trim();
+    if relative.is_empty()
+        || relative.starts_with('/')
+        || relative.split('/').any(|part| part == "..")
+    {
+        return Err(format!(
+            "layout gave `{relative}`, which is not a path inside the repository"
+        ));
+    }
+    let file = repo.join(relative);
+    let deleting = matches!(
+        event["type"].as_str().and_then(EventType::parse),
+        Some(EventType::ProjectDeleted | EventType::ProjectDeletedUnpublished)
+    );
+    if deleting {
+        if file.exists() {
+            git(repo, &["rm", "-q", "--", relative])?;
+        }
+    } else {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&file, document.unwrap_or_default()).map_err(|e| e.to_string())?;
+        git(repo, &["add", "--", relative])?;
+    }
+    let message = format!("{}\n\n{trailer}\n", summary(event));
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=Herald",
+            "-c",
+            "user.email=herald@localhost",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "--author",
+            &author(event),
+            "-m",
+            &message,
+        ],
+    )?;
+    Ok(())
+}
+
+/// `project.published: Finance (finance), snapshot v7 [snap-7], to prod`.
+fn summary(event: &Value) -> String {
+    let data = &event["data"];
+    let text = |key: &str| data[key].as_str().unwrap_or_default().to_owned();
+    let mut line = format!(
+        "{}: {} ({})",
+        event["type"].as_str().unwrap_or("project event"),
+        text("project_name"),
+        text("project_id")
+    );
+    if !text("snapshot_id").is_empty() || !text("snapshot_tag").is_empty() {
+        line.push_str(&format!(
+            ", snapshot {} [{}]",
+            text("snapshot_tag"),
+            text("snapshot_id")
+        ));
+    }
+    if !text("target_environment").is_empty() {
+        line.push_str(&format!(", to {}", text("target_environment")));
+    }
+    line
+}
+
+/// `Ada <ada@example.com>` from the event's user.
+fn author(event: &Value) -> String {
+    let user = event["data"]["user"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .unwrap_or("unknown");
+    let email = if user.contains('@') {
+        user.to_owned()
+    } else {
+        format!("{user}@users.herald.invalid")
+    };
+    let name = user.split('@').next().unwrap_or(user);
+    format!("{name} <{email}>")
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| format!("running git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "git {}: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

@@ -1,0 +1,175 @@
+//! The Git archive: project events become commits, checked with real Git.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use herald::api::pb;
+
+use crate::helpers::{Spawn, TestApp};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn event(
+    app: &TestApp,
+    id: &str,
+    kind: pb::ProjectEventKind,
+    user: &str,
+    xml: &str,
+) -> pb::ProjectEventRequest {
+    pb::ProjectEventRequest {
+        meta: app.meta(id),
+        kind: kind as i32,
+        organization_id: "acme".into(),
+        project_id: "finance".into(),
+        project_name: "Finance".into(),
+        user: user.into(),
+        snapshot_id: "snap-1".into(),
+        snapshot_tag: "v1".into(),
+        target_environment: if kind == pb::ProjectEventKind::Promoted {
+            "prod".into()
+        } else {
+            String::new()
+        },
+        project_xml: xml.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn archive_app(repo: &Path, remote: Option<&Path>) -> TestApp {
+    let mut config = format!("[[git_archives]]\nname = \"archive\"\npath = \"{}\"\nretry_schedule = [\"10s\", \"10s\"]\n", repo.display());
+    if let Some(remote) = remote {
+        config.push_str(&format!("remote = \"{}\"\n", remote.display()));
+    }
+    Spawn {
+        webhooks: config,
+        ..Spawn::default()
+    }
+    .start()
+    .await
+}
+
+#[tokio::test]
+async fn snapshot_publish_promote_delete_make_that_history_and_reach_the_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, remote) = (dir.path().join("archive"), dir.path().join("remote.git"));
+    git(
+        dir.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap(),
+        ],
+    );
+    let app = archive_app(&repo, Some(&remote)).await;
+    use pb::ProjectEventKind::*;
+    let steps = [
+        (
+            "e1",
+            SnapshotCreated,
+            "ada@example.com",
+            "<project v=\"1\"/>",
+        ),
+        ("e2", Published, "ada@example.com", "<project v=\"2\"/>"),
+        ("e3", Promoted, "grace@example.com", "<project v=\"3\"/>"),
+        ("e4", Deleted, "grace@example.com", ""),
+    ];
+    for (id, kind, user, xml) in steps {
+        app.ingest
+            .clone()
+            .project_event(event(&app, id, kind, user, xml))
+            .await
+            .unwrap();
+    }
+    app.deliver().await;
+
+    let log = git(&repo, &["log", "--reverse", "--format=%an <%ae>|%s"]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            "ada <ada@example.com>|project.snapshot_created: Finance (finance), snapshot v1 [snap-1]",
+            "ada <ada@example.com>|project.published: Finance (finance), snapshot v1 [snap-1]",
+            "grace <grace@example.com>|project.promoted: Finance (finance), snapshot v1 [snap-1], to prod",
+            "grace <grace@example.com>|project.deleted: Finance (finance), snapshot v1 [snap-1]",
+        ]
+    );
+    assert_eq!(
+        git(&repo, &["show", "HEAD~3:acme/finance.xml"]),
+        "<project v=\"1\"/>"
+    );
+    assert_eq!(
+        git(&repo, &["show", "HEAD~1:acme/finance.xml"]),
+        "<project v=\"3\"/>"
+    );
+    assert!(
+        !git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]).contains("finance.xml"),
+        "deleted at the end"
+    );
+    assert_eq!(
+        git(&remote, &["log", "--format=%s", "main"]),
+        git(&repo, &["log", "--format=%s"]),
+        "the remote has the same history"
+    );
+}
+
+#[tokio::test]
+async fn a_locked_repository_is_retried_and_committed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    git(
+        dir.path(),
+        &["init", "-q", "-b", "main", repo.to_str().unwrap()],
+    );
+    let lock = repo.join(".git/index.lock");
+    std::fs::write(&lock, "").unwrap();
+    let app = archive_app(&repo, None).await;
+    app.ingest
+        .clone()
+        .project_event(event(
+            &app,
+            "e1",
+            pb::ProjectEventKind::Published,
+            "ada@example.com",
+            "<project/>",
+        ))
+        .await
+        .unwrap();
+    app.deliver().await;
+    let rows = app.deliveries_of("e1").await;
+    let attempts = app.store.list_attempts(&rows[0].id).await.unwrap();
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("index.lock"),
+        "{attempts:?}"
+    );
+
+    std::fs::remove_file(&lock).unwrap();
+    app.advance(Duration::from_secs(15));
+    app.deliver().await;
+    app.advance(Duration::from_secs(15));
+    app.deliver().await;
+    assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]).trim(), "1");
+    assert_eq!(
+        app.deliveries_of("e1").await[0].state,
+        herald::store::DeliveryState::Delivered
+    );
+}
