@@ -284,6 +284,8 @@ pub fn project_event(r: pb::ProjectEventRequest, now: DateTime<Utc>) -> Result<E
         target_environment,
         xml_sha256,
         xml_size: r.project_xml.len() as u64,
+        model_changes: None,
+        xml_malformed: false,
         xml: std::sync::Arc::new(r.project_xml),
     });
     event(r.meta, now, payload)

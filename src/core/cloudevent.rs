@@ -131,6 +131,8 @@ fn data(event: &Event, batch: Option<&BatchRecord>) -> Value {
             "target_environment": p.target_environment,
             "project_xml_sha256": p.xml_sha256,
             "project_xml_size": p.xml_size,
+            "project_xml_malformed": p.xml_malformed,
+            "model_changes": p.model_changes,
         }),
     }
 }
@@ -308,6 +310,8 @@ fn sample(event_type: EventType) -> Vec<u8> {
             target_environment: Some("prod".into()),
             xml_sha256: String::new(),
             xml_size: 0,
+            model_changes: Some("added measure Sales.Margin".into()),
+            xml_malformed: false,
             xml: Default::default(),
         }),
         EventType::DeliveryDead | EventType::SubscriptionDisabled | EventType::SubscriptionTest => {

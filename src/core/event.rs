@@ -324,6 +324,13 @@ pub struct ProjectEvent {
     /// SHA-256 of the XML, hex; empty when none was sent.
     pub xml_sha256: String,
     pub xml_size: u64,
+    /// What changed in the model since the project's previous document
+    /// (set when the event is applied).
+    #[serde(default)]
+    pub model_changes: Option<String>,
+    /// The document is not well-formed XML (stored and archived as is).
+    #[serde(default)]
+    pub xml_malformed: bool,
     #[serde(skip)]
     pub xml: std::sync::Arc<Vec<u8>>,
 }

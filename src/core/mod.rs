@@ -10,6 +10,7 @@ pub mod egress;
 pub mod email;
 pub mod event;
 pub mod filter;
+pub mod model;
 pub mod retry;
 pub mod schedule;
 pub mod signature;

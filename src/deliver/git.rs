@@ -78,7 +78,14 @@ fn commit(
         std::fs::write(&file, document.unwrap_or_default()).map_err(|e| e.to_string())?;
         git(repo, &["add", "--", relative])?;
     }
-    let message = format!("{}\n\n{trailer}\n", summary(event));
+    let mut message = format!("{}\n\n", summary(event));
+    if let Some(changes) = event["data"]["model_changes"].as_str() {
+        message.push_str(&format!("Model: {changes}\n\n"));
+    }
+    if event["data"]["project_xml_malformed"].as_bool() == Some(true) {
+        message.push_str("The document is not well-formed XML; archived as received.\n\n");
+    }
+    message.push_str(&format!("{trailer}\n"));
     git(
         repo,
         &[

@@ -96,6 +96,8 @@ struct Overlay {
     seen: HashMap<String, usize>,
     /// The subscriptions as this batch began.
     subscriptions: Arc<[Subscription]>,
+    /// Each project's latest model (`None`: no document, or not XML).
+    models: HashMap<String, Option<crate::core::model::Model>>,
 }
 
 impl Core {
@@ -155,7 +157,31 @@ impl Core {
             disabled: tx.disabled_subscriptions().await?,
             seen: HashMap::new(),
             subscriptions: self.registry.current(),
+            models: self.previous_models(tx, works).await?,
         })
+    }
+
+    /// The latest model of each project the batch's documents concern.
+    async fn previous_models(
+        &self,
+        tx: &mut Tx,
+        works: &[Work],
+    ) -> Result<HashMap<String, Option<crate::core::model::Model>>, StoreError> {
+        let mut models = HashMap::new();
+        for work in works {
+            if let Work::Event(Event {
+                payload: Payload::Project(p),
+                ..
+            }) = work
+            {
+                if !p.xml.is_empty() && !models.contains_key(&p.project_id) {
+                    let previous = tx.latest_document(&p.project_id).await?;
+                    let model = previous.and_then(|xml| crate::core::model::model_of(&xml).ok());
+                    models.insert(p.project_id.clone(), model);
+                }
+            }
+        }
+        Ok(models)
     }
 
     fn plan_job(
@@ -333,6 +359,8 @@ impl Core {
         if let Some(first) = overlay.seen.get(&event.event_id) {
             return Ok(Pending::SameAs(*first));
         }
+        let annotated = annotate(event, overlay);
+        let event = &annotated;
         let own = |batch: Option<&BatchRecord>| Outgoing {
             event_id: event.event_id.clone(),
             event_type: event.event_type(),
@@ -503,6 +531,39 @@ impl Core {
             event_types: plan.rows.iter().map(|out| out.event_type).collect(),
         };
         Ok((answers(plan, &seq_of), written))
+    }
+}
+
+/// A project event with a document gets the summary of what changed in
+/// the model since the project's previous document (or a malformed flag).
+fn annotate(event: &Event, overlay: &mut Overlay) -> Event {
+    let Payload::Project(p) = &event.payload else {
+        return event.clone();
+    };
+    if p.xml.is_empty() {
+        return event.clone();
+    }
+    let mut project = p.clone();
+    match crate::core::model::model_of(&p.xml) {
+        Ok(model) => {
+            let previous = overlay
+                .models
+                .get(&p.project_id)
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            let changes = crate::core::model::changes(&previous, &model);
+            project.model_changes = Some(crate::core::model::summary(&changes, 10));
+            overlay.models.insert(p.project_id.clone(), Some(model));
+        }
+        Err(e) => {
+            tracing::warn!(event_id = %event.event_id, error = %e, "project document is not well-formed XML; stored as is");
+            project.xml_malformed = true;
+        }
+    }
+    Event {
+        payload: Payload::Project(project),
+        ..event.clone()
     }
 }
 

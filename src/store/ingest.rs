@@ -316,6 +316,33 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// The newest stored document of a project, decompressed.
+    pub async fn latest_document(
+        &mut self,
+        project_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT d.compressed FROM documents d JOIN events e ON e.event_id = d.event_id
+             WHERE e.project_id = ? ORDER BY e.seq DESC LIMIT 1",
+        )
+        .bind(project_id)
+        .fetch_optional(&mut *self.inner)
+        .await?;
+        row.map(|r| inflate(&r.get::<Vec<u8>, _>("compressed")))
+            .transpose()
+    }
+}
+
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>, StoreError> {
+    use std::io::Read;
+    let mut xml = Vec::new();
+    flate2::read::DeflateDecoder::new(compressed)
+        .read_to_end(&mut xml)
+        .map_err(|e| StoreError::Corrupt(format!("decompressing a document: {e}")))?;
+    Ok(xml)
+}
+
 impl super::Store {
     /// A project document, decompressed.
     pub async fn document(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -173,3 +173,58 @@ async fn a_locked_repository_is_retried_and_committed_once() {
         herald::store::DeliveryState::Delivered
     );
 }
+
+#[tokio::test]
+async fn a_publish_carries_what_changed_in_the_model_and_malformed_xml_is_archived_as_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    let receiver = crate::helpers::Receiver::start().await;
+    let config = format!(
+        "[[git_archives]]\nname = \"archive\"\npath = \"{}\"\n{}",
+        repo.display(),
+        crate::helpers::webhook(
+            "hook",
+            &receiver.url(),
+            "events = [\"project.*\"]\nproject_xml = \"none\""
+        )
+    );
+    let app = Spawn {
+        webhooks: config,
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    let v1 = r#"<project><cube name="Sales"><dimension name="Region"/><measure name="Revenue"/></cube></project>"#;
+    let v2 = r#"<project><cube name="Sales"><measure name="Revenue"/><measure name="Margin"/></cube></project>"#;
+    use pb::ProjectEventKind::Published;
+    for (id, xml) in [
+        ("e1", v1),
+        ("e2", v2),
+        ("e3", "<project><cube name='x'></project"),
+    ] {
+        app.ingest
+            .clone()
+            .project_event(event(&app, id, Published, "ada@example.com", xml))
+            .await
+            .unwrap();
+    }
+    app.deliver().await;
+
+    let bodies: Vec<serde_json::Value> = receiver.received().iter().map(|r| r.json()).collect();
+    assert_eq!(
+        bodies[1]["data"]["model_changes"],
+        "added measure Sales.Margin; removed dimension Sales.Region"
+    );
+    assert_eq!(bodies[2]["data"]["project_xml_malformed"], true);
+    let second = git(&repo, &["log", "-1", "--skip=1", "--format=%B"]);
+    assert!(
+        second.contains("Model: added measure Sales.Margin; removed dimension Sales.Region"),
+        "{second}"
+    );
+    assert_eq!(
+        git(&repo, &["show", "HEAD:acme/finance.xml"]),
+        "<project><cube name='x'></project",
+        "archived as received"
+    );
+    assert!(git(&repo, &["log", "-1", "--format=%B"]).contains("not well-formed"));
+}

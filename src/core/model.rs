@@ -1,0 +1,152 @@
+//! What a project document defines — cubes, and the dimensions and measures
+//! of each — and what changed between two versions of it, for the summary
+//! a publish carries. Elements are recognised by name (`cube`, `dimension`,
+//! `measure`, any case or namespace) and identified by their `name` (or
+//! `id`) attribute; an element's other attributes make its signature, so a
+//! changed expression reads as "changed measure".
+
+use std::collections::BTreeMap;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+/// Kind and qualified name (`measure Sales.Margin`) → signature.
+pub type Model = BTreeMap<String, String>;
+
+/// Reads the model a document defines; `Err` for a document that is not
+/// well-formed XML.
+pub fn model_of(xml: &[u8]) -> Result<Model, String> {
+    let mut reader = Reader::from_reader(xml);
+    let mut model = Model::new();
+    let mut cubes: Vec<Option<String>> = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("at byte {}: {e}", reader.buffer_position()))?;
+        match event {
+            Event::Start(e) => {
+                let entry = element(&e, cubes.last().cloned().flatten());
+                let cube = entry
+                    .as_ref()
+                    .filter(|(kind, _, _)| kind == "cube")
+                    .map(|(_, name, _)| name.clone());
+                record(&mut model, entry);
+                cubes.push(cube.or_else(|| cubes.last().cloned().flatten()));
+            }
+            Event::Empty(e) => record(&mut model, element(&e, cubes.last().cloned().flatten())),
+            Event::End(_) => {
+                cubes.pop();
+            }
+            Event::Eof => return Ok(model),
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+fn record(model: &mut Model, entry: Option<(String, String, String)>) {
+    if let Some((kind, name, signature)) = entry {
+        model.insert(format!("{kind} {name}"), signature);
+    }
+}
+
+/// (kind, qualified name, signature) for a model element.
+fn element(e: &BytesStart<'_>, cube: Option<String>) -> Option<(String, String, String)> {
+    let local = e.local_name().into_inner().to_ascii_lowercase();
+    if !["cube", "dimension", "measure"].contains(&local.as_str()) {
+        return None;
+    }
+    let mut name = None;
+    let mut signature = Vec::new();
+    for attr in e.attributes().flatten() {
+        let key = attr.key.into_inner().to_owned();
+        let value = attr.value.into_owned();
+        match key.as_str() {
+            "name" | "id" if name.is_none() => name = Some(value),
+            _ => signature.push(format!("{key}={value}")),
+        }
+    }
+    let name = name?;
+    let qualified = match (local.as_str(), cube) {
+        ("cube", _) | (_, None) => name,
+        (_, Some(cube)) => format!("{cube}.{name}"),
+    };
+    signature.sort();
+    Some((local, qualified, signature.join(" ")))
+}
+
+/// The changes from `old` to `new`, as phrases: `added measure Sales.Margin`.
+pub fn changes(old: &Model, new: &Model) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, signature) in new {
+        match old.get(key) {
+            None => out.push(format!("added {key}")),
+            Some(before) if before != signature => out.push(format!("changed {key}")),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        old.keys()
+            .filter(|k| !new.contains_key(*k))
+            .map(|k| format!("removed {k}")),
+    );
+    out
+}
+
+/// At most `limit` changes joined with "; ", then how many more.
+pub fn summary(changes: &[String], limit: usize) -> String {
+    if changes.is_empty() {
+        return "no model changes".to_owned();
+    }
+    let mut text = changes
+        .iter()
+        .take(limit)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if changes.len() > limit {
+        text.push_str(&format!("; and {} more", changes.len() - limit));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = r#"<project><cube name="Sales"><dimension name="Region"/><dimension name="Date"/>
+        <measure name="Revenue" expr="sum(rev)"/></cube><cube name="Stock"/></project>"#;
+    const V2: &str = r#"<project><cube name="Sales"><dimension name="Date"/>
+        <measure name="Revenue" expr="sum(net_rev)"/><measure name="Margin" expr="sum(m)"/></cube><cube name="Stock"/></project>"#;
+
+    #[test]
+    fn names_added_removed_and_changed_elements() {
+        let (old, new) = (
+            model_of(V1.as_bytes()).unwrap(),
+            model_of(V2.as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            changes(&old, &new),
+            [
+                "added measure Sales.Margin",
+                "changed measure Sales.Revenue",
+                "removed dimension Sales.Region"
+            ]
+        );
+        assert_eq!(
+            summary(&changes(&old, &new), 2),
+            "added measure Sales.Margin; changed measure Sales.Revenue; and 1 more"
+        );
+        assert_eq!(summary(&[], 5), "no model changes");
+    }
+
+    #[test]
+    fn malformed_documents_are_an_error_not_a_panic() {
+        assert!(model_of(b"<project><cube name='a'></project>").is_err());
+        assert!(
+            model_of(b"\xff\xfe not xml at all <<<").is_err()
+                || model_of(b"\xff\xfe not xml at all <<<").unwrap().is_empty()
+        );
+    }
+}
