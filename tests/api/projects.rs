@@ -40,12 +40,18 @@ fn big_xml() -> Vec<u8> {
 async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
     let inline = Receiver::start().await;
     let raw = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
     let hooks = [
         webhook("inline", &inline.url(), "events = [\"project.*\"]"),
         webhook(
             "raw",
             &raw.url(),
             "events = [\"project.*\"]\nproject_xml = \"raw\"",
+        ),
+        format!(
+            "[[git_archives]]\nname = \"archive\"\npath = \"{}\"\n",
+            repo.display()
         ),
     ]
     .concat();
@@ -63,7 +69,7 @@ async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(reply.deliveries, 2);
+    assert_eq!(reply.deliveries, 3);
     assert_eq!(
         app.store.document("p-1").await.unwrap().as_deref(),
         Some(&xml[..]),
@@ -99,6 +105,9 @@ async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
         got.signature_is_valid(SECRET),
         "the raw body is what is signed"
     );
+
+    let archived = std::fs::read(repo.join("acme/finance.xml")).unwrap();
+    assert!(archived == xml, "archived byte for byte");
 }
 
 #[tokio::test]
