@@ -356,6 +356,9 @@ impl Application {
         health_reporter
             .set_serving::<AdminServiceServer<AdminApi>>()
             .await;
+        health_reporter
+            .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
