@@ -358,6 +358,15 @@ fn parse_subscriptions(
     Ok(subscriptions)
 }
 
+/// The configured event patterns, or the kind's defaults when none are.
+fn events_or(events: Vec<String>, defaults: &[crate::core::event::EventType]) -> Vec<String> {
+    if events.is_empty() {
+        defaults.iter().map(|t| t.as_str().to_owned()).collect()
+    } else {
+        events
+    }
+}
+
 /// The default file of a project in a Git archive.
 const DEFAULT_LAYOUT: &str = "{{ data.organization_id }}/{{ data.project_id }}.xml";
 
@@ -373,14 +382,7 @@ fn parse_git_archive(key: &str, raw: RawGitArchive) -> Result<(String, Subscript
         )?,
         remote: raw.remote,
     });
-    let events = if raw.events.is_empty() {
-        GIT_ARCHIVE_EVENTS
-            .iter()
-            .map(|t| t.as_str().to_owned())
-            .collect()
-    } else {
-        raw.events
-    };
+    let events = events_or(raw.events, &GIT_ARCHIVE_EVENTS);
     let common = RawSubscription {
         name: raw.name,
         events,
@@ -521,12 +523,7 @@ fn parse_healthcheck(
             "applies to webhooks, not healthchecks",
         ));
     }
-    if raw.events.is_empty() {
-        raw.events = HEALTHCHECK_EVENTS
-            .iter()
-            .map(|t| t.as_str().to_owned())
-            .collect();
-    }
+    raw.events = events_or(std::mem::take(&mut raw.events), &HEALTHCHECK_EVENTS);
     let target = Target::Healthcheck(Healthcheck {
         url: parse_url_template(&format!("{key}.url"), &raw.url)?,
     });
@@ -903,14 +900,7 @@ fn parse_email_rule(key: &str, raw: RawEmail) -> Result<(String, Subscription), 
             .map(|source| parse_template(&format!("{key}.link_template"), &source))
             .transpose()?,
     };
-    let events = if raw.events.is_empty() {
-        email::DEFAULT_EVENTS
-            .iter()
-            .map(|t| t.as_str().to_owned())
-            .collect()
-    } else {
-        raw.events
-    };
+    let events = events_or(raw.events, &email::DEFAULT_EVENTS);
     let common = RawSubscription {
         name: raw.name,
         events,

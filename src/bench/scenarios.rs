@@ -173,20 +173,8 @@ async fn delivery_throughput(s: Sizes) -> anyhow::Result<Vec<Figure>> {
         "≥ 10,000",
     );
     for run in 0..s.runs {
-        let dir = tempfile::tempdir()?;
-        let receiver = Receiver::start(false).await?;
-        let herald = Herald::start(&dir, &subscriptions(1, &receiver.url(), ""), false).await?;
-        let elapsed = drain(
-            &herald,
-            &receiver,
-            s.delivery_events,
-            s.delivery_events,
-            &format!("d{run}"),
-        )
-        .await?;
-        f.values.push(per_second(s.delivery_events, elapsed));
-        herald.stop().await;
-        receiver.stop();
+        let rate = delivery_rate(s.delivery_events, 1, false, &format!("d{run}")).await?;
+        f.values.push(rate);
     }
     Ok(vec![f])
 }
@@ -199,22 +187,14 @@ async fn fan_out(s: Sizes) -> anyhow::Result<Vec<Figure>> {
         "≥ 10,000",
     );
     for run in 0..s.runs {
-        let dir = tempfile::tempdir()?;
-        let receiver = Receiver::start(false).await?;
-        let config = subscriptions(s.fanout_subscriptions, &receiver.url(), "");
-        let herald = Herald::start(&dir, &config, false).await?;
-        let expected = s.fanout_events * s.fanout_subscriptions as u64;
-        let elapsed = drain(
-            &herald,
-            &receiver,
+        let rate = delivery_rate(
             s.fanout_events,
-            expected,
+            s.fanout_subscriptions,
+            false,
             &format!("f{run}"),
         )
         .await?;
-        f.values.push(per_second(expected, elapsed));
-        herald.stop().await;
-        receiver.stop();
+        f.values.push(rate);
     }
     Ok(vec![f])
 }
@@ -227,20 +207,27 @@ async fn isolation(s: Sizes) -> anyhow::Result<Vec<Figure>> {
         "≥ 90 %",
     );
     for run in 0..s.runs {
-        let alone = healthy_rate(s.isolation_events, false, &format!("a{run}")).await?;
-        let beside_dead = healthy_rate(s.isolation_events, true, &format!("b{run}")).await?;
+        let alone = delivery_rate(s.isolation_events, 1, false, &format!("a{run}")).await?;
+        let beside_dead = delivery_rate(s.isolation_events, 1, true, &format!("b{run}")).await?;
         f.values.push(100.0 * beside_dead / alone);
     }
     Ok(vec![f])
 }
 
-/// Delivery rate to a healthy receiver, optionally beside a subscription
-/// whose receiver never answers (timeout 10 s).
-async fn healthy_rate(events: u64, with_dead: bool, run: &str) -> anyhow::Result<f64> {
+/// Webhooks per second reaching a healthy receiver from `subscriptions`
+/// subscriptions to it, for `events` events loaded while delivery was
+/// paused — optionally beside a subscription whose receiver never answers
+/// (timeout 10 s).
+async fn delivery_rate(
+    events: u64,
+    subscriptions_to_it: usize,
+    with_dead: bool,
+    run: &str,
+) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let healthy = Receiver::start(false).await?;
     let dead = Receiver::start(true).await?;
-    let mut config = subscriptions(1, &healthy.url(), "");
+    let mut config = subscriptions(subscriptions_to_it, &healthy.url(), "");
     if with_dead {
         config.push_str(&format!(
             "[[webhooks]]\nname = \"dead\"\nurl = \"{}\"\nevents = [\"*\"]\nsecret = \"{}\"\ntimeout = \"10s\"\n",
@@ -249,11 +236,12 @@ async fn healthy_rate(events: u64, with_dead: bool, run: &str) -> anyhow::Result
         ));
     }
     let herald = Herald::start(&dir, &config, false).await?;
-    let elapsed = drain(&herald, &healthy, events, events, run).await?;
+    let expected = events * subscriptions_to_it as u64;
+    let elapsed = drain(&herald, &healthy, events, expected, run).await?;
     herald.stop().await;
     healthy.stop();
     dead.stop();
-    Ok(per_second(events, elapsed))
+    Ok(per_second(expected, elapsed))
 }
 
 async fn recovery(s: Sizes) -> anyhow::Result<Vec<Figure>> {

@@ -18,16 +18,23 @@ pub enum BatchesCommand {
     Watch(WatchArgs),
 }
 
+/// The scope filters `list` and `watch` share.
 #[derive(Debug, clap::Args)]
-pub struct ListArgs {
-    #[command(flatten)]
-    server: ServerArg,
+pub struct Scope {
     #[arg(long, alias = "environment")]
     environment_id: Option<String>,
     #[arg(long, alias = "project")]
     project_id: Option<String>,
     #[arg(long, alias = "cube")]
     cube_id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    #[command(flatten)]
+    scope: Scope,
     /// running, succeeded, failed or stalled.
     #[arg(long)]
     state: Option<String>,
@@ -48,12 +55,8 @@ pub struct ListArgs {
 pub struct WatchArgs {
     #[command(flatten)]
     server: ServerArg,
-    #[arg(long, alias = "environment")]
-    environment_id: Option<String>,
-    #[arg(long, alias = "project")]
-    project_id: Option<String>,
-    #[arg(long, alias = "cube")]
-    cube_id: Option<String>,
+    #[command(flatten)]
+    scope: Scope,
     #[arg(long, alias = "batch")]
     batch_id: Option<String>,
     /// Resume after this cursor (printed with every change) instead of
@@ -95,9 +98,9 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     let mut client = QueryServiceClient::new(connect(&args.server).await?);
     let response = client
         .list_batches(pb::ListBatchesRequest {
-            environment_id: args.environment_id.unwrap_or_default(),
-            project_id: args.project_id.unwrap_or_default(),
-            cube_id: args.cube_id.unwrap_or_default(),
+            environment_id: args.scope.environment_id.unwrap_or_default(),
+            project_id: args.scope.project_id.unwrap_or_default(),
+            cube_id: args.scope.cube_id.unwrap_or_default(),
             state: state as i32,
             page_size: args.limit,
             page_token: String::new(),
@@ -137,9 +140,9 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let mut client = QueryServiceClient::new(connect(&args.server).await?);
     let mut stream = client
         .watch_batches(pb::WatchBatchesRequest {
-            environment_id: args.environment_id.unwrap_or_default(),
-            project_id: args.project_id.unwrap_or_default(),
-            cube_id: args.cube_id.unwrap_or_default(),
+            environment_id: args.scope.environment_id.unwrap_or_default(),
+            project_id: args.scope.project_id.unwrap_or_default(),
+            cube_id: args.scope.cube_id.unwrap_or_default(),
             batch_id: args.batch_id.unwrap_or_default(),
             cursor: args.cursor.unwrap_or_default(),
         })

@@ -144,9 +144,8 @@ mod tests {
     #[test]
     fn malformed_documents_are_an_error_not_a_panic() {
         assert!(model_of(b"<project><cube name='a'></project>").is_err());
-        assert!(
-            model_of(b"\xff\xfe not xml at all <<<").is_err()
-                || model_of(b"\xff\xfe not xml at all <<<").unwrap().is_empty()
-        );
+        // Bytes that are not XML at all: whatever the verdict, no panic and
+        // no model elements invented.
+        assert!(model_of(b"\xff\xfe not xml at all <<<").map_or(true, |m| m.is_empty()));
     }
 }

@@ -367,7 +367,7 @@ impl Core {
             source: event.source.clone(),
             occurred_at: event.occurred_at,
             scope: event.scope(),
-            payload: crate::store::encode_reply(&event.payload),
+            payload: crate::store::to_json(&event.payload),
             fingerprint: fingerprint.clone(),
             body: cloudevent::render(event, &event.event_id, event.event_type(), batch),
             targets: Vec::new(),

@@ -158,3 +158,29 @@ fn serve_refuses_an_invalid_config_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("webhooks[0].url"), "{err}");
 }
+
+#[tokio::test]
+async fn serve_logs_json_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"off\"\n";
+    std::fs::write(dir.path().join("herald.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--log-format", "json", "serve", "--config", "herald.toml"])
+        .current_dir(dir.path())
+        .env("HERALD_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap());
+    let first = tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .unwrap()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["fields"]["message"], "Herald is serving");
+}

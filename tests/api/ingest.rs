@@ -331,3 +331,40 @@ async fn concurrent_calls_in_one_group_commit_keep_every_invariant() {
     app.deliver().await;
     assert_eq!(receiver.received().len(), 1 + 40);
 }
+
+/// What lets `grpcurl` work without proto files: reflection lists Herald's
+/// services.
+#[tokio::test]
+async fn server_reflection_lists_every_herald_service() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let app = spawn_app("").await;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(app.channel().await)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "herald.v1.IngestService",
+        "herald.v1.QueryService",
+        "herald.v1.AdminService",
+        "herald.v1.SubscriptionService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
+    }
+}
