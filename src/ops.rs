@@ -1,5 +1,5 @@
 //! The operations HTTP port: `/metrics` (Prometheus text), `/healthz` (the
-//! process is up) and `/readyz` (the database answers).
+//! process is up) and `/readyz` (the database answers and takes writes).
 
 use std::sync::Arc;
 
@@ -52,12 +52,22 @@ async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
     )
 }
 
+/// Ready when the database answers and takes writes. While the last write
+/// failed for lack of space (or a read-only file), each check probes with a
+/// small write, so readiness returns by itself when space does.
 async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
-    match ops.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unavailable: {e}\n"),
-        ),
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    if let Err(e) = ops.store.ping().await {
+        return unavailable(format!("database unavailable: {e}"));
     }
+    if ops.store.write_failure().is_some() {
+        if let Err(e) = ops.store.probe_write().await {
+            let reason = e.unwritable_reason().map(str::to_owned);
+            return unavailable(format!(
+                "the store cannot write: {}",
+                reason.unwrap_or_else(|| e.to_string())
+            ));
+        }
+    }
+    (StatusCode::OK, "ready\n".to_owned())
 }

@@ -1,7 +1,8 @@
 //! One error type for the gRPC boundary and its single mapping to
 //! `tonic::Status`: the caller's mistakes get precise codes and messages
-//! naming the field; Herald's own failures are logged with their cause and
-//! reach the caller as an opaque `INTERNAL`.
+//! naming the field; a store that cannot write now (full, read-only) is
+//! `UNAVAILABLE`, which clients retry; Herald's own failures are logged
+//! with their cause and reach the caller as an opaque `INTERNAL`.
 
 use tonic::{Code, Status};
 
@@ -42,6 +43,10 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::Conflict(_) | ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::Internal(cause) if cause.unwritable_reason().is_some() => {
+                // Says why in the store's words, whatever layer saw it.
+                return Status::unavailable(cause.to_shared().to_string());
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "request failed inside Herald");
                 return Status::internal("internal error; see Herald's log");

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::store_backoff::StoreBackoff;
 use crate::clock::Clock;
 use crate::config::DeliverySettings;
 use crate::core::event::EventType;
@@ -258,15 +259,18 @@ impl Inner {
     }
 
     async fn run_email_lane(self: Arc<Self>, lane: Arc<Lane>, shutdown: CancellationToken) {
+        let mut backoff = StoreBackoff::default();
         while !shutdown.is_cancelled() {
+            let mut pause = self.settings.poll_interval;
             if let Target::Email(rule) = &lane.sub.target {
-                if let Err(e) = self.run_email_once(&lane, rule).await {
-                    tracing::error!(subscription = %lane.sub.name, error = %e, "email lane failed; retrying");
+                match self.run_email_once(&lane, rule).await {
+                    Ok(_) => backoff.succeeded(&lane.sub.name),
+                    Err(e) => pause = backoff.failed(&lane.sub.name, &e).max(pause),
                 }
             }
             tokio::select! {
-                _ = lane.wake.notified() => {}
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = lane.wake.notified(), if backoff.pause().is_zero() => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => {}
             }
         }
@@ -282,6 +286,7 @@ impl Inner {
         // Claims are writes: take free slots in batches (a quarter of the
         // lane at least) rather than one commit per finished send.
         let batch = (lane.sub.max_in_flight / 4).max(1);
+        let mut backoff = StoreBackoff::default();
         while !shutdown.is_cancelled() {
             let free = lane.sub.max_in_flight.saturating_sub(sends.len());
             let free = if free >= batch || sends.is_empty() {
@@ -290,9 +295,12 @@ impl Inner {
                 0
             };
             let claimed = match self.claim(&lane, free).await {
-                Ok(claimed) => claimed,
+                Ok(claimed) => {
+                    backoff.succeeded(&lane.sub.name);
+                    claimed
+                }
                 Err(e) => {
-                    tracing::error!(subscription = %lane.sub.name, error = %e, "claiming deliveries failed");
+                    backoff.failed(&lane.sub.name, &e);
                     Vec::new()
                 }
             };
@@ -304,10 +312,16 @@ impl Inner {
                 continue;
             }
             let full = lane.sub.max_in_flight - sends.len() < batch;
-            let pause = self.pause_for(&lane, full).await;
+            // While the store fails, only the backoff ends the wait: a wake
+            // or a finished send would just fail the claim again.
+            let failing = !backoff.pause().is_zero();
+            let pause = match failing {
+                true => backoff.pause(),
+                false => self.pause_for(&lane, full).await,
+            };
             tokio::select! {
                 Some(done) = sends.join_next(), if !sends.is_empty() => log_failure(&lane, done),
-                _ = lane.wake.notified() => {}
+                _ = lane.wake.notified(), if !failing => {}
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => {}
             }

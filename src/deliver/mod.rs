@@ -10,6 +10,7 @@ mod http;
 mod mail;
 mod recorder;
 mod request;
+mod store_backoff;
 mod wakeups;
 
 pub use dispatcher::{Dispatcher, DispatcherParts};

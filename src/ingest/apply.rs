@@ -619,7 +619,7 @@ fn answers(plan: Plan, seq_of: &dyn Fn(&str) -> i64) -> Vec<Result<Done, IngestE
             Ok(Pending::Done(Done::Receipt(receipt))) => Ok(Done::Receipt(receipt.clone())),
             Err(e) => Err(match e {
                 IngestError::Transition(t) => IngestError::Transition(t.clone()),
-                IngestError::Store(s) => IngestError::Store(StoreError::Shared(s.to_string())),
+                IngestError::Store(s) => IngestError::Store(s.to_shared()),
             }),
         };
         receipts.push(match &answer {

@@ -2,6 +2,12 @@
 //! takes every job waiting in its queue (up to a bound), applies them all
 //! in one transaction, commits once, and only then answers each caller — so
 //! a single fsync makes a whole burst durable.
+//!
+//! An OK is sent only for a COMMIT that returned success. When the store
+//! cannot write (a full disk), every job of the group is refused with a
+//! retryable error and the writer connection is replaced (see
+//! `store::writer`), so the next group starts clean and Herald recovers by
+//! itself once space returns.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,7 +35,11 @@ async fn commit_batch(core: &Core, jobs: Vec<Job>) {
     let outcome = async {
         let started = std::time::Instant::now();
         let mut tx = core.store.begin().await?;
-        let applied = core.apply_all(&mut tx, &works).await?;
+        let applied = match core.apply_all(&mut tx, &works).await {
+            Ok(applied) => applied,
+            // Dropping `tx` rolls everything back.
+            Err(e) => return Err(tx.note_failure(e)),
+        };
         tx.commit().await?;
         tracing::trace!(
             jobs = works.len(),
@@ -48,9 +58,18 @@ async fn commit_batch(core: &Core, jobs: Vec<Job>) {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, jobs = works.len(), "group commit failed; every job in it is refused");
+            match e.unwritable_reason() {
+                Some(reason) => tracing::warn!(
+                    reason,
+                    jobs = works.len(),
+                    "the store cannot write; every job of the group is refused as retryable"
+                ),
+                None => {
+                    tracing::error!(error = %e, jobs = works.len(), "group commit failed; every job in it is refused")
+                }
+            }
             for reply in replies {
-                let _ = reply.send(Err(IngestError::Store(StoreError::Shared(e.to_string()))));
+                let _ = reply.send(Err(IngestError::Store(e.to_shared())));
             }
         }
     }

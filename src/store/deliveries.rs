@@ -214,7 +214,7 @@ impl Store {
         .bind(to_millis(lease_until))
         .bind(subscription)
         .bind(to_millis(now))
-        .fetch_all(&self.writer)
+        .fetch_all(self.writer.pool())
         .await?;
         let Some(row) = rows.first() else {
             return Ok(Vec::new());
@@ -254,7 +254,7 @@ impl Store {
         .bind(subscription)
         .bind(to_millis(now))
         .bind(limit as i64)
-        .fetch_all(&self.writer)
+        .fetch_all(self.writer.pool())
         .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -337,7 +337,7 @@ impl Store {
             )
             .bind(id)
             .bind(owner)
-            .execute(&self.writer)
+            .execute(self.writer.pool())
             .await?;
         }
         Ok(())

@@ -75,7 +75,7 @@ impl Store {
             list.push_bind(id.clone());
         }
         query.push(") RETURNING id");
-        let rows = query.build().fetch_all(&self.writer).await?;
+        let rows = query.build().fetch_all(self.writer.pool()).await?;
         Ok(rows.iter().map(|r| r.get("id")).collect())
     }
 

@@ -4,15 +4,15 @@
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{from_json, to_json, to_millis, StoreError};
+use super::{from_json, to_json, to_millis, StoreError, WriteTx};
 use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::event::{EnvironmentChange, EnvironmentEvent, SchemaEvent, Scope};
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub struct Tx {
-    inner: Transaction<'static, Sqlite>,
+    inner: WriteTx,
 }
 
 /// What a previous ingest of the same `event_id` stored.
@@ -43,7 +43,7 @@ pub struct NewEvent<'a> {
 }
 
 impl Tx {
-    pub(super) fn new(inner: Transaction<'static, Sqlite>) -> Self {
+    pub(super) fn new(inner: WriteTx) -> Self {
         Self { inner }
     }
 
@@ -51,8 +51,15 @@ impl Tx {
         &mut self.inner
     }
 
+    /// Commits; only an `Ok` means the writes are durable.
     pub async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.inner.commit().await?)
+        self.inner.commit().await
+    }
+
+    /// Records why the transaction failed before its commit (so readiness
+    /// knows a full store); dropping the transaction then rolls it back.
+    pub fn note_failure(&self, error: StoreError) -> StoreError {
+        self.inner.note_failure(error)
     }
 
     pub async fn save_environment(

@@ -58,7 +58,7 @@ impl Store {
         .bind(sub.spec.to_string())
         .bind(to_json(&sub.secrets))
         .bind(to_millis(now))
-        .execute(&self.writer)
+        .execute(self.writer.pool())
         .await?;
         Ok(())
     }
@@ -99,7 +99,7 @@ impl Store {
             .bind(reason.map(|_| to_millis(now)))
             .bind(reason)
             .bind(name)
-            .execute(&self.writer)
+            .execute(self.writer.pool())
             .await?;
         Ok(())
     }

@@ -13,8 +13,10 @@ mod ingest;
 mod managed;
 mod monitor;
 mod queries;
+mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -30,6 +32,9 @@ pub use ingest::{NewEvent, PriorEvent, Tx};
 pub use managed::{ManagedSubscription, StoredSecret};
 pub use monitor::ScheduleState;
 pub use queries::{BatchChange, BatchFilter, BatchPage};
+pub use writer::WriteTx;
+
+use writer::{Writer, WriterState};
 
 /// Herald's failure to talk to its database: never the caller's fault.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +48,54 @@ pub enum StoreError {
     /// A failure shared by every job of a group commit, reported to each.
     #[error("the write failed: {0}")]
     Shared(String),
+    /// The store cannot take writes now (a full disk, a read-only file):
+    /// nothing was written, and the caller should retry later.
+    #[error("the store is full or read-only; retry later ({0})")]
+    Unwritable(String),
+}
+
+impl StoreError {
+    /// Why the database cannot take writes now, when that is the failure:
+    /// a condition of the machine that passes, not a fault in Herald.
+    pub fn unwritable_reason(&self) -> Option<&str> {
+        let code = match self {
+            StoreError::Unwritable(reason) => return Some(reason),
+            StoreError::Database(sqlx::Error::Database(e)) => e.code(),
+            StoreError::Database(sqlx::Error::Io(_)) => return Some("an I/O error"),
+            _ => return None,
+        };
+        // SQLite reports extended codes; the primary code is the low byte.
+        let primary = code?.parse::<i32>().ok()? & 0xff;
+        Some(match primary {
+            5 | 6 => "the database is locked by another process",
+            8 => "the database is read-only",
+            10 => "the disk reported an I/O error",
+            13 => "the database or its disk is full",
+            14 => "the database file cannot be opened",
+            _ => return None,
+        })
+    }
+
+    /// The same failure for every job of a group commit: the kind is kept
+    /// (an unwritable store stays retryable), the cause as text.
+    pub fn to_shared(&self) -> StoreError {
+        match self.unwritable_reason() {
+            Some(reason) => StoreError::Unwritable(reason.to_owned()),
+            None => StoreError::Shared(self.to_string()),
+        }
+    }
+
+    fn is_pool_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut)
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
 }
 
@@ -62,8 +110,19 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let state = Arc::new(WriterState::default());
+        let limits = state.clone();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_connect(move |conn, _| {
+                let limit = limits.limit_statement();
+                Box::pin(async move {
+                    if let Some(limit) = limit {
+                        sqlx::query(&limit).execute(conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&writer).await?;
@@ -76,7 +135,10 @@ impl Store {
                 .connect_with(options.read_only(true))
                 .await?
         };
-        Ok(Store { writer, reader })
+        Ok(Store {
+            writer: Writer::new(writer, state),
+            reader,
+        })
     }
 
     /// Starts the write transaction in which one event is ingested.
@@ -84,8 +146,47 @@ impl Store {
         Ok(Tx::new(self.writer.begin().await?))
     }
 
+    /// Limits the database file to about `max_bytes` (`None`: no limit),
+    /// from now on and on every connection opened later; a full database
+    /// refuses writes as a full disk does. A limit below the current size
+    /// holds the database at its current size.
+    pub async fn limit_size(&self, max_bytes: Option<u64>) -> Result<(), StoreError> {
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&self.reader)
+            .await?;
+        let pages = max_bytes.map(|b| (b / page_size.max(512) as u64).max(1));
+        self.writer.limit_pages(pages).await
+    }
+
+    /// Why writes are failing, while they are: the last write transaction
+    /// failed for a condition of the machine (full, read-only) and none has
+    /// committed since.
+    pub fn write_failure(&self) -> Option<String> {
+        self.writer.failure()
+    }
+
+    /// Tries a write transaction of 64 KiB (a row written and deleted), so
+    /// readiness can see the store take writes again without waiting for
+    /// traffic. A store with less room than that is as good as full.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let written = async {
+            sqlx::query("INSERT INTO write_probe (filler) VALUES (zeroblob(65536))")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM write_probe")
+                .execute(&mut *tx)
+                .await
+        }
+        .await;
+        match written {
+            Ok(_) => tx.commit().await,
+            Err(e) => Err(tx.note_failure(e.into())),
+        }
+    }
+
     pub async fn close(&self) {
-        self.writer.close().await;
+        self.writer.pool().close().await;
         self.reader.close().await;
     }
 }

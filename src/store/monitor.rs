@@ -122,7 +122,7 @@ impl Store {
     pub async fn clear_overdue(&self, name: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE schedules SET overdue_since = NULL WHERE name = ?")
             .bind(name)
-            .execute(&self.writer)
+            .execute(self.writer.pool())
             .await?;
         Ok(())
     }

@@ -19,6 +19,7 @@ mod properties;
 mod query;
 mod restart;
 mod smtp;
+mod store_full;
 mod subscriptions;
 mod tls;
 mod validation;
