@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::ops;
 use crate::registry::{self, ManagedContext, Registry};
+use crate::retention::Pruner;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +176,7 @@ pub struct Application {
     ingestor: Ingestor,
     feed: ChangeFeed,
     monitor: Monitor,
+    pruner: Pruner,
     /// The operations port (`/metrics`, `/healthz`, `/readyz`), if enabled.
     http: Option<TcpListener>,
     metrics: Metrics,
@@ -248,6 +250,12 @@ impl Application {
             settings.schedules.clone(),
         )
         .await?;
+        let pruner = Pruner::new(
+            store.clone(),
+            options.clock.clone(),
+            settings.retention.clone(),
+            metrics.clone(),
+        );
         let requested = settings.server.grpc_listen;
         let listener = TcpListener::bind(requested)
             .await
@@ -282,6 +290,7 @@ impl Application {
             ingestor,
             feed,
             monitor,
+            pruner,
             http,
             metrics,
             admin,
@@ -307,6 +316,10 @@ impl Application {
         self.monitor.clone()
     }
 
+    pub fn pruner(&self) -> Pruner {
+        self.pruner.clone()
+    }
+
     pub fn store(&self) -> Store {
         self.store.clone()
     }
@@ -321,7 +334,9 @@ impl Application {
         let shutdown = CancellationToken::new();
         let mut lanes = JoinSet::new();
         let mut monitor = None;
+        let mut pruner = None;
         if self.options.background_workers {
+            pruner = Some(self.pruner.clone().spawn(shutdown.clone()));
             lanes = self
                 .dispatcher
                 .spawn(shutdown.clone(), self.settings.server.shutdown_grace);
@@ -399,6 +414,9 @@ impl Application {
         while lanes.join_next().await.is_some() {}
         if let Some(monitor) = monitor {
             let _ = monitor.await;
+        }
+        if let Some(pruner) = pruner {
+            let _ = pruner.await;
         }
         if let Some(ops) = ops {
             let _ = ops.await;

@@ -5,6 +5,10 @@
 //! converted into typed [`Settings`]; every error names the key at fault,
 //! e.g. `webhooks[1].url: must be an absolute http or https URL`.
 
+mod retention;
+
+pub use retention::RetentionSettings;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +37,8 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9090";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// How long finished work is kept (`[retention]`).
+    pub retention: RetentionSettings,
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub delivery: DeliverySettings,
@@ -291,6 +297,7 @@ impl Settings {
             schedules: parse_schedules(std::mem::take(&mut raw.schedules))?,
             smtp: smtp.map(|(settings, _)| settings),
             egress,
+            retention: retention::parse_retention(raw.retention.take().unwrap_or_default())?,
         })
     }
 }
@@ -1101,6 +1108,7 @@ struct RawConfig {
     egress: Option<RawEgress>,
     #[serde(default)]
     git_archives: Vec<RawGitArchive>,
+    retention: Option<retention::RawRetention>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod monitor;
 pub mod ops;
 pub mod registry;
+pub mod retention;
 pub mod store;
 pub mod telemetry;

@@ -32,7 +32,12 @@ struct Counters {
     attempts: AtomicU64,
     /// Sum of attempt durations in microseconds.
     attempt_micros: AtomicU64,
+    /// Rows removed by retention, by kind (see [`PRUNED_KINDS`]).
+    pruned: [AtomicU64; PRUNED_KINDS.len()],
 }
+
+/// The kinds of rows retention removes.
+pub const PRUNED_KINDS: [&str; 5] = ["deliveries", "attempts", "events", "documents", "batches"];
 
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -47,6 +52,20 @@ pub struct OutboxGauges {
 }
 
 impl Metrics {
+    /// Counts rows removed by retention.
+    pub fn pruned(&self, pruned: &crate::store::Pruned) {
+        let counts = [
+            pruned.deliveries,
+            pruned.attempts,
+            pruned.events,
+            pruned.documents,
+            pruned.batches,
+        ];
+        for (counter, n) in self.counters.pruned.iter().zip(counts) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     pub fn event_committed(&self, event_type: EventType) {
         if let Some(i) = EventType::ALL.iter().position(|t| *t == event_type) {
             self.counters.events[i].fetch_add(1, Ordering::Relaxed);
@@ -139,6 +158,16 @@ impl Metrics {
         );
         let age = gauges.oldest_pending_age.map_or(0.0, |d| d.as_secs_f64());
         let _ = writeln!(out, "herald_outbox_oldest_pending_age_seconds {age}");
+        header(
+            &mut out,
+            "herald_pruned_rows_total",
+            "counter",
+            "Rows removed by retention, by kind.",
+        );
+        for (i, kind) in PRUNED_KINDS.iter().enumerate() {
+            let n = c.pruned[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "herald_pruned_rows_total{{kind=\"{kind}\"}} {n}");
+        }
         out
     }
 }

@@ -30,6 +30,7 @@ pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub struct Herald {
     pub addr: SocketAddr,
     pub dispatcher: Dispatcher,
+    pub pruner: crate::retention::Pruner,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -38,6 +39,16 @@ impl Herald {
     /// Starts Herald on `dir/herald.db` with `extra` configuration. Without
     /// `background`, nothing is delivered until the caller starts it.
     pub async fn start(dir: &TempDir, extra: &str, background: bool) -> anyhow::Result<Herald> {
+        Self::start_with(dir, extra, background, BuildOptions::default().clock).await
+    }
+
+    /// As [`Herald::start`], on `clock`.
+    pub async fn start_with(
+        dir: &TempDir,
+        extra: &str,
+        background: bool,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    ) -> anyhow::Result<Herald> {
         let toml = format!(
             "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"off\"\nshutdown_grace = \"1s\"\n\
              [store]\nurl = \"sqlite://{}/herald.db\"\n[stalls]\nmax_duration = \"off\"\nlearn = false\n[egress]\nallow = [\"127.0.0.0/8\"]\n{extra}",
@@ -46,10 +57,10 @@ impl Herald {
         let settings = Settings::from_toml(&toml, &Overrides::default(), &|_| None)?;
         let options = BuildOptions {
             background_workers: background,
-            ..BuildOptions::default()
+            clock,
         };
         let app = Application::build_with(settings, options).await?;
-        let (addr, dispatcher) = (app.grpc_addr(), app.dispatcher());
+        let (addr, dispatcher, pruner) = (app.grpc_addr(), app.dispatcher(), app.pruner());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -63,6 +74,7 @@ impl Herald {
         Ok(Herald {
             addr,
             dispatcher,
+            pruner,
             stop,
             task,
         })

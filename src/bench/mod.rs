@@ -29,6 +29,7 @@ pub struct Sizes {
     pub isolation_events: u64,
     pub recovery_events: u64,
     pub memory_events: u64,
+    pub retention_events: u64,
 }
 
 impl Sizes {
@@ -45,6 +46,7 @@ impl Sizes {
             isolation_events: 20_000,
             recovery_events: 100_000,
             memory_events: 1_000_000,
+            retention_events: 100_000,
         }
     }
 
@@ -61,6 +63,7 @@ impl Sizes {
             isolation_events: 200,
             recovery_events: 300,
             memory_events: 1_000,
+            retention_events: 500,
         }
     }
 }
@@ -74,7 +77,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Only these scenarios (ingest, latency, delivery, fanout, isolation,
-    /// recovery, memory).
+    /// recovery, memory, retention).
     #[arg(long = "only")]
     only: Vec<String>,
     /// Also write the figures as JSON to this file.

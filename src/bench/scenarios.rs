@@ -14,7 +14,7 @@ use super::{Figure, Sizes};
 
 type Run = fn(Sizes) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Figure>>> + Send>>;
 
-pub const ALL: [(&str, Run); 7] = [
+pub const ALL: [(&str, Run); 8] = [
     ("ingest", |s| Box::pin(ingest_throughput(s))),
     ("latency", |s| Box::pin(end_to_end_latency(s))),
     ("delivery", |s| Box::pin(delivery_throughput(s))),
@@ -22,6 +22,7 @@ pub const ALL: [(&str, Run); 7] = [
     ("isolation", |s| Box::pin(isolation(s))),
     ("recovery", |s| Box::pin(recovery(s))),
     ("memory", |s| Box::pin(memory(s))),
+    ("retention", |s| Box::pin(retention(s))),
 ];
 
 /// The longest any one wait in a scenario may take.
@@ -326,4 +327,41 @@ async fn memory(s: Sizes) -> anyhow::Result<Vec<Figure>> {
     child.kill().await?;
     dead.stop();
     Ok(vec![f])
+}
+
+/// Ingest while retention prunes a backlog: `retention_events` events are
+/// loaded, the clock moves 91 days on, and the next events are sent while
+/// the pruner removes the backlog; the rate is compared with the same
+/// number of events sent before the clock moved (same database, same run).
+async fn retention(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut alone = figure("retention", "ingest, 64 clients, no pruning", "events/s", "");
+    let mut pruning = figure("retention", "ingest while pruning", "events/s", "");
+    let mut ratio = figure("retention", "rate while pruning vs none", "%", "≥ 90 %");
+    let mut pruned = figure("retention", "events pruned per second", "rows/s", "");
+    for run in 0..s.runs {
+        let dir = tempfile::tempdir()?;
+        let clock = crate::clock::ManualClock::new(chrono::Utc::now());
+        let herald = Herald::start_with(&dir, "", false, Arc::new(clock.clone())).await?;
+        ingest(herald.addr, 64, s.retention_events, &format!("r{run}")).await?;
+        let measured = s.retention_events / 5;
+        let before = ingest(herald.addr, 64, measured, &format!("r{run}a")).await?;
+        clock.advance(chrono::Duration::days(91));
+        let pruner = herald.pruner.clone();
+        let pruning_started = Instant::now();
+        let prune = tokio::spawn(async move { pruner.run_once().await });
+        let during = ingest(herald.addr, 64, measured, &format!("r{run}b")).await?;
+        let removed = prune.await??;
+        let prune_time = pruning_started.elapsed();
+        alone.values.push(per_second(measured, before));
+        pruning.values.push(per_second(measured, during));
+        ratio
+            .values
+            .push(100.0 * before.as_secs_f64() / during.as_secs_f64().max(1e-9));
+        pruned.values.push(per_second(removed.events, prune_time));
+        if removed.events < s.retention_events {
+            bail!("retention: pruned {} of {} events", removed.events, s.retention_events);
+        }
+        herald.stop().await;
+    }
+    Ok(vec![alone, pruning, ratio, pruned])
 }

@@ -13,6 +13,7 @@ mod ingest;
 mod managed;
 mod monitor;
 mod queries;
+mod retention;
 mod writer;
 
 use std::str::FromStr;
@@ -20,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::SqlitePool;
 
 pub use deliveries::{
@@ -32,6 +35,7 @@ pub use ingest::{NewEvent, PriorEvent, Tx};
 pub use managed::{ManagedSubscription, StoredSecret};
 pub use monitor::ScheduleState;
 pub use queries::{BatchChange, BatchFilter, BatchPage};
+pub use retention::Pruned;
 pub use writer::WriteTx;
 
 use writer::{Writer, WriterState};
@@ -123,9 +127,12 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(options.clone())
+            // Space freed by pruning goes back to the file system; a new
+            // database is created so, an older one converted below.
+            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
             .await?;
         sqlx::migrate!("./migrations").run(&writer).await?;
+        convert_to_incremental_vacuum(&writer).await;
         let reader = if url.contains(":memory:") {
             // A second pool would open a second, empty in-memory database.
             writer.clone()
@@ -188,6 +195,29 @@ impl Store {
     pub async fn close(&self) {
         self.writer.pool().close().await;
         self.reader.close().await;
+    }
+}
+
+/// A database created before Herald pruned anything has no auto-vacuum;
+/// switching it on takes one VACUUM. It is an optimisation (freed pages are
+/// reused either way), so a failure (no room for the copy) is only logged.
+async fn convert_to_incremental_vacuum(writer: &SqlitePool) {
+    let mode: Result<i64, _> = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(writer)
+        .await;
+    if !matches!(mode, Ok(0)) {
+        return;
+    }
+    tracing::info!("converting the database to incremental auto-vacuum (once)");
+    let converted = async {
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(writer)
+            .await?;
+        sqlx::query("VACUUM").execute(writer).await
+    }
+    .await;
+    if let Err(e) = converted {
+        tracing::warn!(error = %e, "cannot convert to incremental auto-vacuum; freed space is still reused");
     }
 }
 

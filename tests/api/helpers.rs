@@ -53,6 +53,7 @@ pub struct TestApp {
     pub store: Store,
     pub dispatcher: Dispatcher,
     pub monitor: Monitor,
+    pub pruner: herald::retention::Pruner,
     pub clock: ManualClock,
     pub dir: Arc<TempDir>,
     stop: CancellationToken,
@@ -116,6 +117,7 @@ impl Spawn {
         let addr = app.grpc_addr();
         let http = app.http_addr().expect("the operations port is on");
         let (store, dispatcher, monitor) = (app.store(), app.dispatcher(), app.monitor());
+        let pruner = app.pruner();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let handle = tokio::spawn(async move {
@@ -142,6 +144,7 @@ impl Spawn {
             store,
             dispatcher,
             monitor,
+            pruner,
             clock,
             dir,
             stop,
@@ -198,6 +201,11 @@ impl TestApp {
     /// Runs the stall and overdue checks once at the clock's time.
     pub async fn check(&self) -> Findings {
         self.monitor.run_once().await.expect("monitor runs")
+    }
+
+    /// Runs retention once at the clock's time.
+    pub async fn prune(&self) -> herald::store::Pruned {
+        self.pruner.run_once().await.expect("pruning runs")
     }
 
     pub fn advance(&self, by: Duration) {

@@ -18,6 +18,7 @@ mod projects;
 mod properties;
 mod query;
 mod restart;
+mod retention;
 mod smtp;
 mod store_full;
 mod subscriptions;
