@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::event::EventType;
+use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::template::Template;
 
 /// What an email subscription adds to the common subscription fields.
@@ -135,6 +136,46 @@ pub fn ready_at(
         Some(sent) => wait.max(sent + chrono_duration(rule.group_interval)),
         None => wait,
     }
+}
+
+/// What becomes of each delivery of a group whose mail did not go out,
+/// given each one's attempt number (1-based) and whether the server's
+/// refusal was temporary.
+///
+/// RFC 5321 §4.2.1: a 4xx reply (like no answer at all) means "try
+/// again", only a 5xx is permanent. SMTP codes are not HTTP statuses, so a
+/// temporary refusal is put to the retry policy as `NoResponse`. A
+/// delivery whose schedule is used up is dead; all the others retry after
+/// one wait, the longest any of them has reached, with one jitter draw
+/// (`unit`), so that the group goes out again as one mail rather than
+/// scattered over the jitter band.
+pub fn unsent_verdicts(
+    policy: &RetryPolicy,
+    numbers: &[u32],
+    temporary: bool,
+    unit: f64,
+) -> Vec<Verdict> {
+    if !temporary {
+        return vec![Verdict::Dead; numbers.len()];
+    }
+    let verdicts: Vec<Verdict> = numbers
+        .iter()
+        .map(|&n| policy.verdict(n, AttemptResult::NoResponse, unit))
+        .collect();
+    let wait = verdicts
+        .iter()
+        .filter_map(|v| match v {
+            Verdict::RetryIn(wait) => Some(*wait),
+            _ => None,
+        })
+        .max();
+    verdicts
+        .into_iter()
+        .map(|v| match (v, wait) {
+            (Verdict::RetryIn(_), Some(wait)) => Verdict::RetryIn(wait),
+            (v, _) => v,
+        })
+        .collect()
 }
 
 /// What Herald last told this rule's recipients about an alert.
@@ -524,5 +565,30 @@ mod tests {
             ..rule()
         };
         assert!(!worth_mailing(&quiet, &resolve, Some(firing), at(10)));
+    }
+
+    #[test]
+    fn a_temporary_refusal_retries_the_whole_group_after_one_wait() {
+        let policy = RetryPolicy {
+            schedule: vec![Duration::from_secs(10), Duration::from_secs(300)],
+            jitter: 0.2,
+        };
+        let retry = |secs| Verdict::RetryIn(Duration::from_secs(secs));
+        // Deliveries at their 1st, 2nd and 3rd attempt: the last one's
+        // schedule is used up; the others wait the longest wait reached.
+        assert_eq!(
+            unsent_verdicts(&policy, &[1, 2, 3], true, 0.5),
+            [retry(300), retry(300), Verdict::Dead]
+        );
+        assert_eq!(
+            unsent_verdicts(&policy, &[1, 1], true, 0.0),
+            [retry(8), retry(8)],
+            "one jitter draw for the group"
+        );
+        assert_eq!(
+            unsent_verdicts(&policy, &[1, 1], false, 0.5),
+            [Verdict::Dead, Verdict::Dead],
+            "a permanent refusal is not retried"
+        );
     }
 }

@@ -514,10 +514,19 @@ impl Inner {
         number: u32,
         attempt: &Attempt,
     ) -> DeliveryUpdate {
-        match sub
+        let verdict = sub
             .retry
-            .verdict(number, attempt.result, rand::random::<f64>())
-        {
+            .verdict(number, attempt.result, rand::random::<f64>());
+        self.update_for(verdict, self.clock.now())
+    }
+
+    /// The row update a verdict asks for; a retry waits from `now`.
+    pub(super) fn update_for(
+        &self,
+        verdict: Verdict,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> DeliveryUpdate {
+        match verdict {
             Verdict::Delivered => DeliveryUpdate::Delivered,
             Verdict::Failed => DeliveryUpdate::Failed,
             Verdict::Dead => DeliveryUpdate::Dead,
@@ -526,7 +535,7 @@ impl Inner {
             },
             Verdict::RetryIn(wait) => {
                 let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::days(1));
-                DeliveryUpdate::RetryAt(self.clock.now() + wait)
+                DeliveryUpdate::RetryAt(now + wait)
             }
         }
     }

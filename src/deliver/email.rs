@@ -4,6 +4,12 @@
 //! the same attempt; deliveries that need no mail (an alert already mailed
 //! within `repeat_interval`, a resolution nobody heard the alert of, a
 //! duplicate folded into a newer event) are settled as suppressed.
+//!
+//! A mail the server refuses for now (any 4xx, or no answer) is retried on
+//! the rule's schedule; only a 5xx is permanent (RFC 5321 §4.2.1). A group
+//! is retried whole: its deliveries share one retry time, and while they
+//! wait, new alerts of the group wait with them, so that the group goes
+//! out again as one mail.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +19,11 @@ use serde_json::Value;
 use super::dispatcher::{Inner, Lane, Outcome};
 use super::http::Attempt;
 use super::mail::MailError;
-use crate::core::email::{alert_of, compose, group_key, ready_at, worth_mailing, EmailRule};
+use crate::core::email::{
+    alert_of, compose, group_key, ready_at, unsent_verdicts, worth_mailing, EmailRule,
+};
 use crate::core::retry::AttemptResult;
+use crate::core::subscription::Subscription;
 use crate::store::{DeliveryUpdate, PendingDelivery, StoreError};
 
 /// A pending delivery with its parsed event.
@@ -43,6 +52,12 @@ impl Inner {
         }
         let mut settled = 0;
         for (group, items) in groups {
+            // A group waiting for its retry goes out again whole when the
+            // retry is due: a new alert of the group joins it, never goes
+            // alone.
+            if items.iter().any(|i| i.delivery.next_attempt_at > now) {
+                continue;
+            }
             let oldest = items
                 .iter()
                 .map(|i| i.delivery.created_at)
@@ -99,12 +114,8 @@ impl Inner {
             }),
         };
         let attempt = mail_attempt(&sent, now, started.elapsed());
-        for item in &mail_items {
-            let update = match &sent {
-                Ok(()) => DeliveryUpdate::Delivered,
-                Err(e) if !e.transient => DeliveryUpdate::Dead,
-                Err(_) => self.decide(&lane.sub, item.delivery.attempts + 1, &attempt),
-            };
+        let updates = self.mail_updates(&lane.sub, &mail_items, &sent);
+        for (item, update) in mail_items.iter().zip(updates) {
             self.record(lane, outcome(item, &attempt, update)).await?;
         }
         match sent {
@@ -124,6 +135,26 @@ impl Inner {
             }
         }
         Ok(count)
+    }
+
+    /// What each delivery of a mail becomes: delivered, or retried as a
+    /// group or dead (see `unsent_verdicts`).
+    fn mail_updates(
+        &self,
+        sub: &Subscription,
+        items: &[Item],
+        sent: &Result<(), MailError>,
+    ) -> Vec<DeliveryUpdate> {
+        let error = match sent {
+            Ok(()) => return vec![DeliveryUpdate::Delivered; items.len()],
+            Err(error) => error,
+        };
+        let numbers: Vec<u32> = items.iter().map(|i| i.delivery.attempts + 1).collect();
+        let now = self.clock.now();
+        unsent_verdicts(&sub.retry, &numbers, error.transient, rand::random::<f64>())
+            .into_iter()
+            .map(|verdict| self.update_for(verdict, now))
+            .collect()
     }
 
     /// Splits a group's deliveries into those worth a mail and those to

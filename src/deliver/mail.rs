@@ -77,7 +77,7 @@ impl Mailer {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(MailError {
                 transient: !e.is_permanent(),
-                code: e.status().and_then(|c| c.to_string().parse().ok()),
+                code: e.status().map(u16::from),
                 message: e.to_string(),
             }),
             Err(_) => Err(MailError {

@@ -15,22 +15,30 @@ pub struct PendingDelivery {
     pub id: String,
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
+    /// Later than now while the delivery waits for a retry.
+    pub next_attempt_at: DateTime<Utc>,
     pub body: Vec<u8>,
 }
 
 impl Store {
-    /// The subscription's deliveries that are due and not leased, oldest
-    /// first.
+    /// The subscription's pending deliveries that are not leased, oldest
+    /// first, when at least one of them is due (else none): a group is
+    /// mailed only with all its deliveries, so the caller needs those that
+    /// wait for a retry too.
     pub async fn pending_deliveries(
         &self,
         subscription: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<PendingDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT d.id, d.attempts, d.created_at, e.body
+            "SELECT d.id, d.attempts, d.created_at, d.next_attempt_at, e.body
              FROM deliveries d JOIN events e ON e.seq = d.event_seq
-             WHERE d.subscription = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
+             WHERE d.subscription = ?1 AND d.state = 'pending'
                AND (d.lease_until IS NULL OR d.lease_until <= ?2)
+               AND EXISTS (SELECT 1 FROM deliveries due
+                           WHERE due.subscription = ?1 AND due.state = 'pending'
+                             AND due.next_attempt_at <= ?2
+                             AND (due.lease_until IS NULL OR due.lease_until <= ?2))
              ORDER BY d.event_seq",
         )
         .bind(subscription)
@@ -43,6 +51,7 @@ impl Store {
                     id: r.get("id"),
                     attempts: r.get::<i64, _>("attempts") as u32,
                     created_at: from_millis(r.get("created_at"))?,
+                    next_attempt_at: from_millis(r.get("next_attempt_at"))?,
                     body: r.get("body"),
                 })
             })

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use herald::store::{DeliveryFilter, DeliveryState};
 
-use crate::helpers::{batch_ref, dead_address, webhook, Receiver, Reply, Spawn, TestApp, SECRET};
-use crate::smtp::{Mode, SmtpServer};
+use crate::helpers::{
+    batch_ref, dead_address, eventually, webhook, Receiver, Reply, Spawn, TestApp, SECRET,
+};
+use crate::smtp::{smtp_config, Mode, SmtpServer, Stage};
 
 const GROUP_WAIT: Duration = Duration::from_secs(31);
 const GROUP_INTERVAL: Duration = Duration::from_secs(301);
@@ -165,12 +167,11 @@ async fn recovery_mails_can_be_turned_off() {
 #[tokio::test]
 async fn mail_waits_for_an_smtp_server_that_is_down_and_arrives_when_it_is_back() {
     let addr = dead_address().await;
-    let config = format!(
-        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"herald@example.com\"\ntimeout = \"5s\"\n{}",
-        addr.port(),
-        rule("retry_schedule = [\"10s\", \"10s\"]")
-    );
-    let app = app(config).await;
+    let app = app(smtp_config(
+        addr,
+        &rule("retry_schedule = [\"10s\", \"10s\"]"),
+    ))
+    .await;
     app.fail_batch("ev-1", "b-1", "sales").await;
     app.advance(GROUP_WAIT);
     app.deliver().await;
@@ -265,5 +266,147 @@ async fn a_disabled_subscription_reaches_the_default_admins_rule() {
             .iter()
             .all(|m| !String::from_utf8_lossy(&m.data).contains(secret_part)),
         "no secret in any mail"
+    );
+}
+
+/// Starts Herald, waits for the connection it checks the SMTP server with
+/// at start (it takes a greeting, then serves the first mail from the
+/// pool), fails a batch of `sales` and of `stock` (two groups, two mails),
+/// lets `group_wait` pass and delivers once.
+async fn two_groups_mailed_once(smtp: &SmtpServer, schedule: &str) -> TestApp {
+    let app = app(smtp.config("") + &rule(&format!("retry_schedule = {schedule}"))).await;
+    let checked = eventually(Duration::from_secs(10), || smtp.sessions() >= 1).await;
+    assert!(checked, "Herald checks the SMTP server at start");
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.fail_batch("ev-2", "b-2", "stock").await;
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    app
+}
+
+#[tokio::test]
+async fn a_temporary_smtp_refusal_at_any_stage_is_retried_and_every_alert_arrives_once() {
+    let refusals = [
+        (Stage::Greeting, "421 4.3.2 shutting down"),
+        (Stage::MailFrom, "451 4.3.0 try later"),
+        (Stage::RcptTo, "450 4.2.1 mailbox busy"),
+        (Stage::Data, "452 4.3.1 out of storage"),
+        (Stage::EndOfData, "451 4.3.0 try later"),
+    ];
+    for (stage, refusal) in refusals {
+        let smtp = SmtpServer::start().await;
+        // The first attempt of each group's mail, and the greeting of the
+        // start-up check.
+        let times = if stage == Stage::Greeting { 3 } else { 2 };
+        smtp.script(stage, &vec![refusal; times]);
+        let app = two_groups_mailed_once(&smtp, "[\"10s\", \"10s\"]").await;
+        assert!(smtp.mails().is_empty(), "{stage:?}: refused");
+        let code: u16 = refusal[..3].parse().unwrap();
+        for event in ["ev-1", "ev-2"] {
+            let rows = app.deliveries_of(event).await;
+            assert_eq!(rows[0].state, DeliveryState::Pending, "{stage:?}: {rows:?}");
+            let attempts = app.store.list_attempts(&rows[0].id).await.unwrap();
+            assert_eq!(attempts[0].status_code, Some(code), "{stage:?}");
+            assert_eq!(attempts[0].verdict, "retry", "{stage:?}");
+        }
+
+        // The retry goes out; later rounds send nothing more.
+        for _ in 0..3 {
+            app.advance(Duration::from_secs(15));
+            app.deliver().await;
+        }
+        let mut subjects: Vec<String> = smtp.mails().iter().map(|m| m.subject()).collect();
+        subjects.sort();
+        assert_eq!(
+            subjects,
+            [
+                "FAILED: refresh of SALES (prod) — 1 of 3 aggregates failed",
+                "FAILED: refresh of STOCK (prod) — 1 of 3 aggregates failed",
+            ],
+            "{stage:?}"
+        );
+        for event in ["ev-1", "ev-2"] {
+            let rows = app.deliveries_of(event).await;
+            assert_eq!(rows[0].state, DeliveryState::Delivered, "{stage:?}");
+            let attempts = app.store.list_attempts(&rows[0].id).await.unwrap();
+            assert_eq!(attempts.len(), 2, "{stage:?}: {attempts:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_temporary_smtp_refusal_until_the_schedule_runs_out_is_dead_and_reported() {
+    let smtp = SmtpServer::start().await;
+    // Both groups' first attempt and retry.
+    smtp.script(Stage::MailFrom, &["451 4.3.0 try later"; 4]);
+    let app = two_groups_mailed_once(&smtp, "[\"10s\"]").await;
+    app.advance(Duration::from_secs(15));
+    app.deliver().await;
+
+    let rows = app.deliveries_of("ev-1").await;
+    assert_eq!(rows[0].state, DeliveryState::Dead);
+    let attempts = app.store.list_attempts(&rows[0].id).await.unwrap();
+    let verdicts: Vec<&str> = attempts.iter().map(|a| a.verdict.as_str()).collect();
+    assert_eq!(verdicts, ["retry", "dead"]);
+    // Both dead mails are reported to the admins' rule (this same one),
+    // and the server, accepting again, gets the report.
+    let all = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    let reports = all
+        .iter()
+        .filter(|r| r.event_type == "herald.delivery.dead")
+        .count();
+    assert_eq!(reports, 2, "{all:?}");
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    let subjects: Vec<String> = smtp.mails().iter().map(|m| m.subject()).collect();
+    assert!(
+        !subjects.is_empty() && subjects.iter().all(|s| s.starts_with("DELIVERY DEAD")),
+        "{subjects:?}"
+    );
+}
+
+#[tokio::test]
+async fn after_an_smtp_outage_a_group_goes_out_as_one_mail_with_every_alert() {
+    let addr = dead_address().await;
+    let grouped = "group_by = [\"environment\"]\nretry_schedule = [\"5m\", \"5m\", \"5m\"]";
+    let app = app(smtp_config(addr, &rule(grouped))).await;
+    for i in 0..5 {
+        app.fail_batch(&format!("ev-{i}"), &format!("b-{i}"), &format!("cube{i}"))
+            .await;
+    }
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    // One more alert of the group while the server is still down: it
+    // joins the group's retry instead of going out on its own.
+    app.advance(Duration::from_secs(60));
+    app.fail_batch("ev-late", "b-late", "cube5").await;
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+
+    let smtp = SmtpServer::start_on(addr).await;
+    // Through the whole retry window (5 minutes ± 20 % jitter) and a
+    // group_interval beyond, in small steps.
+    for _ in 0..(12 * 60 / 5) {
+        app.advance(Duration::from_secs(5));
+        app.deliver().await;
+    }
+    let mails = smtp.mails();
+    let subjects: Vec<String> = mails.iter().map(|m| m.subject()).collect();
+    assert_eq!(mails.len(), 1, "{subjects:?}");
+    let text = mails[0].text();
+    assert_eq!(text.matches("FAILED: refresh of").count(), 6, "{text}");
+    let rows = app
+        .store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(
+        rows.iter().all(|r| r.state == DeliveryState::Delivered),
+        "{rows:?}"
     );
 }
