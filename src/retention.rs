@@ -101,8 +101,9 @@ fn cutoff(now: DateTime<Utc>, age: Option<Duration>) -> Option<DateTime<Utc>> {
     now.checked_sub_signed(chrono::Duration::from_std(age?).ok()?)
 }
 
-/// Runs one kind's step until a step removes less than a full step,
-/// yielding in between so other writers get the store.
+/// Runs one kind's step until a step removes less than a full step. After
+/// each step it rests as long as the step took, so pruning a large backlog
+/// takes at most half of the writer's time and ingest keeps the rest.
 async fn repeat<F, Fut>(mut step: F) -> Result<Pruned, StoreError>
 where
     F: FnMut() -> Fut,
@@ -110,13 +111,14 @@ where
 {
     let mut total = Pruned::default();
     loop {
+        let started = std::time::Instant::now();
         let pruned = step().await?;
         total.add(pruned);
         let rows = pruned.deliveries + pruned.events + pruned.documents + pruned.batches;
         if rows < u64::from(STEP) {
             return Ok(total);
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(started.elapsed()).await;
     }
 }
 
