@@ -132,7 +132,13 @@ mod tests {
         for header in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k "] {
             assert_eq!(bearer_token(header), Some("t0k"), "{header}");
         }
-        for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Bearert0k", "t0k"] {
+        for header in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer   ",
+            "Bearert0k",
+            "t0k",
+        ] {
             assert_eq!(bearer_token(header), None, "{header}");
         }
     }

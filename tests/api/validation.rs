@@ -288,7 +288,10 @@ async fn a_timestamp_with_nanos_out_of_range_is_refused_by_name() {
         .await
         .unwrap_err();
     assert_eq!(awaited.code(), Code::InvalidArgument);
-    assert!(awaited.message().starts_with("cube.after.nanos"), "{awaited:?}");
+    assert!(
+        awaited.message().starts_with("cube.after.nanos"),
+        "{awaited:?}"
+    );
     let mut admin = pb::admin_service_client::AdminServiceClient::new(app.channel().await);
     let deliveries = admin
         .list_deliveries(pb::ListDeliveriesRequest {
@@ -298,7 +301,10 @@ async fn a_timestamp_with_nanos_out_of_range_is_refused_by_name() {
         .await
         .unwrap_err();
     assert_eq!(deliveries.code(), Code::InvalidArgument);
-    assert!(deliveries.message().starts_with("since.nanos"), "{deliveries:?}");
+    assert!(
+        deliveries.message().starts_with("since.nanos"),
+        "{deliveries:?}"
+    );
 
     app.deliver().await;
     let sent = receiver.received();
