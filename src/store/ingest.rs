@@ -19,7 +19,11 @@ pub struct Tx {
 #[derive(Debug, Clone)]
 pub struct PriorEvent {
     pub seq: i64,
+    /// The digest of its content, to tell a retry from a reused id.
     pub fingerprint: String,
+    /// What it was: its type and where it applied (to name a reuse).
+    pub event_type: String,
+    pub scope: Scope,
     /// The first answer, without its sequence number (that is `seq`).
     pub reply: String,
 }
@@ -118,7 +122,9 @@ impl Tx {
         let mut found = HashMap::new();
         for chunk in event_ids.chunks(CHUNK) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT seq, event_id, fingerprint, reply FROM events WHERE event_id IN (",
+                "SELECT seq, event_id, fingerprint, reply, event_type,
+                        environment_id, project_id, cube_id, batch_id
+                 FROM events WHERE event_id IN (",
             );
             let mut list = query.separated(", ");
             for id in chunk {
@@ -129,6 +135,14 @@ impl Tx {
                 let prior = PriorEvent {
                     seq: r.get("seq"),
                     fingerprint: r.get("fingerprint"),
+                    event_type: r.get("event_type"),
+                    scope: Scope {
+                        environment_id: r.get("environment_id"),
+                        project_id: r.get("project_id"),
+                        cube_id: r.get("cube_id"),
+                        cube_name: None,
+                        batch_id: r.get("batch_id"),
+                    },
                     reply: r.get("reply"),
                 };
                 found.insert(r.get("event_id"), prior);
