@@ -109,7 +109,7 @@ impl Tx {
 
 /// Rows per multi-row statement: well under SQLite's limit on bound
 /// parameters (32,766) for the widest row.
-const CHUNK: usize = 256;
+pub(super) const CHUNK: usize = 256;
 
 /// Set-wise reads and writes for a group commit: one statement per kind of
 /// row for a whole batch of events, instead of several per event.
