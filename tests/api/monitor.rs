@@ -186,7 +186,10 @@ async fn herald_wait_exits_3_when_the_batch_stalls() {
 /// Runs one batch of `cube` in `environment` for `minutes`, then ends it
 /// (a success unless `fails`).
 async fn run_batch(app: &TestApp, (environment, cube): (&str, &str), minutes: u32, fails: bool) {
-    let id = format!("{environment}-{cube}-{}", app.store.count_events().await.unwrap());
+    let id = format!(
+        "{environment}-{cube}-{}",
+        app.store.count_events().await.unwrap()
+    );
     let batch = Some(crate::helpers::batch_ref(&id, environment, cube));
     let mut ingest = app.ingest.clone();
     ingest
@@ -235,7 +238,12 @@ async fn the_history_of_many_cubes_is_read_at_once_each_cube_its_own() {
 
     let names: Vec<String> = (0..300).map(|i| format!("cube-{i}")).collect();
     let mut cubes: Vec<(&str, &str)> = names.iter().map(|c| ("prod", c.as_str())).collect();
-    cubes.extend([sales, ("prod", "stock"), ("test", "sales"), ("test", "stock")]);
+    cubes.extend([
+        sales,
+        ("prod", "stock"),
+        ("test", "sales"),
+        ("test", "stock"),
+    ]);
     let histories = app.store.recent_durations(&cubes, 3).await.unwrap();
 
     let minutes = |cube: (&str, &str)| -> Option<Vec<u64>> {
