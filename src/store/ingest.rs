@@ -181,18 +181,9 @@ impl Tx {
         let mut found = HashMap::new();
         // One indexed lookup per cube, in one statement.
         for chunk in cubes.chunks(CHUNK) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("");
-            for (i, (environment_id, cube_id)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    query.push(" UNION ALL ");
-                }
-                query
-                    .push("SELECT * FROM (SELECT environment_id, cube_id, state, finished_at FROM batches WHERE environment_id = ")
-                    .push_bind(*environment_id)
-                    .push(" AND cube_id = ")
-                    .push_bind(*cube_id)
-                    .push(" AND state IN ('SUCCEEDED', 'FAILED') ORDER BY finished_at DESC LIMIT 1)");
-            }
+            let condition = "state IN ('SUCCEEDED', 'FAILED')";
+            let mut query =
+                super::monitor::latest_per_cube(chunk, "state, finished_at", condition, 1);
             for r in query.build().fetch_all(&mut *self.inner).await? {
                 if let Some(state) = BatchState::parse(r.get("state")) {
                     let key = (r.get("environment_id"), r.get("cube_id"));

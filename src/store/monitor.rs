@@ -43,20 +43,12 @@ impl Store {
     ) -> Result<HashMap<(String, String), Vec<Duration>>, StoreError> {
         let mut found: HashMap<(String, String), Vec<Duration>> = HashMap::new();
         for chunk in cubes.chunks(CHUNK) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("");
-            for (i, (environment_id, cube_id)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    query.push(" UNION ALL ");
-                }
-                query
-                    .push("SELECT * FROM (SELECT environment_id, cube_id, finished_at, finished_at - started_at AS ms FROM batches WHERE environment_id = ")
-                    .push_bind(*environment_id)
-                    .push(" AND cube_id = ")
-                    .push_bind(*cube_id)
-                    .push(" AND state = 'SUCCEEDED' AND started_at IS NOT NULL AND finished_at >= started_at ORDER BY finished_at DESC LIMIT ")
-                    .push_bind(limit as i64)
-                    .push(")");
-            }
+            let mut query = latest_per_cube(
+                chunk,
+                "finished_at, finished_at - started_at AS ms",
+                "state = 'SUCCEEDED' AND started_at IS NOT NULL AND finished_at >= started_at",
+                limit,
+            );
             // Newest first within each cube, whatever order the parts return.
             query.push(" ORDER BY environment_id, cube_id, finished_at DESC");
             for r in query.build().fetch_all(&self.reader).await? {
@@ -139,6 +131,34 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// One statement that reads, for each cube, its latest `limit` batches
+/// (by `finished_at`) meeting `condition`: `environment_id`, `cube_id` and
+/// `columns`. Each part is an indexed lookup (`batches_cube`), joined by
+/// `UNION ALL`; at most [`CHUNK`] cubes, under SQLite's limit on compound
+/// selects.
+pub(super) fn latest_per_cube<'a>(
+    cubes: &[(&'a str, &'a str)],
+    columns: &str,
+    condition: &str,
+    limit: usize,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut query = QueryBuilder::new("");
+    for (i, (environment_id, cube_id)) in cubes.iter().enumerate() {
+        if i > 0 {
+            query.push(" UNION ALL ");
+        }
+        query
+            .push(format_args!("SELECT * FROM (SELECT environment_id, cube_id, {columns} FROM batches WHERE environment_id = "))
+            .push_bind(*environment_id)
+            .push(" AND cube_id = ")
+            .push_bind(*cube_id)
+            .push(format_args!(" AND {condition} ORDER BY finished_at DESC LIMIT "))
+            .push_bind(limit as i64)
+            .push(")");
+    }
+    query
 }
 
 impl Tx {
