@@ -6,6 +6,7 @@
 //! Like the dispatcher, it runs in the background in production and is
 //! driven by hand in tests ([`Monitor::run_once`]) with an injected clock.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,8 +70,12 @@ impl Monitor {
     /// Checks every running batch and every schedule once.
     pub async fn run_once(&self) -> Result<Findings, IngestError> {
         let mut findings = Findings::default();
-        for batch in self.inner.store.running_batches().await? {
-            if self.inner.check_stall(&batch).await? {
+        let running = self.inner.store.running_batches().await?;
+        let histories = self.inner.histories(&running).await?;
+        for batch in &running {
+            let key = (batch.environment_id.clone(), batch.cube_id.clone());
+            let history = histories.get(&key).map_or(&[][..], Vec::as_slice);
+            if self.inner.check_stall(batch, history).await? {
                 findings.stalled += 1;
             }
         }
@@ -97,24 +102,38 @@ impl Monitor {
     }
 }
 
+/// Recent successful durations, by (environment, cube).
+type Histories = HashMap<(String, String), Vec<Duration>>;
+
 impl Inner {
-    async fn check_stall(&self, batch: &BatchRecord) -> Result<bool, IngestError> {
+    /// The history of every cube with a running batch, when the policy
+    /// learns from it: one read for all of them, however many batches run.
+    async fn histories(&self, running: &[BatchRecord]) -> Result<Histories, IngestError> {
+        let Some(learning) = &self.stalls.learning else {
+            return Ok(Histories::new());
+        };
+        let cubes: BTreeSet<(&str, &str)> = running
+            .iter()
+            .filter(|b| b.started_at.is_some())
+            .map(|b| (b.environment_id.as_str(), b.cube_id.as_str()))
+            .collect();
+        let cubes: Vec<_> = cubes.into_iter().collect();
+        Ok(self.store.recent_durations(&cubes, learning.window).await?)
+    }
+
+    async fn check_stall(
+        &self,
+        batch: &BatchRecord,
+        history: &[Duration],
+    ) -> Result<bool, IngestError> {
         let Some(started_at) = batch.started_at else {
             return Ok(false);
-        };
-        let history = if self.stalls.learns() {
-            let window = self.stalls.learning.as_ref().map_or(0, |l| l.window);
-            self.store
-                .recent_durations(&batch.environment_id, &batch.cube_id, window)
-                .await?
-        } else {
-            Vec::new()
         };
         let allowance = self.stalls.allowance(
             &batch.environment_id,
             &batch.cube_id,
             &batch.cube_name,
-            &history,
+            history,
         );
         let Some(allowance) = allowance else {
             return Ok(false);

@@ -65,11 +65,11 @@ impl Auth {
                     "missing bearer token: send `authorization: Bearer <token>`",
                 )
             })?;
-        let presented = header.strip_prefix("Bearer ").ok_or_else(|| {
+        let presented = bearer_token(header).ok_or_else(|| {
             Status::unauthenticated("the authorization header must be `Bearer <token>`")
         })?;
         let token = self
-            .find(presented.trim())
+            .find(presented)
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
         if self.service.allows(token.role) {
             Ok(())
@@ -107,9 +107,39 @@ impl Auth {
     }
 }
 
+/// The token of a `Bearer <token>` credential. The scheme is matched
+/// without regard to case and may be followed by several spaces (RFC 9110
+/// §11.1: `bearer`, `BEARER` and `Bearer` are one scheme).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 impl Interceptor for Auth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         self.check(&request)?;
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for header in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k "] {
+            assert_eq!(bearer_token(header), Some("t0k"), "{header}");
+        }
+        for header in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer   ",
+            "Bearert0k",
+            "t0k",
+        ] {
+            assert_eq!(bearer_token(header), None, "{header}");
+        }
     }
 }

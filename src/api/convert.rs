@@ -46,11 +46,22 @@ fn event(meta: Option<pb::EventMeta>, now: DateTime<Utc>, payload: Payload) -> R
     })
 }
 
+/// A protobuf `Timestamp` as an instant. `nanos` must be 0–999,999,999, as
+/// the type defines it: chrono would read a larger value as a leap second
+/// (`…:60.5Z`), and a negative one has no meaning.
 pub fn timestamp(field: &str, t: prost_types::Timestamp) -> Result<DateTime<Utc>> {
-    u32::try_from(t.nanos)
+    let nanos = u32::try_from(t.nanos)
         .ok()
-        .and_then(|nanos| Utc.timestamp_opt(t.seconds, nanos).single())
-        .ok_or_else(|| FieldError::new(field, "is not a valid timestamp"))
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| {
+            FieldError::new(
+                format!("{field}.nanos"),
+                format!("{} is outside 0 to 999,999,999", t.nanos),
+            )
+        })?;
+    Utc.timestamp_opt(t.seconds, nanos)
+        .single()
+        .ok_or_else(|| FieldError::new(format!("{field}.seconds"), "is out of range"))
 }
 
 pub fn timestamp_to_proto(t: DateTime<Utc>) -> prost_types::Timestamp {

@@ -31,6 +31,7 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::Transition(t) => ApiError::Conflict(t),
+            IngestError::Reused(r) => ApiError::AlreadyExists(r.to_string()),
             IngestError::Store(s) => ApiError::Internal(s),
         }
     }

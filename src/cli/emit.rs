@@ -84,7 +84,9 @@ pub struct EmitArgs {
 
 pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
     let mut client = IngestServiceClient::new(connect(&args.server).await?);
-    let reply = send(&mut client, &args).await.map_err(status_error)?;
+    let reply = send(&mut client, &args)
+        .await
+        .map_err(|status| refused(status, &args))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reply_json(&reply))?);
     } else {
@@ -156,6 +158,19 @@ async fn send(
         EventKind::SchemaUnpublished => client.schema_unpublished(schema(a)).await?,
     };
     Ok(reply.into_inner())
+}
+
+/// The server's refusal as one line. A reused `--event-id` without
+/// `--occurred-at` is most likely a retry whose time defaulted to a new
+/// "now": say so.
+fn refused(status: tonic::Status, a: &EmitArgs) -> anyhow::Error {
+    let retried = status.code() == tonic::Code::AlreadyExists && a.occurred_at.is_none();
+    let error = status_error(status);
+    if retried {
+        anyhow!("{error} (a retry must send the same event, time included: pass the first call's --occurred-at)")
+    } else {
+        error
+    }
 }
 
 fn meta(a: &EmitArgs) -> pb::EventMeta {

@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
+use super::idempotency::{describe_use, fingerprint, same_content, FirstUse};
 use super::{Done, IngestError, Receipt, Work, RAISED_PREFIX};
 use crate::clock::Clock;
 use crate::core::batch::{self, BatchRecord, BatchState};
@@ -93,7 +93,8 @@ struct Overlay {
     /// Latest finished batch per (environment, cube): when, and how.
     cubes: HashMap<(String, String), (i64, BatchState)>,
     disabled: HashSet<String>,
-    seen: HashMap<String, usize>,
+    /// The event ids new in this batch, by their first use.
+    seen: HashMap<String, FirstUse>,
     /// The subscriptions as this batch began.
     subscriptions: Arc<[Subscription]>,
     /// Each project's latest model (`None`: no document, or not XML).
@@ -346,18 +347,18 @@ impl Core {
     ) -> Result<Pending, IngestError> {
         let fingerprint = fingerprint(event);
         if let Some(prior) = overlay.priors.get(&event.event_id) {
-            if prior.fingerprint != fingerprint {
-                // The engine's retry is the same event by definition of the
-                // key; a differing body (say a regenerated timestamp) still
-                // gets the first answer, but someone should know.
-                tracing::warn!(event_id = %event.event_id, "event_id repeated with different content; returning the first answer");
-            }
+            same_content(event, &fingerprint, &prior.fingerprint, || {
+                describe_use(&prior.event_type, &prior.scope)
+            })?;
             let mut receipt: Receipt = crate::store::decode_reply(&prior.reply)?;
             receipt.sequence = prior.seq;
             return Ok(Pending::Repeat(receipt));
         }
         if let Some(first) = overlay.seen.get(&event.event_id) {
-            return Ok(Pending::SameAs(*first));
+            same_content(event, &fingerprint, &first.fingerprint, || {
+                first.described.clone()
+            })?;
+            return Ok(Pending::SameAs(first.job));
         }
         let annotated = annotate(event, overlay);
         let event = &annotated;
@@ -415,7 +416,12 @@ impl Core {
                 None
             }
         };
-        overlay.seen.insert(event.event_id.clone(), job);
+        let first = FirstUse {
+            job,
+            fingerprint,
+            described: describe_use(event.event_type().as_str(), &event.scope()),
+        };
+        overlay.seen.insert(event.event_id.clone(), first);
         Ok(Pending::New {
             event_id: event.event_id.clone(),
             batch,
@@ -619,6 +625,7 @@ fn answers(plan: Plan, seq_of: &dyn Fn(&str) -> i64) -> Vec<Result<Done, IngestE
             Ok(Pending::Done(Done::Receipt(receipt))) => Ok(Done::Receipt(receipt.clone())),
             Err(e) => Err(match e {
                 IngestError::Transition(t) => IngestError::Transition(t.clone()),
+                IngestError::Reused(r) => IngestError::Reused(r.clone()),
                 IngestError::Store(s) => IngestError::Store(s.to_shared()),
             }),
         };
@@ -663,10 +670,4 @@ fn raised(
         changes_batch: false,
         job,
     }
-}
-
-fn fingerprint(event: &Event) -> String {
-    let json = serde_json::to_vec(event).expect("events serialize");
-    let digest = Sha256::digest(json);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }

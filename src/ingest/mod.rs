@@ -9,11 +9,13 @@
 //! transaction committed.
 //!
 //! Invariants kept here (DESIGN.md): an OK means committed; a repeated
-//! `event_id` returns the first answer and enqueues nothing; a rejected
-//! event changes nothing.
+//! `event_id` with the same content returns the first answer and enqueues
+//! nothing, with other content it is refused (an idempotency key names one
+//! request); a rejected event changes nothing.
 
 mod apply;
 mod committer;
+mod idempotency;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +54,20 @@ pub enum IngestError {
     #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error(transparent)]
+    Reused(#[from] ReusedEventId),
+    #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// An `event_id` sent again with other content: the caller reused a key
+/// (or lost track of one), and keeping either content silently would be
+/// wrong, so the second is refused and the first stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event_id `{event_id}` was first used for {first_use} with other content")]
+pub struct ReusedEventId {
+    pub event_id: String,
+    /// What the id was first used for, e.g. `aggregate.batch.started of batch b1`.
+    pub first_use: String,
 }
 
 /// One unit of work for the committer.

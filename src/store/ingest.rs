@@ -19,7 +19,11 @@ pub struct Tx {
 #[derive(Debug, Clone)]
 pub struct PriorEvent {
     pub seq: i64,
+    /// The digest of its content, to tell a retry from a reused id.
     pub fingerprint: String,
+    /// What it was: its type and where it applied (to name a reuse).
+    pub event_type: String,
+    pub scope: Scope,
     /// The first answer, without its sequence number (that is `seq`).
     pub reply: String,
 }
@@ -112,7 +116,7 @@ impl Tx {
 
 /// Rows per multi-row statement: well under SQLite's limit on bound
 /// parameters (32,766) for the widest row.
-const CHUNK: usize = 256;
+pub(super) const CHUNK: usize = 256;
 
 /// Set-wise reads and writes for a group commit: one statement per kind of
 /// row for a whole batch of events, instead of several per event.
@@ -125,7 +129,9 @@ impl Tx {
         let mut found = HashMap::new();
         for chunk in event_ids.chunks(CHUNK) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT seq, event_id, fingerprint, reply FROM events WHERE event_id IN (",
+                "SELECT seq, event_id, fingerprint, reply, event_type,
+                        environment_id, project_id, cube_id, batch_id
+                 FROM events WHERE event_id IN (",
             );
             let mut list = query.separated(", ");
             for id in chunk {
@@ -136,6 +142,14 @@ impl Tx {
                 let prior = PriorEvent {
                     seq: r.get("seq"),
                     fingerprint: r.get("fingerprint"),
+                    event_type: r.get("event_type"),
+                    scope: Scope {
+                        environment_id: r.get("environment_id"),
+                        project_id: r.get("project_id"),
+                        cube_id: r.get("cube_id"),
+                        cube_name: None,
+                        batch_id: r.get("batch_id"),
+                    },
                     reply: r.get("reply"),
                 };
                 found.insert(r.get("event_id"), prior);
@@ -174,18 +188,9 @@ impl Tx {
         let mut found = HashMap::new();
         // One indexed lookup per cube, in one statement.
         for chunk in cubes.chunks(CHUNK) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("");
-            for (i, (environment_id, cube_id)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    query.push(" UNION ALL ");
-                }
-                query
-                    .push("SELECT * FROM (SELECT environment_id, cube_id, state, finished_at FROM batches WHERE environment_id = ")
-                    .push_bind(*environment_id)
-                    .push(" AND cube_id = ")
-                    .push_bind(*cube_id)
-                    .push(" AND state IN ('SUCCEEDED', 'FAILED') ORDER BY finished_at DESC LIMIT 1)");
-            }
+            let condition = "state IN ('SUCCEEDED', 'FAILED')";
+            let mut query =
+                super::monitor::latest_per_cube(chunk, "state, finished_at", condition, 1);
             for r in query.build().fetch_all(&mut *self.inner).await? {
                 if let Some(state) = BatchState::parse(r.get("state")) {
                     let key = (r.get("environment_id"), r.get("cube_id"));

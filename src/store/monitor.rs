@@ -1,12 +1,13 @@
-//! What the monitor reads and writes: running batches, a cube's recent
-//! successful durations, and the state of refresh schedules.
+//! What the monitor reads and writes: running batches, the recent
+//! successful durations of their cubes, and the state of refresh schedules.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::ingest::Tx;
+use super::ingest::{Tx, CHUNK};
 use super::{from_json, from_millis, to_millis, Store, StoreError};
 use crate::core::batch::BatchRecord;
 
@@ -30,29 +31,33 @@ impl Store {
         rows.iter().map(|r| from_json(r.get("record"))).collect()
     }
 
-    /// Durations of the cube's latest `limit` successful batches whose
-    /// start Herald saw.
+    /// For each (environment, cube): the durations of its latest `limit`
+    /// successful batches whose start Herald saw, newest first (a cube
+    /// without any is absent). One statement for up to [`CHUNK`] cubes, each
+    /// cube an indexed lookup: the monitor asks once per check, not once
+    /// per running batch.
     pub async fn recent_durations(
         &self,
-        environment_id: &str,
-        cube_id: &str,
+        cubes: &[(&str, &str)],
         limit: usize,
-    ) -> Result<Vec<Duration>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT finished_at - started_at AS ms FROM batches
-             WHERE environment_id = ? AND cube_id = ? AND state = 'SUCCEEDED'
-               AND started_at IS NOT NULL AND finished_at >= started_at
-             ORDER BY finished_at DESC LIMIT ?",
-        )
-        .bind(environment_id)
-        .bind(cube_id)
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Duration::from_millis(r.get::<i64, _>("ms") as u64))
-            .collect())
+    ) -> Result<HashMap<(String, String), Vec<Duration>>, StoreError> {
+        let mut found: HashMap<(String, String), Vec<Duration>> = HashMap::new();
+        for chunk in cubes.chunks(CHUNK) {
+            let mut query = latest_per_cube(
+                chunk,
+                "finished_at, finished_at - started_at AS ms",
+                "state = 'SUCCEEDED' AND started_at IS NOT NULL AND finished_at >= started_at",
+                limit,
+            );
+            // Newest first within each cube, whatever order the parts return.
+            query.push(" ORDER BY environment_id, cube_id, finished_at DESC");
+            for r in query.build().fetch_all(&self.reader).await? {
+                let ms = Duration::from_millis(r.get::<i64, _>("ms") as u64);
+                let key = (r.get("environment_id"), r.get("cube_id"));
+                found.entry(key).or_default().push(ms);
+            }
+        }
+        Ok(found)
     }
 
     /// When the cube last finished a successful batch.
@@ -126,6 +131,34 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// One statement that reads, for each cube, its latest `limit` batches
+/// (by `finished_at`) meeting `condition`: `environment_id`, `cube_id` and
+/// `columns`. Each part is an indexed lookup (`batches_cube`), joined by
+/// `UNION ALL`; at most [`CHUNK`] cubes, under SQLite's limit on compound
+/// selects.
+pub(super) fn latest_per_cube<'a>(
+    cubes: &[(&'a str, &'a str)],
+    columns: &str,
+    condition: &str,
+    limit: usize,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut query = QueryBuilder::new("");
+    for (i, (environment_id, cube_id)) in cubes.iter().enumerate() {
+        if i > 0 {
+            query.push(" UNION ALL ");
+        }
+        query
+            .push(format_args!("SELECT * FROM (SELECT environment_id, cube_id, {columns} FROM batches WHERE environment_id = "))
+            .push_bind(*environment_id)
+            .push(" AND cube_id = ")
+            .push_bind(*cube_id)
+            .push(format_args!(" AND {condition} ORDER BY finished_at DESC LIMIT "))
+            .push_bind(limit as i64)
+            .push(")");
+    }
+    query
 }
 
 impl Tx {

@@ -120,6 +120,31 @@ async fn a_missing_or_unknown_token_is_unauthenticated_and_health_stays_open() {
     assert!(app.health().await.is_ok(), "health needs no token");
 }
 
+/// RFC 9110 §11.1: the scheme is case-insensitive, so every spelling of
+/// `Bearer` is the same credential; another scheme is still refused.
+#[tokio::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let app = app().await;
+    let list = |header: String| {
+        let mut request = Request::new(pb::ListBatchesRequest::default());
+        request
+            .metadata_mut()
+            .insert("authorization", header.parse().unwrap());
+        let mut query = app.query.clone();
+        async move { query.list_batches(request).await.map(|_| ()) }
+    };
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let answer = list(format!("{scheme} {READER}")).await;
+        assert!(answer.is_ok(), "{scheme}: {answer:?}");
+    }
+    let other = list(format!("Basic {READER}")).await.unwrap_err();
+    assert_eq!(other.code(), Code::Unauthenticated);
+    assert_eq!(
+        other.message(),
+        "the authorization header must be `Bearer <token>`"
+    );
+}
+
 #[tokio::test]
 async fn the_cli_sends_its_token() {
     let app = app().await;

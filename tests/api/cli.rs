@@ -92,6 +92,66 @@ async fn emit_reports_a_refused_event_and_exits_non_zero() {
     );
 }
 
+/// A retry may spell the same instant another way; other content under
+/// the same `--event-id` is refused, and the message says what the id was
+/// first used for (and, when no time was given, why a retry differed).
+#[tokio::test]
+async fn emit_reports_a_reused_event_id_and_what_it_was_first_used_for() {
+    // The CLI's default time is the real now.
+    let app = crate::helpers::Spawn {
+        clock: Some(herald::clock::ManualClock::new(chrono::Utc::now())),
+        ..Default::default()
+    }
+    .start()
+    .await;
+    let server = format!("http://{}", app.addr);
+    let emit = |kind: &'static str, at: Option<&'static str>| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "emit",
+                kind,
+                "--server",
+                &server,
+                "--event-id",
+                "e1",
+                "--batch-id",
+                "b-7",
+                "--environment-id",
+                "prod",
+                "--cube-id",
+                "sales",
+                "--error-message",
+                "disk full",
+            ];
+            if let Some(at) = at {
+                args.extend(["--occurred-at", at]);
+            }
+            herald(&args)
+        })
+    };
+    let first = emit("batch-started", Some("2026-03-01T11:59:00Z"))
+        .await
+        .unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let retry = emit("batch-started", Some("2026-03-01T12:59:00+01:00"))
+        .await
+        .unwrap();
+    assert!(retry.status.success(), "{retry:?}");
+    let out = String::from_utf8_lossy(&retry.stdout);
+    assert!(out.contains("repeat, first answer"), "{out}");
+
+    let reused = emit("batch-failed", None).await.unwrap();
+    assert_eq!(reused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&reused.stderr).trim_end(),
+        "error: AlreadyExists: event_id `e1` was first used for aggregate.batch.started \
+         of batch b-7 with other content (a retry must send the same event, time included: \
+         pass the first call's --occurred-at)"
+    );
+    assert_eq!(app.store.count_events().await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn emit_without_a_server_says_herald_is_unreachable() {
     let out = herald(&["emit", "batch-started", "--server", "http://127.0.0.1:9"]);

@@ -57,8 +57,21 @@ async fn the_same_event_id_twice_returns_the_first_answer_and_sends_one_webhook(
     let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
 
     let first = app.start_batch("ev-1", "b-1", "sales").await;
+    let request = pb::BatchStartedRequest {
+        meta: app.meta("ev-1"),
+        batch: Some(batch_ref("b-1", "prod", "sales")),
+        build_kind: pb::BuildKind::Full as i32,
+        aggregate_count: 3,
+    };
+    // The engine retries the same request later.
     app.advance(Duration::from_secs(5));
-    let again = app.start_batch("ev-1", "b-1", "sales").await;
+    let again = app
+        .ingest
+        .clone()
+        .batch_started(request)
+        .await
+        .unwrap()
+        .into_inner();
     app.deliver().await;
 
     assert!(first.new_event);
@@ -367,4 +380,151 @@ async fn server_reflection_lists_every_herald_service() {
             "{service} missing from {names:?}"
         );
     }
+}
+
+/// An `event_id` is an idempotency key: a retry carries the same content
+/// and gets the first answer; other content under it is refused (as Stripe
+/// refuses a key reused with other parameters) and changes nothing.
+#[tokio::test]
+async fn an_event_id_reused_with_other_content_is_refused_naming_its_first_use() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    let started = pb::BatchStartedRequest {
+        meta: app.meta("e1"),
+        batch: Some(batch_ref("b1", "prod", "sales")),
+        build_kind: pb::BuildKind::Full as i32,
+        aggregate_count: 3,
+    };
+    let first = app
+        .ingest
+        .clone()
+        .batch_started(started.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    app.advance(Duration::from_secs(60));
+
+    let reused = app
+        .ingest
+        .clone()
+        .batch_failed(app.failed("e1", "b1", "sales"))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists);
+    assert_eq!(
+        reused.message(),
+        "event_id `e1` was first used for aggregate.batch.started of batch b1 with other content"
+    );
+    // The same start at another instant is other content too.
+    let later = app
+        .ingest
+        .clone()
+        .batch_started(pb::BatchStartedRequest {
+            meta: app.meta("e1"),
+            ..started.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(later.code(), tonic::Code::AlreadyExists);
+    let environment = app
+        .ingest
+        .clone()
+        .environment_created(pb::EnvironmentRequest {
+            meta: app.meta("e1"),
+            environment_id: "prod".into(),
+            name: "Production".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(environment.code(), tonic::Code::AlreadyExists);
+
+    // An identical retry, even from another engine instance, is a retry.
+    let mut retry = started.clone();
+    retry.meta.as_mut().unwrap().source = "engine-standby".into();
+    let again = app
+        .ingest
+        .clone()
+        .batch_started(retry)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.new_event);
+    assert_eq!(again.sequence, first.sequence);
+    assert_eq!(again.batch, first.batch);
+
+    let batch = app
+        .query
+        .clone()
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "b1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.state, pb::BatchState::Running as i32);
+    assert_eq!(app.store.count_events().await.unwrap(), 1);
+    app.deliver().await;
+    assert_eq!(receiver.types(), ["aggregate.batch.started"]);
+}
+
+/// Two calls in one group commit: the reuse is refused there too (the
+/// first job's content is what the id was first used for).
+#[tokio::test]
+async fn a_reused_event_id_within_one_group_commit_is_refused() {
+    use herald::core::event::{BatchEvent, BatchOutcome, BatchRef, BuildKind, Event, Payload};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    let store = herald::store::Store::open(&url).await.unwrap();
+    let clock = herald::clock::ManualClock::new(
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 3, 1, 12, 0, 0).unwrap(),
+    );
+    let ingestor = herald::ingest::Ingestor::new(
+        store.clone(),
+        herald::registry::Registry::new(Vec::new()),
+        std::sync::Arc::new(clock.clone()),
+        Default::default(),
+        Default::default(),
+        Default::default(),
+    );
+    let event = |outcome| Event {
+        event_id: "e1".into(),
+        occurred_at: herald::clock::Clock::now(&clock),
+        source: "engine-test".into(),
+        payload: Payload::Batch(BatchEvent {
+            batch: BatchRef {
+                batch_id: "b1".into(),
+                environment_id: "prod".into(),
+                project_id: None,
+                cube_id: "sales".into(),
+                cube_name: "SALES".into(),
+            },
+            build_kind: BuildKind::Full,
+            aggregate_count: 3,
+            outcome,
+        }),
+    };
+    let failed = BatchOutcome::Failed {
+        error_message: "out of disk".into(),
+        failed_aggregates: Vec::new(),
+    };
+    // On this single-threaded runtime both jobs are queued before the
+    // committer runs, so they share one transaction.
+    let (started, reused, retried) = tokio::join!(
+        ingestor.ingest(event(BatchOutcome::Started)),
+        ingestor.ingest(event(failed)),
+        ingestor.ingest(event(BatchOutcome::Started)),
+    );
+    let started = started.unwrap();
+    assert!(started.new_event);
+    assert_eq!(
+        reused.unwrap_err().to_string(),
+        "event_id `e1` was first used for aggregate.batch.started of batch b1 with other content"
+    );
+    let retried = retried.unwrap();
+    assert!(!retried.new_event);
+    assert_eq!(retried.sequence, started.sequence);
+    assert_eq!(store.count_events().await.unwrap(), 1);
+    let batch = store.get_batch("b1").await.unwrap().unwrap();
+    assert_eq!(batch.state, herald::core::batch::BatchState::Running);
 }

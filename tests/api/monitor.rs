@@ -182,3 +182,79 @@ async fn herald_wait_exits_3_when_the_batch_stalls() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("stalled: batch b-1"));
 }
+
+/// Runs one batch of `cube` in `environment` for `minutes`, then ends it
+/// (a success unless `fails`).
+async fn run_batch(app: &TestApp, (environment, cube): (&str, &str), minutes: u32, fails: bool) {
+    let id = format!(
+        "{environment}-{cube}-{}",
+        app.store.count_events().await.unwrap()
+    );
+    let batch = Some(crate::helpers::batch_ref(&id, environment, cube));
+    let mut ingest = app.ingest.clone();
+    ingest
+        .batch_started(pb::BatchStartedRequest {
+            meta: app.meta(&format!("{id}-start")),
+            batch: batch.clone(),
+            build_kind: pb::BuildKind::Full as i32,
+            aggregate_count: 3,
+        })
+        .await
+        .unwrap();
+    app.advance(minutes * MINUTE);
+    let end = format!("{id}-end");
+    if fails {
+        let failed = pb::BatchFailedRequest {
+            batch,
+            ..app.failed(&end, &id, cube)
+        };
+        ingest.batch_failed(failed).await.unwrap();
+    } else {
+        let succeeded = pb::BatchSucceededRequest {
+            batch,
+            ..app.succeeded(&end, &id, cube)
+        };
+        ingest.batch_succeeded(succeeded).await.unwrap();
+    }
+}
+
+/// The monitor reads the history of every cube with a running batch in
+/// one statement (per 256 cubes), not one query per running batch: each
+/// cube gets its own latest successes, newest first.
+#[tokio::test]
+async fn the_history_of_many_cubes_is_read_at_once_each_cube_its_own() {
+    let app = Spawn::default().start().await;
+    let sales = ("prod", "sales");
+    for minutes in [10, 11, 12, 13] {
+        run_batch(&app, sales, minutes, false).await;
+    }
+    run_batch(&app, sales, 50, true).await;
+    // A completion whose start Herald never saw has no duration.
+    app.succeed_batch("unseen", "unseen", "sales").await;
+    run_batch(&app, ("prod", "stock"), 7, false).await;
+    run_batch(&app, ("test", "sales"), 30, false).await;
+    let far = ("prod", "cube-299");
+    run_batch(&app, far, 3, false).await;
+
+    let names: Vec<String> = (0..300).map(|i| format!("cube-{i}")).collect();
+    let mut cubes: Vec<(&str, &str)> = names.iter().map(|c| ("prod", c.as_str())).collect();
+    cubes.extend([
+        sales,
+        ("prod", "stock"),
+        ("test", "sales"),
+        ("test", "stock"),
+    ]);
+    let histories = app.store.recent_durations(&cubes, 3).await.unwrap();
+
+    let minutes = |cube: (&str, &str)| -> Option<Vec<u64>> {
+        let key = (cube.0.to_owned(), cube.1.to_owned());
+        histories
+            .get(&key)
+            .map(|h| h.iter().map(|d| d.as_secs() / 60).collect())
+    };
+    assert_eq!(minutes(sales), Some(vec![13, 12, 11]), "the latest 3");
+    assert_eq!(minutes(("prod", "stock")), Some(vec![7]));
+    assert_eq!(minutes(("test", "sales")), Some(vec![30]));
+    assert_eq!(minutes(far), Some(vec![3]), "past the first 256 cubes");
+    assert_eq!(histories.len(), 4, "cubes without successes are absent");
+}

@@ -7,8 +7,8 @@ use tonic::Code;
 
 use crate::helpers::{app_with_receiver, spawn_app, TestApp};
 
-fn assert_status(
-    result: Result<tonic::Response<pb::IngestReply>, tonic::Status>,
+fn assert_status<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
     code: Code,
     field: &str,
 ) {
@@ -234,4 +234,62 @@ async fn oversized_requests_are_refused_before_they_are_read() {
         status.message()
     );
     assert_eq!(app.store.count_events().await.unwrap(), 0);
+}
+
+/// A protobuf `Timestamp` has `nanos` in 0–999,999,999; anything else would
+/// be stored as a leap second (`…:60.500Z`) or mean nothing. Every
+/// timestamp Herald reads refuses it by the field's name.
+#[tokio::test]
+async fn a_timestamp_with_nanos_out_of_range_is_refused_by_name() {
+    let (app, receiver) = app_with_receiver(r#"["*"]"#).await;
+    let mut ingest = app.ingest.clone();
+    for nanos in [1_000_000_000, 1_500_000_000, -1, i32::MIN] {
+        // At second :59, where chrono would take a leap second.
+        let mut request = app.succeeded("ev-nanos", "b-1", "sales");
+        occurred_at(&mut request).seconds -= 1;
+        occurred_at(&mut request).nanos = nanos;
+        assert_status(
+            ingest.batch_succeeded(request).await,
+            Code::InvalidArgument,
+            "meta.occurred_at.nanos",
+        );
+    }
+    assert_eq!(app.store.count_events().await.unwrap(), 0);
+    let mut request = app.succeeded("ev-nanos", "b-1", "sales");
+    occurred_at(&mut request).nanos = 999_999_999;
+    occurred_at(&mut request).seconds -= 1;
+    assert!(ingest.batch_succeeded(request).await.is_ok());
+
+    let bad = || {
+        Some(prost_types::Timestamp {
+            seconds: 1_772_366_400,
+            nanos: 1_500_000_000,
+        })
+    };
+    let mut query = app.query.clone();
+    let listed = query.list_batches(pb::ListBatchesRequest {
+        until: bad(),
+        ..Default::default()
+    });
+    assert_status(listed.await, Code::InvalidArgument, "until.nanos");
+    let awaited = query.await_batch(pb::AwaitBatchRequest {
+        target: Some(pb::await_batch_request::Target::Cube(pb::CubeAfter {
+            cube_id: "sales".into(),
+            after: bad(),
+            ..Default::default()
+        })),
+        timeout: None,
+    });
+    assert_status(awaited.await, Code::InvalidArgument, "cube.after.nanos");
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(app.channel().await);
+    let deliveries = admin.list_deliveries(pb::ListDeliveriesRequest {
+        since: bad(),
+        ..Default::default()
+    });
+    assert_status(deliveries.await, Code::InvalidArgument, "since.nanos");
+
+    app.deliver().await;
+    let sent = receiver.received();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].json()["time"], "2026-03-01T11:59:59.999Z");
 }
