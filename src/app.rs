@@ -114,6 +114,22 @@ pub async fn check_target_name(
     }
 }
 
+/// Without tokens, nothing may listen beyond loopback (the gRPC port nor
+/// the operations port with its metrics) unless the operator said the
+/// network is trusted.
+fn refuse_open_ports(server: &crate::config::ServerSettings) -> Result<(), StartError> {
+    if !server.tokens.is_empty() || server.insecure {
+        return Ok(());
+    }
+    let open = std::iter::once(server.grpc_listen)
+        .chain(server.http_listen)
+        .find(|addr| !addr.ip().is_loopback());
+    match open {
+        Some(addr) => Err(StartError::Insecure(addr)),
+        None => Ok(()),
+    }
+}
+
 /// TLS for gRPC from the configured PEM files; with a client CA, clients
 /// must present a certificate that chains to it (mTLS).
 fn server_tls(tls: &crate::config::TlsSettings) -> tonic::transport::ServerTlsConfig {
@@ -188,10 +204,7 @@ impl Application {
     }
 
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
-        let server = &settings.server;
-        if !server.grpc_listen.ip().is_loopback() && server.tokens.is_empty() && !server.insecure {
-            return Err(StartError::Insecure(server.grpc_listen));
-        }
+        refuse_open_ports(&settings.server)?;
         check_target_names(&settings).await?;
         let store = Store::open(&settings.store.url).await?;
         let context = ManagedContext {
