@@ -55,8 +55,10 @@ pub enum StartError {
          configuration, or pass --insecure (server.insecure = true) if the network is trusted"
     )]
     Insecure(SocketAddr),
-    #[error("subscription `{name}`: {reason}")]
-    Egress { name: String, reason: String },
+    /// A subscription's host resolves only to blocked addresses; `key` is
+    /// its URL's configuration key, e.g. `webhooks[0].url`.
+    #[error("config key `{key}`: {reason}")]
+    Egress { key: String, reason: String },
 }
 
 /// Refuses subscriptions whose host name resolves only to addresses the
@@ -68,7 +70,7 @@ async fn check_target_names(settings: &Settings) -> Result<(), StartError> {
         check_target_name(sub, &settings.egress)
             .await
             .map_err(|reason| StartError::Egress {
-                name: sub.name.clone(),
+                key: format!("{}.url", sub.config_key),
                 reason,
             })?;
     }

@@ -238,8 +238,7 @@ impl Settings {
             .take()
             .map(|smtp| parse_smtp(smtp, env))
             .transpose()?;
-        let mut subscriptions = parse_subscriptions(&mut raw, env)?;
-        check_targets(&subscriptions, &egress)?;
+        let mut subscriptions = parse_subscriptions(&mut raw, env, &egress)?;
         subscriptions.extend(parse_email_rules(&mut raw, smtp.as_ref())?);
         let stalls = raw.stalls.take().unwrap_or_default();
         Ok(Settings {
@@ -324,6 +323,7 @@ fn parse_store_url(url: &str) -> Result<String, ConfigError> {
 fn parse_subscriptions(
     raw: &mut RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
+    egress: &EgressPolicy,
 ) -> Result<Vec<Subscription>, ConfigError> {
     let mut subscriptions: Vec<Subscription> = Vec::new();
     let archives: Vec<_> = std::mem::take(&mut raw.git_archives)
@@ -353,6 +353,7 @@ fn parse_subscriptions(
         }
         sub.check_templates(&samples)
             .map_err(|(field, e)| invalid(format!("{key}.{field}"), e.message))?;
+        check_target(&sub, egress)?;
         subscriptions.push(sub);
     }
     Ok(subscriptions)
@@ -431,6 +432,7 @@ fn parse_common(
     };
     let sub = Subscription {
         name,
+        config_key: key.to_owned(),
         filter,
         timeout: duration_or(&format!("{key}.timeout"), raw.timeout, "10s")?,
         retry,
@@ -602,7 +604,7 @@ pub fn parse_managed(
     };
     sub.check_templates(&cloudevent::samples())
         .map_err(|(field, e)| invalid(format!("spec.{field}"), e.message))?;
-    check_targets(std::slice::from_ref(&sub), egress)?;
+    check_target(&sub, egress)?;
     Ok(sub)
 }
 
@@ -684,21 +686,13 @@ fn parse_egress(raw: RawEgress) -> Result<EgressPolicy, ConfigError> {
 /// Refuses a subscription whose URL is an address the egress policy blocks.
 /// (Names are checked after resolution when Herald starts, and on every
 /// connection.)
-fn check_targets(subscriptions: &[Subscription], egress: &EgressPolicy) -> Result<(), ConfigError> {
-    for (i, sub) in subscriptions.iter().enumerate() {
-        let Some(url) = sub.target_url() else {
-            continue;
-        };
-        if let Some(ip) = crate::deliver::literal_host(url) {
-            egress.check(ip).map_err(|blocked| {
-                invalid(
-                    format!("subscriptions[{i}] ({}).url", sub.name),
-                    blocked.to_string(),
-                )
-            })?;
-        }
-    }
-    Ok(())
+fn check_target(sub: &Subscription, egress: &EgressPolicy) -> Result<(), ConfigError> {
+    let Some(ip) = sub.target_url().and_then(crate::deliver::literal_host) else {
+        return Ok(());
+    };
+    egress
+        .check(ip)
+        .map_err(|blocked| invalid(format!("{}.url", sub.config_key), blocked.to_string()))
 }
 
 /// Shortest token accepted: anything shorter is guessable.

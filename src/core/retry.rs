@@ -24,6 +24,9 @@ pub enum AttemptResult {
     /// The request could not be built for this event (e.g. a template
     /// failed on unusual data): retrying cannot help.
     Unsendable,
+    /// The egress policy blocks the receiver's address: nothing was sent,
+    /// and retrying cannot help.
+    Blocked,
 }
 
 /// The delivery's next step.
@@ -81,7 +84,7 @@ impl RetryPolicy {
             AttemptResult::Status { code, retry_after } if is_retryable(code) => retry_after,
             AttemptResult::Status { .. } => return Verdict::Failed,
             AttemptResult::NoResponse => None,
-            AttemptResult::Unsendable => return Verdict::Failed,
+            AttemptResult::Unsendable | AttemptResult::Blocked => return Verdict::Failed,
         };
         let Some(base) = self.schedule.get(attempt.saturating_sub(1) as usize) else {
             return Verdict::Dead;
@@ -144,6 +147,7 @@ mod tests {
             p.verdict(1, AttemptResult::Unsendable, 0.5),
             Verdict::Failed
         );
+        assert_eq!(p.verdict(1, AttemptResult::Blocked, 0.5), Verdict::Failed);
         for code in [408, 429, 500, 502, 503] {
             assert_eq!(
                 p.verdict(1, status(code), 0.5),

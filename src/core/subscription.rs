@@ -19,6 +19,9 @@ use super::template::{Template, TemplateError};
 pub struct Subscription {
     /// Unique; deliveries and the delivery log refer to it.
     pub name: String,
+    /// Where it was declared, as errors name its fields: `webhooks[0]` in
+    /// the configuration file, `spec` over the API.
+    pub config_key: String,
     pub filter: EventFilter,
     /// Per-attempt timeout, connection included.
     pub timeout: Duration,

@@ -599,7 +599,7 @@ impl Attempt {
     pub fn status_code(&self) -> Option<u16> {
         match self.result {
             AttemptResult::Status { code, .. } => Some(code),
-            AttemptResult::NoResponse | AttemptResult::Unsendable => None,
+            AttemptResult::NoResponse | AttemptResult::Unsendable | AttemptResult::Blocked => None,
         }
     }
 }
@@ -625,7 +625,8 @@ fn log_attempt(
                 delivery,
                 attempt = number,
                 error,
-                "delivery refused by receiver; not retried"
+                "{}; not retried",
+                why_failed(a.result)
             )
         }
         DeliveryUpdate::Dead => {
@@ -640,6 +641,15 @@ fn log_attempt(
         DeliveryUpdate::DisableSubscription { reason } => {
             tracing::error!(subscription, delivery, reason = %reason, "subscription disabled")
         }
+    }
+}
+
+/// Why an attempt failed for good, in the words of the log.
+fn why_failed(result: AttemptResult) -> &'static str {
+    match result {
+        AttemptResult::Blocked => "delivery blocked by the egress policy",
+        AttemptResult::Unsendable => "delivery could not be sent",
+        AttemptResult::Status { .. } | AttemptResult::NoResponse => "delivery refused by receiver",
     }
 }
 

@@ -268,7 +268,10 @@ async fn bad_specs_and_read_only_subscriptions_are_refused_precisely() {
         .unwrap_err();
     assert_eq!(metadata.code(), Code::InvalidArgument);
     assert!(
-        metadata.message().contains("cloud metadata"),
+        metadata
+            .message()
+            .starts_with("spec.url: blocked by the egress policy")
+            && metadata.message().contains("cloud metadata"),
         "{}",
         metadata.message()
     );
