@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use super::pb::{self, subscription_service_server::SubscriptionService};
 use crate::clock::Clock;
-use crate::config::{parse_duration, ConfigError};
+use crate::config::{parse_secret_grace, ConfigError};
 use crate::core::email::GroupLabel;
 use crate::core::signature::SigningSecret;
 use crate::core::subscription::{Subscription, Target};
@@ -270,8 +270,7 @@ impl SubscriptionService for SubscriptionApi {
         }
         let grace = match r.grace.as_str() {
             "" => std::time::Duration::from_secs(24 * 3600),
-            text => parse_duration(text)
-                .map_err(|reason| ApiError::from(FieldError::new("grace", reason)))?,
+            text => parse_secret_grace(text).map_err(spec_error)?,
         };
         let secret = match r.secret.as_str() {
             "" => SigningSecret::generate().expose(),
@@ -280,7 +279,8 @@ impl SubscriptionService for SubscriptionApi {
                 .expose(),
         };
         let now = self.clock.now().timestamp();
-        let until = now + grace.as_secs() as i64;
+        // The grace is at most 30 days: this cannot overflow.
+        let until = now.saturating_add(grace.as_secs() as i64);
         let mut secrets = vec![StoredSecret {
             secret: secret.clone(),
             expires_at: None,

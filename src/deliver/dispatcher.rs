@@ -355,8 +355,8 @@ impl Inner {
     }
 
     pub(super) fn lease_until(&self, sub: &Subscription) -> chrono::DateTime<chrono::Utc> {
-        let lease = sub.timeout + self.settings.lease_margin;
-        self.clock.now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1))
+        let lease = sub.timeout.saturating_add(self.settings.lease_margin);
+        crate::core::time::after(self.clock.now(), lease)
     }
 
     async fn claim(&self, lane: &Lane, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
@@ -511,8 +511,7 @@ impl Inner {
                 reason: "receiver answered 410 Gone".to_owned(),
             },
             Verdict::RetryIn(wait) => {
-                let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::days(1));
-                DeliveryUpdate::RetryAt(self.clock.now() + wait)
+                DeliveryUpdate::RetryAt(crate::core::time::after(self.clock.now(), wait))
             }
         }
     }
