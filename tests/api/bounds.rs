@@ -15,20 +15,43 @@ use proptest::prelude::*;
 
 use crate::helpers::{Receiver, Reply, Spawn, SECRET};
 
-/// A duration as a user might write it: mostly plausible, sometimes absurd
-/// (`18446744073709551615d`), sometimes not a duration at all.
+fn unit() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["ms", "s", "m", "h", "d"])
+}
+
+/// A number of any magnitude, as likely 7 as 7,000,000,000.
+fn magnitude() -> impl Strategy<Value = u64> {
+    (1u64..10, 0u32..20).prop_map(|(m, e)| m.saturating_mul(10u64.saturating_pow(e)))
+}
+
+/// A duration far outside any bound: around the edge of what date
+/// arithmetic can represent (`100000000d` and up), of any magnitude, or as
+/// large as the digits go.
+fn absurd_duration() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (1u64..10, 8u32..12).prop_map(|(m, e)| format!("{}d", m * 10u64.pow(e))),
+        (magnitude(), unit()).prop_map(|(n, u)| format!("{n}{u}")),
+        (any::<u64>(), unit()).prop_map(|(n, u)| format!("{n}{u}")),
+    ]
+}
+
+/// A duration as a user might write it: mostly plausible, sometimes absurd,
+/// sometimes not a duration at all.
 fn duration_text() -> impl Strategy<Value = String> {
-    let unit = || prop::sample::select(vec!["ms", "s", "m", "h", "d"]);
     prop_oneof![
         3 => (0u64..400, unit()).prop_map(|(n, u)| format!("{n}{u}")),
-        1 => (any::<u64>(), unit()).prop_map(|(n, u)| format!("{n}{u}")),
+        2 => absurd_duration(),
         1 => "[0-9]{0,3}[a-z]{0,2}",
     ]
 }
 
 /// A count as TOML can carry it (a non-negative 64-bit integer).
 fn count() -> impl Strategy<Value = u64> {
-    prop_oneof![3 => 0u64..2000, 1 => 0..=i64::MAX as u64]
+    prop_oneof![
+        3 => 0u64..2000,
+        1 => magnitude().prop_map(|n| n.min(i64::MAX as u64)),
+        1 => 0..=i64::MAX as u64,
+    ]
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -296,9 +319,9 @@ async fn dispatch(d: Dispatch) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Mostly values within the bounds (the dispatch must cope with any of
-/// them), now and then anything at all (the configuration must refuse it,
-/// or the dispatch cope).
+/// Values within the bounds (the dispatch must cope with any of them), or
+/// those with one made absurd (the configuration must refuse it, or the
+/// dispatch cope with it).
 fn dispatch_case() -> impl Strategy<Value = Dispatch> {
     let accepted = (
         timeout_text(),
@@ -308,25 +331,29 @@ fn dispatch_case() -> impl Strategy<Value = Dispatch> {
         ],
         1u64..=1024,
         (1u64..=720).prop_map(|h| format!("{h}h")),
-    );
-    let anything = (
-        duration_text(),
-        prop::collection::vec(duration_text(), 1..56),
-        count(),
-        duration_text(),
-    );
-    prop_oneof![3 => accepted, 1 => anything].prop_map(
-        |(timeout, schedule, max_in_flight, stall_after)| Dispatch {
+    )
+        .prop_map(|(timeout, schedule, max_in_flight, stall_after)| Dispatch {
             timeout,
             schedule,
             max_in_flight,
             stall_after,
-        },
-    )
+        });
+    let absurd = (0..5usize, absurd_duration(), count(), 51..60usize);
+    (accepted, prop::option::of(absurd)).prop_map(|(mut case, absurd)| {
+        match absurd {
+            Some((0, text, ..)) => case.timeout = text,
+            Some((1, text, ..)) => case.schedule[0] = text,
+            Some((2, text, ..)) => case.stall_after = text,
+            Some((3, _, n, _)) => case.max_in_flight = n,
+            Some((_, _, _, len)) => case.schedule.resize(len, "1s".to_owned()),
+            None => {}
+        }
+        case
+    })
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_durations_and_counts_parse_within_bounds_or_name_their_key(
@@ -337,7 +364,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn a_dispatch_with_any_accepted_timeout_and_schedule_retries_without_panicking(
