@@ -1189,18 +1189,8 @@ fn parse_within(
     range: RangeInclusive<Duration>,
 ) -> Result<Duration, ConfigError> {
     let duration = parse_duration(text).map_err(|reason| invalid(key, reason))?;
-    if range.contains(&duration) {
-        return Ok(duration);
-    }
-    Err(invalid(
-        key,
-        format!(
-            "`{}` is out of range: use {} to {}",
-            text.trim(),
-            format_duration(*range.start()),
-            format_duration(*range.end())
-        ),
-    ))
+    let quoted = format!("`{}`", text.trim());
+    within(key, duration, &quoted, range, |d| format_duration(*d))
 }
 
 /// A count key, or its default, within `range`.
@@ -1211,16 +1201,25 @@ fn count_in(
     range: RangeInclusive<usize>,
 ) -> Result<usize, ConfigError> {
     let n = value.unwrap_or(default);
-    if range.contains(&n) {
-        return Ok(n);
+    within(key, n, &n.to_string(), range, usize::to_string)
+}
+
+/// `value` when `range` holds it; otherwise an error showing it as `shown`
+/// and the range with `show`.
+fn within<T: PartialOrd>(
+    key: &str,
+    value: T,
+    shown: &str,
+    range: RangeInclusive<T>,
+    show: impl Fn(&T) -> String,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        return Ok(value);
     }
+    let (low, high) = (show(range.start()), show(range.end()));
     Err(invalid(
         key,
-        format!(
-            "{n} is out of range: use {} to {}",
-            range.start(),
-            range.end()
-        ),
+        format!("{shown} is out of range: use {low} to {high}"),
     ))
 }
 
@@ -1484,6 +1483,18 @@ mod tests {
         })
     }
 
+    /// A webhook entry with `extra` lines.
+    fn hook(extra: &str) -> String {
+        format!("[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"*\"]\nsecret = \"{SECRET}\"\n{extra}")
+    }
+
+    const SMTP: &str = "[smtp]\nhost = \"h\"\nfrom = \"herald@example.com\"\n";
+
+    /// An SMTP section and an email rule with `extra` lines.
+    fn rule(extra: &str) -> String {
+        format!("{SMTP}[[email]]\nname = \"r\"\nto = [\"a@example.com\"]\n{extra}")
+    }
+
     /// Loading `text` fails on exactly `key`.
     fn assert_key(text: &str, key: &str) {
         assert_eq!(key_of(load(text).unwrap_err()), key, "{text}");
@@ -1617,9 +1628,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_at_fault() {
-        let hook = |extra: &str| {
-            format!("[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"*\"]\nsecret = \"{SECRET}\"\n{extra}")
-        };
         assert_key(&hook("timeout = \"soon\""), "webhooks[0].timeout");
         assert_key(&hook("max_in_flight = 0"), "webhooks[0].max_in_flight");
         assert_key(
@@ -1641,9 +1649,6 @@ mod tests {
 
     #[test]
     fn values_that_cannot_make_sense_are_refused_with_their_key() {
-        let hook = |extra: &str| {
-            format!("[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"*\"]\nsecret = \"{SECRET}\"\n{extra}")
-        };
         assert_key(&hook("timeout = \"100000000d\""), "webhooks[0].timeout");
         assert_key(&hook("timeout = \"301s\""), "webhooks[0].timeout");
         assert_key(&hook("timeout = \"0s\""), "webhooks[0].timeout");
@@ -1672,18 +1677,14 @@ mod tests {
             "[[healthchecks]]\nname = \"hc\"\nurl = \"http://hc.example\"\ntimeout = \"1h\"";
         assert_key(healthcheck, "healthchecks[0].timeout");
 
-        let smtp = "[smtp]\nhost = \"h\"\nfrom = \"herald@example.com\"\n";
-        let rule = |extra: &str| {
-            format!("{smtp}[[email]]\nname = \"r\"\nto = [\"a@example.com\"]\n{extra}")
-        };
         assert_key(&rule("group_wait = \"2d\""), "email[0].group_wait");
         assert_key(&rule("group_interval = \"2d\""), "email[0].group_interval");
         assert_key(
             &rule("repeat_interval = \"400d\""),
             "email[0].repeat_interval",
         );
-        assert_key(&format!("{smtp}timeout = \"0s\""), "smtp.timeout");
-        assert_key(&format!("{smtp}port = 0"), "smtp.port");
+        assert_key(&format!("{SMTP}timeout = \"0s\""), "smtp.timeout");
+        assert_key(&format!("{SMTP}port = 0"), "smtp.port");
 
         for (text, key) in [
             ("[server]\nshutdown_grace = \"1d\"", "server.shutdown_grace"),
@@ -1751,15 +1752,12 @@ mod tests {
 
     #[test]
     fn smtp_and_email_errors_name_the_key() {
-        let smtp = "[smtp]\nhost = \"h\"\nfrom = \"herald@example.com\"\n";
+        let smtp = SMTP;
         assert_key(&format!("{smtp}tls = \"ssl\""), "smtp.tls");
         assert_key(
             "[smtp]\nhost = \"h\"\nfrom = \"not an address\"",
             "smtp.from",
         );
-        let rule = |extra: &str| {
-            format!("{smtp}[[email]]\nname = \"r\"\nto = [\"a@example.com\"]\n{extra}")
-        };
         assert_key(&rule("group_by = [\"region\"]"), "email[0].group_by[0]");
         assert_key(&rule("group_wait = \"soon\""), "email[0].group_wait");
         let bad_to = format!("{smtp}[[email]]\nname = \"r\"\nto = [\"a@example.com\", \"nobody\"]");

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use super::pb::{self, subscription_service_server::SubscriptionService};
 use crate::clock::Clock;
-use crate::config::{parse_secret_grace, ConfigError};
+use crate::config::{format_duration, parse_secret_grace, ConfigError};
 use crate::core::email::GroupLabel;
 use crate::core::signature::SigningSecret;
 use crate::core::subscription::{Subscription, Target};
@@ -386,15 +386,21 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
     let patterns = |list: &[crate::core::filter::Pattern]| {
         list.iter().map(|p| p.as_str().to_owned()).collect()
     };
-    let secs = |d: std::time::Duration| format!("{}s", d.as_secs());
     let mut spec = pb::SubscriptionSpec {
         name: sub.name.clone(),
         events: patterns(&sub.filter.events),
         environments: patterns(&sub.filter.environments),
         projects: patterns(&sub.filter.projects),
         cubes: patterns(&sub.filter.cubes),
-        timeout: secs(sub.timeout),
-        retry_schedule: sub.retry.schedule.iter().map(|d| secs(*d)).collect(),
+        // Durations as a spec writes them, exactly (`250ms`, `5m`), so a
+        // spec read back is accepted again.
+        timeout: format_duration(sub.timeout),
+        retry_schedule: sub
+            .retry
+            .schedule
+            .iter()
+            .map(|d| format_duration(*d))
+            .collect(),
         max_in_flight: sub.max_in_flight as u32,
         ..Default::default()
     };
@@ -437,9 +443,9 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
                 })
                 .map(str::to_owned)
                 .collect();
-            spec.group_wait = secs(rule.group_wait);
-            spec.group_interval = secs(rule.group_interval);
-            spec.repeat_interval = secs(rule.repeat_interval);
+            spec.group_wait = format_duration(rule.group_wait);
+            spec.group_interval = format_duration(rule.group_interval);
+            spec.repeat_interval = format_duration(rule.repeat_interval);
             spec.send_resolved = Some(rule.send_resolved);
             spec.link_template = rule
                 .link

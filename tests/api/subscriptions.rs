@@ -352,7 +352,22 @@ async fn values_that_cannot_make_sense_are_refused_naming_the_spec_field() {
     )
     .await
     .expect("the largest values allowed are accepted");
-    assert!(created.subscription.is_some());
+    let spec = created.subscription.unwrap().spec.unwrap();
+    assert_eq!(
+        (spec.timeout.as_str(), spec.retry_schedule[0].as_str()),
+        ("5m", "7d")
+    );
+    let subsecond = pb::SubscriptionSpec {
+        name: "quick".into(),
+        timeout: "250ms".into(),
+        ..base()
+    };
+    let read_back = create(&app, subsecond).await.unwrap().subscription.unwrap();
+    assert_eq!(
+        read_back.spec.unwrap().timeout,
+        "250ms",
+        "shown as accepted"
+    );
     let rotate = |grace: &str| pb::RotateSecretRequest {
         name: "absurd".into(),
         grace: grace.into(),
