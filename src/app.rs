@@ -56,8 +56,10 @@ pub enum StartError {
          configuration, or pass --insecure (server.insecure = true) if the network is trusted"
     )]
     Insecure(SocketAddr),
-    #[error("subscription `{name}`: {reason}")]
-    Egress { name: String, reason: String },
+    /// A subscription's host resolves only to blocked addresses; `key` is
+    /// its URL's configuration key, e.g. `webhooks[0].url`.
+    #[error("config key `{key}`: {reason}")]
+    Egress { key: String, reason: String },
 }
 
 /// Refuses subscriptions whose host name resolves only to addresses the
@@ -69,7 +71,7 @@ async fn check_target_names(settings: &Settings) -> Result<(), StartError> {
         check_target_name(sub, &settings.egress)
             .await
             .map_err(|reason| StartError::Egress {
-                name: sub.name.clone(),
+                key: format!("{}.url", sub.config_key),
                 reason,
             })?;
     }
@@ -112,6 +114,22 @@ pub async fn check_target_name(
     match verdicts.iter().find_map(|v| v.as_ref().err()) {
         Some(blocked) if verdicts.iter().all(Result::is_err) => Err(format!("{host}: {blocked}")),
         _ => Ok(()),
+    }
+}
+
+/// Without tokens, nothing may listen beyond loopback (the gRPC port nor
+/// the operations port with its metrics) unless the operator said the
+/// network is trusted.
+fn refuse_open_ports(server: &crate::config::ServerSettings) -> Result<(), StartError> {
+    if !server.tokens.is_empty() || server.insecure {
+        return Ok(());
+    }
+    let open = std::iter::once(server.grpc_listen)
+        .chain(server.http_listen)
+        .find(|addr| !addr.ip().is_loopback());
+    match open {
+        Some(addr) => Err(StartError::Insecure(addr)),
+        None => Ok(()),
     }
 }
 
@@ -190,10 +208,7 @@ impl Application {
     }
 
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
-        let server = &settings.server;
-        if !server.grpc_listen.ip().is_loopback() && server.tokens.is_empty() && !server.insecure {
-            return Err(StartError::Insecure(server.grpc_listen));
-        }
+        refuse_open_ports(&settings.server)?;
         check_target_names(&settings).await?;
         let store = Store::open(&settings.store.url).await?;
         let context = ManagedContext {

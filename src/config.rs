@@ -11,6 +11,7 @@ pub use retention::RetentionSettings;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use crate::core::cloudevent;
 use crate::core::egress::EgressPolicy;
 use crate::core::email::{self, EmailRule, GroupLabel};
 use crate::core::filter::{EventFilter, Pattern};
-use crate::core::retry::RetryPolicy;
+use crate::core::retry::{RetryPolicy, MAX_RETRIES};
 use crate::core::schedule::{parse_cron, Cadence, Schedule};
 use crate::core::signature::SigningSecret;
 use crate::core::stall::{Learning, StallPolicy, StallRule};
@@ -244,8 +245,7 @@ impl Settings {
             .take()
             .map(|smtp| parse_smtp(smtp, env))
             .transpose()?;
-        let mut subscriptions = parse_subscriptions(&mut raw, env)?;
-        check_targets(&subscriptions, &egress)?;
+        let mut subscriptions = parse_subscriptions(&mut raw, env, &egress)?;
         subscriptions.extend(parse_email_rules(&mut raw, smtp.as_ref())?);
         let stalls = raw.stalls.take().unwrap_or_default();
         Ok(Settings {
@@ -256,17 +256,21 @@ impl Settings {
                         format!("`{grpc_listen}` is not an address like 127.0.0.1:50051"),
                     )
                 })?,
-                shutdown_grace: duration_or("server.shutdown_grace", server.shutdown_grace, "10s")?,
+                shutdown_grace: duration_in(
+                    "server.shutdown_grace",
+                    server.shutdown_grace,
+                    "10s",
+                    limits::SHUTDOWN_GRACE,
+                )?,
                 tokens: parse_tokens(std::mem::take(&mut raw.tokens), env)?,
                 insecure: overrides.insecure || server.insecure.unwrap_or(false),
                 tls: server.tls.take().map(parse_tls).transpose()?,
-                max_request_bytes: match server.max_request_bytes {
-                    Some(0) => {
-                        return Err(invalid("server.max_request_bytes", "must be at least 1"))
-                    }
-                    Some(n) => n,
-                    None => 64 * 1024 * 1024,
-                },
+                max_request_bytes: count_in(
+                    "server.max_request_bytes",
+                    server.max_request_bytes,
+                    64 * 1024 * 1024,
+                    limits::REQUEST_BYTES,
+                )?,
                 http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
                     "off" => None,
                     text => Some(text.parse().map_err(|_| {
@@ -281,16 +285,32 @@ impl Settings {
                 url: parse_store_url(&store_url)?,
             },
             delivery: DeliverySettings {
-                poll_interval: duration_or("delivery.poll_interval", delivery.poll_interval, "1s")?,
-                lease_margin: duration_or("delivery.lease_margin", delivery.lease_margin, "30s")?,
-                response_excerpt_bytes: delivery.response_excerpt_bytes.unwrap_or(2048),
+                poll_interval: duration_in(
+                    "delivery.poll_interval",
+                    delivery.poll_interval,
+                    "1s",
+                    limits::POLL_INTERVAL,
+                )?,
+                lease_margin: duration_in(
+                    "delivery.lease_margin",
+                    delivery.lease_margin,
+                    "30s",
+                    limits::LEASE_MARGIN,
+                )?,
+                response_excerpt_bytes: count_in(
+                    "delivery.response_excerpt_bytes",
+                    delivery.response_excerpt_bytes,
+                    2048,
+                    limits::EXCERPT_BYTES,
+                )?,
             },
             subscriptions,
             monitor: MonitorSettings {
-                check_interval: duration_or(
+                check_interval: duration_in(
                     "stalls.check_interval",
                     stalls.check_interval.clone(),
                     "15s",
+                    limits::CHECK_INTERVAL,
                 )?,
             },
             stalls: parse_stalls(stalls)?,
@@ -331,6 +351,7 @@ fn parse_store_url(url: &str) -> Result<String, ConfigError> {
 fn parse_subscriptions(
     raw: &mut RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
+    egress: &EgressPolicy,
 ) -> Result<Vec<Subscription>, ConfigError> {
     let mut subscriptions: Vec<Subscription> = Vec::new();
     let archives: Vec<_> = std::mem::take(&mut raw.git_archives)
@@ -360,6 +381,7 @@ fn parse_subscriptions(
         }
         sub.check_templates(&samples)
             .map_err(|(field, e)| invalid(format!("{key}.{field}"), e.message))?;
+        check_target(&sub, egress)?;
         subscriptions.push(sub);
     }
     Ok(subscriptions)
@@ -431,26 +453,28 @@ fn parse_common(
     }
     let retry = RetryPolicy {
         schedule: match raw.retry_schedule {
-            Some(list) => parse_schedule(&format!("{key}.retry_schedule"), &list)?,
+            Some(list) => parse_retry_schedule(&format!("{key}.retry_schedule"), &list)?,
             None => RetryPolicy::default().schedule,
         },
         ..RetryPolicy::default()
     };
     let sub = Subscription {
         name,
+        config_key: key.to_owned(),
         filter,
-        timeout: duration_or(&format!("{key}.timeout"), raw.timeout, "10s")?,
+        timeout: duration_in(
+            &format!("{key}.timeout"),
+            raw.timeout,
+            "10s",
+            limits::TIMEOUT,
+        )?,
         retry,
-        max_in_flight: match raw.max_in_flight {
-            Some(0) => {
-                return Err(invalid(
-                    format!("{key}.max_in_flight"),
-                    "must be at least 1",
-                ))
-            }
-            Some(n) => n,
-            None => 8,
-        },
+        max_in_flight: count_in(
+            &format!("{key}.max_in_flight"),
+            raw.max_in_flight,
+            8,
+            limits::IN_FLIGHT,
+        )?,
         target,
     };
     Ok((key.to_owned(), sub))
@@ -609,7 +633,7 @@ pub fn parse_managed(
     };
     sub.check_templates(&cloudevent::samples())
         .map_err(|(field, e)| invalid(format!("spec.{field}"), e.message))?;
-    check_targets(std::slice::from_ref(&sub), egress)?;
+    check_target(&sub, egress)?;
     Ok(sub)
 }
 
@@ -691,21 +715,13 @@ fn parse_egress(raw: RawEgress) -> Result<EgressPolicy, ConfigError> {
 /// Refuses a subscription whose URL is an address the egress policy blocks.
 /// (Names are checked after resolution when Herald starts, and on every
 /// connection.)
-fn check_targets(subscriptions: &[Subscription], egress: &EgressPolicy) -> Result<(), ConfigError> {
-    for (i, sub) in subscriptions.iter().enumerate() {
-        let Some(url) = sub.target_url() else {
-            continue;
-        };
-        if let Some(ip) = crate::deliver::literal_host(url) {
-            egress.check(ip).map_err(|blocked| {
-                invalid(
-                    format!("subscriptions[{i}] ({}).url", sub.name),
-                    blocked.to_string(),
-                )
-            })?;
-        }
-    }
-    Ok(())
+fn check_target(sub: &Subscription, egress: &EgressPolicy) -> Result<(), ConfigError> {
+    let Some(ip) = sub.target_url().and_then(crate::deliver::literal_host) else {
+        return Ok(());
+    };
+    egress
+        .check(ip)
+        .map_err(|blocked| invalid(format!("{}.url", sub.config_key), blocked.to_string()))
 }
 
 /// Shortest token accepted: anything shorter is guessable.
@@ -806,6 +822,9 @@ fn parse_smtp(
         })?),
         (None, None) => None,
     };
+    if raw.port == Some(0) {
+        return Err(invalid("smtp.port", "must be a port number, 1 to 65535"));
+    }
     let credentials = match (raw.username, password) {
         (Some(user), Some(password)) => Some((user, Password(password))),
         (None, None) => None,
@@ -825,7 +844,7 @@ fn parse_smtp(
         tls,
         credentials,
         from: raw.from,
-        timeout: duration_or("smtp.timeout", raw.timeout, "30s")?,
+        timeout: duration_in("smtp.timeout", raw.timeout, "30s", limits::TIMEOUT)?,
     };
     Ok((settings, raw.admins))
 }
@@ -898,9 +917,24 @@ fn parse_email_rule(key: &str, raw: RawEmail) -> Result<(String, Subscription), 
     let rule = EmailRule {
         to: raw.to,
         group_by,
-        group_wait: duration_or(&format!("{key}.group_wait"), raw.group_wait, "30s")?,
-        group_interval: duration_or(&format!("{key}.group_interval"), raw.group_interval, "5m")?,
-        repeat_interval: duration_or(&format!("{key}.repeat_interval"), raw.repeat_interval, "4h")?,
+        group_wait: duration_in(
+            &format!("{key}.group_wait"),
+            raw.group_wait,
+            "30s",
+            limits::GROUP_WAIT,
+        )?,
+        group_interval: duration_in(
+            &format!("{key}.group_interval"),
+            raw.group_interval,
+            "5m",
+            limits::GROUP_WAIT,
+        )?,
+        repeat_interval: duration_in(
+            &format!("{key}.repeat_interval"),
+            raw.repeat_interval,
+            "4h",
+            limits::REPEAT_INTERVAL,
+        )?,
         send_resolved: raw.send_resolved.unwrap_or(true),
         link: raw
             .link_template
@@ -926,16 +960,17 @@ fn parse_stalls(raw: RawStalls) -> Result<StallPolicy, ConfigError> {
     let defaults = Learning::default();
     let default = match raw.max_duration.as_deref() {
         Some("off") => None,
-        other => Some(duration_or(
+        other => Some(duration_in(
             "stalls.max_duration",
             other.map(str::to_owned),
             "4h",
+            limits::STALL_ALLOWANCE,
         )?),
     };
     let learning = match raw.learn {
         Some(false) => None,
         _ => Some(Learning {
-            factor: positive("stalls.learn_factor", raw.learn_factor, defaults.factor)?,
+            factor: learn_factor(raw.learn_factor, defaults.factor)?,
             percentile: match raw.learn_percentile {
                 Some(p) if !(1.0..=100.0).contains(&p) => {
                     return Err(invalid(
@@ -946,11 +981,32 @@ fn parse_stalls(raw: RawStalls) -> Result<StallPolicy, ConfigError> {
                 Some(p) => p,
                 None => defaults.percentile,
             },
-            floor: duration_or("stalls.learn_floor", raw.learn_floor, "10m")?,
+            floor: duration_in(
+                "stalls.learn_floor",
+                raw.learn_floor,
+                "10m",
+                limits::LEARN_FLOOR,
+            )?,
             min_samples: raw.learn_min_samples.unwrap_or(defaults.min_samples).max(1),
-            window: raw.learn_window.unwrap_or(defaults.window).max(1),
+            window: count_in(
+                "stalls.learn_window",
+                raw.learn_window.map(|w| w.max(1)),
+                defaults.window,
+                limits::LEARN_WINDOW,
+            )?,
         }),
     };
+    if let Some(l) = &learning {
+        if l.min_samples > l.window {
+            return Err(invalid(
+                "stalls.learn_min_samples",
+                format!(
+                    "{} samples can never be found in a window of {}",
+                    l.min_samples, l.window
+                ),
+            ));
+        }
+    }
     let rules = raw
         .rules
         .into_iter()
@@ -960,8 +1016,11 @@ fn parse_stalls(raw: RawStalls) -> Result<StallPolicy, ConfigError> {
             Ok(StallRule {
                 environments: parse_patterns(&format!("{key}.environments"), r.environments)?,
                 cubes: parse_patterns(&format!("{key}.cubes"), r.cubes)?,
-                max_duration: parse_duration(&r.max_duration)
-                    .map_err(|reason| invalid(format!("{key}.max_duration"), reason))?,
+                max_duration: parse_within(
+                    &format!("{key}.max_duration"),
+                    &r.max_duration,
+                    limits::STALL_ALLOWANCE,
+                )?,
             })
         })
         .collect::<Result<_, ConfigError>>()?;
@@ -972,10 +1031,16 @@ fn parse_stalls(raw: RawStalls) -> Result<StallPolicy, ConfigError> {
     })
 }
 
-fn positive(key: &str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+fn learn_factor(value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
     match value {
-        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
-        Some(_) => Err(invalid(key, "must be a positive number")),
+        Some(v) if v > 0.0 && v <= limits::LEARN_FACTOR => Ok(v),
+        Some(_) => Err(invalid(
+            "stalls.learn_factor",
+            format!(
+                "must be a number above 0 and at most {}",
+                limits::LEARN_FACTOR
+            ),
+        )),
         None => Ok(default),
     }
 }
@@ -995,9 +1060,11 @@ fn parse_schedules(raw: Vec<RawSchedule>) -> Result<Vec<Schedule>, ConfigError> 
             ));
         }
         let cadence = match (r.every, r.cron) {
-            (Some(every), None) => Cadence::Every(
-                parse_duration(&every).map_err(|reason| invalid(format!("{key}.every"), reason))?,
-            ),
+            (Some(every), None) => Cadence::Every(parse_within(
+                &format!("{key}.every"),
+                &every,
+                limits::SCHEDULE_PERIOD,
+            )?),
             (None, Some(cron)) => Cadence::Cron(Box::new(
                 parse_cron(&cron).map_err(|reason| invalid(format!("{key}.cron"), reason))?,
             )),
@@ -1011,7 +1078,12 @@ fn parse_schedules(raw: Vec<RawSchedule>) -> Result<Vec<Schedule>, ConfigError> 
         schedules.push(Schedule {
             environment_id: id("environment", &r.environment)?,
             cube_id: id("cube", &r.cube)?,
-            grace: duration_or(&format!("{key}.grace"), r.grace, "1h")?,
+            grace: duration_in(
+                &format!("{key}.grace"),
+                r.grace,
+                "1h",
+                limits::SCHEDULE_GRACE,
+            )?,
             name,
             cadence,
         });
@@ -1052,18 +1124,132 @@ fn parse_headers(
         .collect()
 }
 
-fn parse_schedule(key: &str, list: &[String]) -> Result<Vec<Duration>, ConfigError> {
+fn parse_retry_schedule(key: &str, list: &[String]) -> Result<Vec<Duration>, ConfigError> {
+    if list.len() > MAX_RETRIES {
+        return Err(invalid(
+            key,
+            format!(
+                "lists {} waits; at most {MAX_RETRIES} are allowed",
+                list.len()
+            ),
+        ));
+    }
     list.iter()
         .enumerate()
-        .map(|(i, text)| {
-            parse_duration(text).map_err(|reason| invalid(format!("{key}[{i}]"), reason))
-        })
+        .map(|(i, text)| parse_within(&format!("{key}[{i}]"), text, limits::RETRY_WAIT))
         .collect()
 }
 
-fn duration_or(key: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
-    let text = value.as_deref().unwrap_or(default);
-    parse_duration(text).map_err(|reason| invalid(key, reason))
+/// The range each configurable value accepts; the README's configuration
+/// reference lists them. Anything outside cannot make sense, and keeping
+/// every duration within years of now keeps date arithmetic from
+/// overflowing.
+mod limits {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    use crate::core::retry::MAX_RETRY_WAIT;
+    use crate::core::subscription::{MAX_IN_FLIGHT, MAX_TIMEOUT};
+
+    const fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 86_400;
+
+    pub const TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(1)..=MAX_TIMEOUT;
+    pub const RETRY_WAIT: RangeInclusive<Duration> = Duration::ZERO..=MAX_RETRY_WAIT;
+    pub const IN_FLIGHT: RangeInclusive<usize> = 1..=MAX_IN_FLIGHT;
+    pub const SHUTDOWN_GRACE: RangeInclusive<Duration> = Duration::ZERO..=secs(10 * MINUTE);
+    pub const REQUEST_BYTES: RangeInclusive<usize> = 1..=1024 * 1024 * 1024;
+    pub const POLL_INTERVAL: RangeInclusive<Duration> = Duration::from_millis(10)..=secs(HOUR);
+    pub const LEASE_MARGIN: RangeInclusive<Duration> = secs(1)..=secs(HOUR);
+    pub const EXCERPT_BYTES: RangeInclusive<usize> = 0..=1024 * 1024;
+    pub const CHECK_INTERVAL: RangeInclusive<Duration> = Duration::from_millis(100)..=secs(HOUR);
+    pub const STALL_ALLOWANCE: RangeInclusive<Duration> = secs(1)..=secs(30 * DAY);
+    pub const LEARN_FLOOR: RangeInclusive<Duration> = Duration::ZERO..=secs(30 * DAY);
+    pub const LEARN_FACTOR: f64 = 100.0;
+    pub const LEARN_WINDOW: RangeInclusive<usize> = 1..=1000;
+    pub const SCHEDULE_PERIOD: RangeInclusive<Duration> = secs(1)..=secs(366 * DAY);
+    pub const SCHEDULE_GRACE: RangeInclusive<Duration> = Duration::ZERO..=secs(30 * DAY);
+    pub const GROUP_WAIT: RangeInclusive<Duration> = Duration::ZERO..=secs(DAY);
+    pub const REPEAT_INTERVAL: RangeInclusive<Duration> = Duration::ZERO..=secs(30 * DAY);
+    /// How long a rotated-out secret may keep signing.
+    pub const SECRET_GRACE: RangeInclusive<Duration> = Duration::ZERO..=secs(30 * DAY);
+}
+
+/// A duration key, or its default, within `range`.
+fn duration_in(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+    range: RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    parse_within(key, value.as_deref().unwrap_or(default), range)
+}
+
+/// Parses a duration and refuses one outside `range`, quoting it as written.
+fn parse_within(
+    key: &str,
+    text: &str,
+    range: RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    let duration = parse_duration(text).map_err(|reason| invalid(key, reason))?;
+    let quoted = format!("`{}`", text.trim());
+    within(key, duration, &quoted, range, |d| format_duration(*d))
+}
+
+/// A count key, or its default, within `range`.
+fn count_in(
+    key: &str,
+    value: Option<usize>,
+    default: usize,
+    range: RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    let n = value.unwrap_or(default);
+    within(key, n, &n.to_string(), range, usize::to_string)
+}
+
+/// `value` when `range` holds it; otherwise an error showing it as `shown`
+/// and the range with `show`.
+fn within<T: PartialOrd>(
+    key: &str,
+    value: T,
+    shown: &str,
+    range: RangeInclusive<T>,
+    show: impl Fn(&T) -> String,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    let (low, high) = (show(range.start()), show(range.end()));
+    Err(invalid(
+        key,
+        format!("{shown} is out of range: use {low} to {high}"),
+    ))
+}
+
+/// The RotateSecret `grace` over the API: how long the old secret signs on.
+pub fn parse_secret_grace(text: &str) -> Result<Duration, ConfigError> {
+    parse_within("grace", text, limits::SECRET_GRACE)
+}
+
+/// Writes a duration in the largest unit that shows it exactly: `500ms`,
+/// `30s`, `5m`, `7d`.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (n, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(size, _)| secs % size == 0)
+        .map_or((secs, "s"), |(size, unit)| (secs / size, unit));
+    format!("{n}{unit}")
 }
 
 /// Parses `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
@@ -1305,6 +1491,18 @@ mod tests {
         })
     }
 
+    /// A webhook entry with `extra` lines.
+    fn hook(extra: &str) -> String {
+        format!("[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"*\"]\nsecret = \"{SECRET}\"\n{extra}")
+    }
+
+    const SMTP: &str = "[smtp]\nhost = \"h\"\nfrom = \"herald@example.com\"\n";
+
+    /// An SMTP section and an email rule with `extra` lines.
+    fn rule(extra: &str) -> String {
+        format!("{SMTP}[[email]]\nname = \"r\"\nto = [\"a@example.com\"]\n{extra}")
+    }
+
     /// Loading `text` fails on exactly `key`.
     fn assert_key(text: &str, key: &str) {
         assert_eq!(key_of(load(text).unwrap_err()), key, "{text}");
@@ -1438,9 +1636,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_at_fault() {
-        let hook = |extra: &str| {
-            format!("[[webhooks]]\nname = \"a\"\nurl = \"http://x.example\"\nevents = [\"*\"]\nsecret = \"{SECRET}\"\n{extra}")
-        };
         assert_key(&hook("timeout = \"soon\""), "webhooks[0].timeout");
         assert_key(&hook("max_in_flight = 0"), "webhooks[0].max_in_flight");
         assert_key(
@@ -1458,6 +1653,79 @@ mod tests {
         let twice = format!("{}\n{}", hook(""), hook(""));
         assert_key(&twice, "webhooks[1].name");
         assert_key("[store]\nurl = \"mysql://x\"", "store.url");
+    }
+
+    #[test]
+    fn values_that_cannot_make_sense_are_refused_with_their_key() {
+        assert_key(&hook("timeout = \"100000000d\""), "webhooks[0].timeout");
+        assert_key(&hook("timeout = \"301s\""), "webhooks[0].timeout");
+        assert_key(&hook("timeout = \"0s\""), "webhooks[0].timeout");
+        assert!(load(&hook("timeout = \"5m\"")).is_ok());
+        assert_key(
+            &hook("retry_schedule = [\"1s\", \"8d\"]"),
+            "webhooks[0].retry_schedule[1]",
+        );
+        assert_key(
+            &hook("retry_schedule = [\"1s\", \"100000000000d\"]"),
+            "webhooks[0].retry_schedule[1]",
+        );
+        assert!(load(&hook("retry_schedule = [\"0s\", \"7d\"]")).is_ok());
+        let fifty_one = vec!["\"1s\""; 51].join(", ");
+        assert_key(
+            &hook(&format!("retry_schedule = [{fifty_one}]")),
+            "webhooks[0].retry_schedule",
+        );
+        assert_key(&hook("max_in_flight = 1025"), "webhooks[0].max_in_flight");
+        assert_key(
+            &hook("max_in_flight = 4000000000"),
+            "webhooks[0].max_in_flight",
+        );
+        assert!(load(&hook("max_in_flight = 1024")).is_ok());
+        let healthcheck =
+            "[[healthchecks]]\nname = \"hc\"\nurl = \"http://hc.example\"\ntimeout = \"1h\"";
+        assert_key(healthcheck, "healthchecks[0].timeout");
+
+        assert_key(&rule("group_wait = \"2d\""), "email[0].group_wait");
+        assert_key(&rule("group_interval = \"2d\""), "email[0].group_interval");
+        assert_key(
+            &rule("repeat_interval = \"400d\""),
+            "email[0].repeat_interval",
+        );
+        assert_key(&format!("{SMTP}timeout = \"0s\""), "smtp.timeout");
+        assert_key(&format!("{SMTP}port = 0"), "smtp.port");
+
+        for (text, key) in [
+            ("[server]\nshutdown_grace = \"1d\"", "server.shutdown_grace"),
+            ("[server]\nmax_request_bytes = 2000000000", "server.max_request_bytes"),
+            ("[delivery]\npoll_interval = \"0s\"", "delivery.poll_interval"),
+            ("[delivery]\npoll_interval = \"2h\"", "delivery.poll_interval"),
+            ("[delivery]\nlease_margin = \"100000000d\"", "delivery.lease_margin"),
+            ("[delivery]\nresponse_excerpt_bytes = 4000000000", "delivery.response_excerpt_bytes"),
+            ("[stalls]\ncheck_interval = \"0s\"", "stalls.check_interval"),
+            ("[stalls]\nmax_duration = \"100000000d\"", "stalls.max_duration"),
+            ("[stalls]\nmax_duration = \"0s\"", "stalls.max_duration"),
+            ("[stalls]\nlearn_floor = \"1000d\"", "stalls.learn_floor"),
+            ("[stalls]\nlearn_factor = 1e300", "stalls.learn_factor"),
+            ("[stalls]\nlearn_window = 100000000", "stalls.learn_window"),
+            ("[stalls]\nlearn_window = 10\nlearn_min_samples = 11", "stalls.learn_min_samples"),
+            ("[[stalls.rules]]\nmax_duration = \"100000000d\"", "stalls.rules[0].max_duration"),
+            (
+                "[[schedules]]\nname = \"s\"\nenvironment = \"e\"\ncube = \"c\"\nevery = \"100000000d\"",
+                "schedules[0].every",
+            ),
+            (
+                "[[schedules]]\nname = \"s\"\nenvironment = \"e\"\ncube = \"c\"\nevery = \"0s\"",
+                "schedules[0].every",
+            ),
+            (
+                "[[schedules]]\nname = \"s\"\nenvironment = \"e\"\ncube = \"c\"\nevery = \"1d\"\ngrace = \"100000000d\"",
+                "schedules[0].grace",
+            ),
+        ] {
+            assert_key(text, key);
+        }
+        let err = load(&hook("timeout = \"6m\"")).unwrap_err().to_string();
+        assert!(err.contains("`6m`") && err.contains("5m"), "{err}");
     }
 
     #[test]
@@ -1492,15 +1760,12 @@ mod tests {
 
     #[test]
     fn smtp_and_email_errors_name_the_key() {
-        let smtp = "[smtp]\nhost = \"h\"\nfrom = \"herald@example.com\"\n";
+        let smtp = SMTP;
         assert_key(&format!("{smtp}tls = \"ssl\""), "smtp.tls");
         assert_key(
             "[smtp]\nhost = \"h\"\nfrom = \"not an address\"",
             "smtp.from",
         );
-        let rule = |extra: &str| {
-            format!("{smtp}[[email]]\nname = \"r\"\nto = [\"a@example.com\"]\n{extra}")
-        };
         assert_key(&rule("group_by = [\"region\"]"), "email[0].group_by[0]");
         assert_key(&rule("group_wait = \"soon\""), "email[0].group_wait");
         let bad_to = format!("{smtp}[[email]]\nname = \"r\"\nto = [\"a@example.com\", \"nobody\"]");
@@ -1548,5 +1813,15 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("m").is_err());
+        for (d, text) in [
+            (0, "0s"),
+            (90, "90s"),
+            (300, "5m"),
+            (7200, "2h"),
+            (604_800, "7d"),
+        ] {
+            assert_eq!(format_duration(Duration::from_secs(d)), text);
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 }

@@ -138,8 +138,7 @@ impl Inner {
         let Some(allowance) = allowance else {
             return Ok(false);
         };
-        let deadline =
-            started_at + chrono::Duration::from_std(allowance).unwrap_or(chrono::Duration::MAX);
+        let deadline = crate::core::time::after(started_at, allowance);
         if self.clock.now() < deadline {
             return Ok(false);
         }

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use super::pb::{self, subscription_service_server::SubscriptionService};
 use crate::clock::Clock;
-use crate::config::{parse_duration, ConfigError};
+use crate::config::{format_duration, parse_secret_grace, ConfigError};
 use crate::core::email::GroupLabel;
 use crate::core::signature::SigningSecret;
 use crate::core::subscription::{Subscription, Target};
@@ -270,8 +270,7 @@ impl SubscriptionService for SubscriptionApi {
         }
         let grace = match r.grace.as_str() {
             "" => std::time::Duration::from_secs(24 * 3600),
-            text => parse_duration(text)
-                .map_err(|reason| ApiError::from(FieldError::new("grace", reason)))?,
+            text => parse_secret_grace(text).map_err(spec_error)?,
         };
         let secret = match r.secret.as_str() {
             "" => SigningSecret::generate().expose(),
@@ -280,7 +279,8 @@ impl SubscriptionService for SubscriptionApi {
                 .expose(),
         };
         let now = self.clock.now().timestamp();
-        let until = now + grace.as_secs() as i64;
+        // The grace is at most 30 days: this cannot overflow.
+        let until = now.saturating_add(grace.as_secs() as i64);
         let mut secrets = vec![StoredSecret {
             secret: secret.clone(),
             expires_at: None,
@@ -386,15 +386,21 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
     let patterns = |list: &[crate::core::filter::Pattern]| {
         list.iter().map(|p| p.as_str().to_owned()).collect()
     };
-    let secs = |d: std::time::Duration| format!("{}s", d.as_secs());
     let mut spec = pb::SubscriptionSpec {
         name: sub.name.clone(),
         events: patterns(&sub.filter.events),
         environments: patterns(&sub.filter.environments),
         projects: patterns(&sub.filter.projects),
         cubes: patterns(&sub.filter.cubes),
-        timeout: secs(sub.timeout),
-        retry_schedule: sub.retry.schedule.iter().map(|d| secs(*d)).collect(),
+        // Durations as a spec writes them, exactly (`250ms`, `5m`), so a
+        // spec read back is accepted again.
+        timeout: format_duration(sub.timeout),
+        retry_schedule: sub
+            .retry
+            .schedule
+            .iter()
+            .map(|d| format_duration(*d))
+            .collect(),
         max_in_flight: sub.max_in_flight as u32,
         ..Default::default()
     };
@@ -437,9 +443,9 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
                 })
                 .map(str::to_owned)
                 .collect();
-            spec.group_wait = secs(rule.group_wait);
-            spec.group_interval = secs(rule.group_interval);
-            spec.repeat_interval = secs(rule.repeat_interval);
+            spec.group_wait = format_duration(rule.group_wait);
+            spec.group_interval = format_duration(rule.group_interval);
+            spec.repeat_interval = format_duration(rule.repeat_interval);
             spec.send_resolved = Some(rule.send_resolved);
             spec.link_template = rule
                 .link

@@ -298,7 +298,7 @@ async fn memory(s: Sizes) -> anyhow::Result<Vec<Figure>> {
     };
     let config = format!(
         "[server]\ngrpc_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"off\"\n[egress]\nallow = [\"127.0.0.0/8\"]\n[[webhooks]]\nname = \"dead\"\nurl = \"{}\"\nevents = [\"*\"]\n\
-         secret = \"{}\"\ntimeout = \"1h\"\nmax_in_flight = 1\n",
+         secret = \"{}\"\ntimeout = \"5m\"\nmax_in_flight = 1\n",
         dead.url(),
         super::harness::SECRET
     );

@@ -231,7 +231,8 @@ pub(crate) fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, St
     }
     let ago = crate::config::parse_duration(text)
         .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like 6h"))?;
-    Ok(chrono::Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
+    crate::core::time::checked_before(chrono::Utc::now(), ago)
+        .ok_or_else(|| format!("`{text}` ago is before any date Herald can represent"))
 }
 
 /// Turns a gRPC status into a one-line error: `INVALID_ARGUMENT: batch.batch_id: ...`.

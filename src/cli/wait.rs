@@ -72,7 +72,7 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, String)> {
     });
     // The server answers TIMED_OUT at the timeout; the transport deadline
     // only guards against a server that stopped answering at all.
-    request.set_timeout(args.timeout + Duration::from_secs(30));
+    request.set_timeout(args.timeout.saturating_add(Duration::from_secs(30)));
     let mut client = QueryServiceClient::new(connect(&args.server).await?);
     let reply = client
         .await_batch(request)

@@ -20,6 +20,7 @@ use serde_json::Value;
 use super::event::EventType;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::template::Template;
+use super::time::after;
 
 /// What an email subscription adds to the common subscription fields.
 #[derive(Debug, Clone)]
@@ -131,9 +132,9 @@ pub fn ready_at(
     oldest_pending: DateTime<Utc>,
     last_sent: Option<DateTime<Utc>>,
 ) -> DateTime<Utc> {
-    let wait = oldest_pending + chrono_duration(rule.group_wait);
+    let wait = after(oldest_pending, rule.group_wait);
     match last_sent {
-        Some(sent) => wait.max(sent + chrono_duration(rule.group_interval)),
+        Some(sent) => wait.max(after(sent, rule.group_interval)),
         None => wait,
     }
 }
@@ -194,18 +195,12 @@ pub fn worth_mailing(
 ) -> bool {
     match (alert.firing, state) {
         // Already mailed and still firing: only once repeat_interval passed.
-        (true, Some(s)) if s.firing => {
-            now >= s.last_notified_at + chrono_duration(rule.repeat_interval)
-        }
+        (true, Some(s)) if s.firing => now >= after(s.last_notified_at, rule.repeat_interval),
         (true, _) => true,
         // A resolution matters only for an alert the recipients heard of.
         (false, Some(s)) => s.firing && rule.send_resolved,
         (false, None) => false,
     }
-}
-
-fn chrono_duration(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 fn text(v: &Value) -> String {
@@ -590,5 +585,26 @@ mod tests {
             [Verdict::Dead, Verdict::Dead],
             "a permanent refusal is not retried"
         );
+    }
+
+    #[test]
+    fn intervals_beyond_the_calendar_saturate_instead_of_panicking() {
+        let now = Utc::now();
+        let forever = EmailRule {
+            group_wait: Duration::MAX,
+            group_interval: Duration::MAX,
+            repeat_interval: Duration::MAX,
+            ..rule()
+        };
+        assert_eq!(ready_at(&forever, now, Some(now)), DateTime::<Utc>::MAX_UTC);
+        let state = AlertState {
+            firing: true,
+            last_notified_at: now,
+        };
+        let alert = Alert {
+            key: "cube:prod/sales".into(),
+            firing: true,
+        };
+        assert!(!worth_mailing(&forever, &alert, Some(state), now));
     }
 }

@@ -1,5 +1,6 @@
 //! The domain: events, the batch state machine, subscription matching,
-//! the webhook envelope and signature, the retry policy.
+//! the webhook envelope and signature, the retry policy, date arithmetic
+//! that cannot overflow.
 //!
 //! Nothing in here does I/O or reads the clock; callers pass "now" in. That
 //! keeps every rule unit-testable and lets tests drive time by hand.
@@ -17,4 +18,5 @@ pub mod signature;
 pub mod stall;
 pub mod subscription;
 pub mod template;
+pub mod time;
 pub mod validate;

@@ -24,6 +24,9 @@ pub enum AttemptResult {
     /// The request could not be built for this event (e.g. a template
     /// failed on unusual data): retrying cannot help.
     Unsendable,
+    /// The egress policy blocks the receiver's address: nothing was sent,
+    /// and retrying cannot help.
+    Blocked,
 }
 
 /// The delivery's next step.
@@ -41,6 +44,13 @@ pub enum Verdict {
 
 /// Longest wait a receiver's `Retry-After` can impose.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest wait a retry schedule may list: a delivery retried a week later
+/// is already stale, and anything far longer overflows date arithmetic.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most entries a retry schedule may list.
+pub const MAX_RETRIES: usize = 50;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -81,12 +91,16 @@ impl RetryPolicy {
             AttemptResult::Status { code, retry_after } if is_retryable(code) => retry_after,
             AttemptResult::Status { .. } => return Verdict::Failed,
             AttemptResult::NoResponse => None,
-            AttemptResult::Unsendable => return Verdict::Failed,
+            AttemptResult::Unsendable | AttemptResult::Blocked => return Verdict::Failed,
         };
         let Some(base) = self.schedule.get(attempt.saturating_sub(1) as usize) else {
             return Verdict::Dead;
         };
-        let jittered = base.mul_f64(1.0 + self.jitter * (2.0 * unit - 1.0));
+        // A schedule is bounded by MAX_RETRY_WAIT, so this never saturates
+        // in practice; it cannot panic either way.
+        let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
+        let jittered = Duration::try_from_secs_f64(base.as_secs_f64() * factor.max(0.0))
+            .unwrap_or(Duration::MAX);
         let wait = match retry_after {
             Some(asked) => jittered.max(asked.min(MAX_RETRY_AFTER)),
             None => jittered,
@@ -144,6 +158,7 @@ mod tests {
             p.verdict(1, AttemptResult::Unsendable, 0.5),
             Verdict::Failed
         );
+        assert_eq!(p.verdict(1, AttemptResult::Blocked, 0.5), Verdict::Failed);
         for code in [408, 429, 500, 502, 503] {
             assert_eq!(
                 p.verdict(1, status(code), 0.5),
@@ -193,6 +208,18 @@ mod tests {
         assert_eq!(
             p.verdict(1, asked(10_000_000), 0.5),
             Verdict::RetryIn(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn jitter_on_a_huge_wait_saturates_instead_of_panicking() {
+        let p = RetryPolicy {
+            schedule: vec![Duration::MAX],
+            jitter: 0.2,
+        };
+        assert_eq!(
+            p.verdict(1, status(500), 0.999),
+            Verdict::RetryIn(Duration::MAX)
         );
     }
 

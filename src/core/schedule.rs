@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::time::checked_after;
+
 #[derive(Debug, Clone)]
 pub struct Schedule {
     /// Unique; names the schedule in events and state.
@@ -29,10 +31,10 @@ impl Schedule {
     /// (the previous success, or when Herald began tracking the cube).
     pub fn overdue_at(&self, last: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let expected = match &self.cadence {
-            Cadence::Every(period) => last + chrono::Duration::from_std(*period).ok()?,
+            Cadence::Every(period) => checked_after(last, *period)?,
             Cadence::Cron(cron) => cron.find_next_occurrence(&last, false).ok()?,
         };
-        Some(expected + chrono::Duration::from_std(self.grace).ok()?)
+        checked_after(expected, self.grace)
     }
 }
 
@@ -65,6 +67,16 @@ mod tests {
             s.overdue_at(last),
             Some(Utc.with_ymd_and_hms(2026, 3, 2, 7, 30, 0).unwrap())
         );
+    }
+
+    #[test]
+    fn a_period_beyond_the_calendar_is_never_overdue_and_never_panics() {
+        let last = Utc.with_ymd_and_hms(2026, 3, 1, 6, 30, 0).unwrap();
+        let absurd = Duration::from_secs(100_000_000 * 86_400);
+        assert_eq!(schedule(Cadence::Every(absurd)).overdue_at(last), None);
+        let mut late = schedule(Cadence::Every(Duration::from_secs(60)));
+        late.grace = absurd;
+        assert_eq!(late.overdue_at(last), None);
     }
 
     #[test]

@@ -113,7 +113,10 @@ impl Learning {
         // Nearest-rank percentile.
         let rank = ((self.percentile / 100.0) * sorted.len() as f64).ceil() as usize;
         let p = sorted[rank.clamp(1, sorted.len()) - 1];
-        Some(p.mul_f64(self.factor).max(self.floor))
+        // `mul_f64` panics on overflow; a saturated allowance never expires.
+        let scaled =
+            Duration::try_from_secs_f64(p.as_secs_f64() * self.factor).unwrap_or(Duration::MAX);
+        Some(scaled.max(self.floor))
     }
 }
 
@@ -170,5 +173,15 @@ mod tests {
             learning: None,
         };
         assert_eq!(policy.allowance("prod", "c", "c", &[mins(1); 10]), None);
+    }
+
+    #[test]
+    fn a_huge_factor_saturates_instead_of_panicking() {
+        let learning = Learning {
+            factor: 1e300,
+            min_samples: 1,
+            ..Learning::default()
+        };
+        assert_eq!(learning.allowance(&[mins(30)]), Some(Duration::MAX));
     }
 }

@@ -15,10 +15,21 @@ use super::retry::RetryPolicy;
 use super::signature::SigningSecret;
 use super::template::{Template, TemplateError};
 
+/// Longest per-attempt timeout: a receiver that needs more than five
+/// minutes to answer is down, and a longer lease only delays the retry.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Most attempts in flight for one subscription: each holds a socket, and
+/// no receiver needs more concurrency than this from one sender.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct Subscription {
     /// Unique; deliveries and the delivery log refer to it.
     pub name: String,
+    /// Where it was declared, as errors name its fields: `webhooks[0]` in
+    /// the configuration file, `spec` over the API.
+    pub config_key: String,
     pub filter: EventFilter,
     /// Per-attempt timeout, connection included.
     pub timeout: Duration,

@@ -369,8 +369,8 @@ impl Inner {
     }
 
     pub(super) fn lease_until(&self, sub: &Subscription) -> chrono::DateTime<chrono::Utc> {
-        let lease = sub.timeout + self.settings.lease_margin;
-        self.clock.now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1))
+        let lease = sub.timeout.saturating_add(self.settings.lease_margin);
+        crate::core::time::after(self.clock.now(), lease)
     }
 
     async fn claim(&self, lane: &Lane, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
@@ -534,8 +534,7 @@ impl Inner {
                 reason: "receiver answered 410 Gone".to_owned(),
             },
             Verdict::RetryIn(wait) => {
-                let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::days(1));
-                DeliveryUpdate::RetryAt(now + wait)
+                DeliveryUpdate::RetryAt(crate::core::time::after(now, wait))
             }
         }
     }
@@ -622,7 +621,7 @@ impl Attempt {
     pub fn status_code(&self) -> Option<u16> {
         match self.result {
             AttemptResult::Status { code, .. } => Some(code),
-            AttemptResult::NoResponse | AttemptResult::Unsendable => None,
+            AttemptResult::NoResponse | AttemptResult::Unsendable | AttemptResult::Blocked => None,
         }
     }
 }
@@ -648,7 +647,8 @@ fn log_attempt(
                 delivery,
                 attempt = number,
                 error,
-                "delivery refused by receiver; not retried"
+                "{}; not retried",
+                why_failed(a.result)
             )
         }
         DeliveryUpdate::Dead => {
@@ -663,6 +663,15 @@ fn log_attempt(
         DeliveryUpdate::DisableSubscription { reason } => {
             tracing::error!(subscription, delivery, reason = %reason, "subscription disabled")
         }
+    }
+}
+
+/// Why an attempt failed for good, in the words of the log.
+fn why_failed(result: AttemptResult) -> &'static str {
+    match result {
+        AttemptResult::Blocked => "delivery blocked by the egress policy",
+        AttemptResult::Unsendable => "delivery could not be sent",
+        AttemptResult::Status { .. } | AttemptResult::NoResponse => "delivery refused by receiver",
     }
 }
 

@@ -38,6 +38,14 @@ impl Attempt {
             error: Some(reason),
         }
     }
+
+    /// An attempt the egress policy stopped before anything was sent.
+    pub fn blocked(started_at: DateTime<Utc>, blocked: &Blocked) -> Self {
+        Attempt {
+            result: AttemptResult::Blocked,
+            ..Attempt::unsendable(started_at, blocked.to_string())
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +83,7 @@ impl HttpSender {
         // never reaches it, so it is checked here.
         if let Some(blocked) = literal_host(&request.url).and_then(|ip| self.egress.check(ip).err())
         {
-            return Attempt::unsendable(now, blocked.to_string());
+            return Attempt::blocked(now, &blocked);
         }
         let started = Instant::now();
         let method =
@@ -88,6 +96,9 @@ impl HttpSender {
             .body(request.body)
             .send()
             .await;
+        if let Some(blocked) = outcome.as_ref().err().and_then(blocked_cause) {
+            return Attempt::blocked(now, blocked);
+        }
         let (result, response_excerpt, error) = match outcome {
             Ok(response) => {
                 let code = response.status().as_u16();
@@ -100,8 +111,6 @@ impl HttpSender {
                 let error = (!(200..300).contains(&code)).then(|| format!("HTTP {code}"));
                 (AttemptResult::Status { code, retry_after }, excerpt, error)
             }
-            Err(e) if blocked_cause(&e) => (AttemptResult::Unsendable, None, Some(describe(&e))),
-            Err(e) if blocked_cause(&e) => (AttemptResult::Unsendable, None, Some(describe(&e))),
             Err(e) => (AttemptResult::NoResponse, None, Some(describe(&e))),
         };
         Attempt {
@@ -181,17 +190,17 @@ pub fn literal_host(url: &str) -> Option<IpAddr> {
         .ok()
 }
 
-/// Whether the egress policy is what stopped the request: retrying would
-/// not help, so the attempt counts as unsendable.
-fn blocked_cause(error: &reqwest::Error) -> bool {
+/// The egress policy's refusal, when that is what stopped the request:
+/// retrying would not help.
+fn blocked_cause(error: &reqwest::Error) -> Option<&Blocked> {
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        if cause.downcast_ref::<Blocked>().is_some() {
-            return true;
+        if let Some(blocked) = cause.downcast_ref::<Blocked>() {
+            return Some(blocked);
         }
         source = cause.source();
     }
-    false
+    None
 }
 
 /// A one-line description of a transport error, with its cause chain.

@@ -185,16 +185,27 @@ async fn the_cli_sends_its_token() {
     );
 }
 
-#[tokio::test]
-async fn herald_refuses_a_public_address_without_tokens() {
-    // Refused before anything binds: no non-loopback socket is opened.
-    let open = "[server]\ngrpc_listen = \"0.0.0.0:0\"\n[store]\nurl = \"sqlite::memory:\"";
-    let settings = Settings::from_toml(open, &Overrides::default(), &|_| None).unwrap();
+/// The address Herald refuses to open without tokens, given `config`.
+/// Refused before anything binds: no non-loopback socket is opened.
+async fn insecure_refusal(config: &str) -> std::net::SocketAddr {
+    let settings = Settings::from_toml(config, &Overrides::default(), &|_| None).unwrap();
     let refused = Application::build_with(settings, BuildOptions::default()).await;
     let Err(StartError::Insecure(addr)) = refused else {
         panic!("expected the insecure refusal");
     };
-    assert_eq!(addr.to_string(), "0.0.0.0:0");
+    addr
+}
+
+#[tokio::test]
+async fn herald_refuses_a_public_operations_port_without_tokens() {
+    let open = "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"0.0.0.0:0\"\n[store]\nurl = \"sqlite::memory:\"";
+    assert_eq!(insecure_refusal(open).await.to_string(), "0.0.0.0:0");
+}
+
+#[tokio::test]
+async fn herald_refuses_a_public_address_without_tokens() {
+    let open = "[server]\ngrpc_listen = \"0.0.0.0:0\"\n[store]\nurl = \"sqlite::memory:\"";
+    assert_eq!(insecure_refusal(open).await.to_string(), "0.0.0.0:0");
     let insecure = Overrides {
         insecure: true,
         ..Overrides::default()

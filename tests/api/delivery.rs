@@ -209,7 +209,7 @@ async fn a_receiver_that_never_answers_delays_neither_acks_nor_other_subscriptio
         webhook(
             "hanging",
             &hanging.url(),
-            "events = [\"*\"]\ntimeout = \"1h\"\nmax_in_flight = 2",
+            "events = [\"*\"]\ntimeout = \"5m\"\nmax_in_flight = 2",
         ),
         webhook("healthy", &healthy.url(), "events = [\"*\"]"),
     ]

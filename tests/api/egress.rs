@@ -1,10 +1,10 @@
 //! The egress policy: where webhooks may not go.
 
 use herald::app::{Application, BuildOptions, StartError};
-use herald::config::{Overrides, Settings};
+use herald::config::{ConfigError, Overrides, Settings};
 use herald::store::DeliveryState;
 
-use crate::helpers::{webhook, Receiver, Spawn};
+use crate::helpers::{capture_logs, webhook, Receiver, Spawn};
 
 fn load(url: &str, egress: &str) -> Result<Settings, String> {
     let config = format!("{egress}\n{}", webhook("etl", url, "events = [\"*\"]"));
@@ -14,7 +14,10 @@ fn load(url: &str, egress: &str) -> Result<Settings, String> {
 #[tokio::test]
 async fn a_subscription_to_the_metadata_address_is_refused_with_the_rule_named() {
     let err = load("http://169.254.169.254/latest/meta-data", "").unwrap_err();
-    assert!(err.contains("(etl).url"), "{err}");
+    assert!(
+        err.starts_with("config key `webhooks[0].url`: blocked by the egress policy"),
+        "{err}"
+    );
     assert!(
         err.contains("169.254.169.254 is in 169.254.0.0/16 (link-local, cloud metadata)"),
         "{err}"
@@ -24,6 +27,24 @@ async fn a_subscription_to_the_metadata_address_is_refused_with_the_rule_named()
     assert!(
         load("http://10.20.30.40:8080/hook", "").is_ok(),
         "private ranges are allowed"
+    );
+}
+
+/// The key names the section the file has, and the entry's place in it.
+#[tokio::test]
+async fn egress_refusals_name_the_key_as_the_file_writes_it() {
+    let config = format!(
+        "{}[[healthchecks]]\nname = \"hc\"\nurl = \"http://169.254.169.254/ping\"\n",
+        webhook("etl", "http://10.0.0.1/hook", "events = [\"*\"]"),
+    );
+    let refused = Settings::from_toml(&config, &Overrides::default(), &|_| None).unwrap_err();
+    let ConfigError::Invalid { key, reason } = refused else {
+        panic!("expected an invalid key, got {refused}");
+    };
+    assert_eq!(key, "healthchecks[0].url");
+    assert!(
+        reason.starts_with("blocked by the egress policy"),
+        "{reason}"
     );
 }
 
@@ -56,10 +77,10 @@ async fn a_name_that_resolves_to_a_blocked_address_is_refused_at_start_and_on_ev
     );
     let settings = Settings::from_toml(&config, &Overrides::default(), &|_| None).unwrap();
     let refused = Application::build_with(settings, BuildOptions::default()).await;
-    let Err(StartError::Egress { name, reason }) = refused else {
+    let Err(StartError::Egress { key, reason }) = refused else {
         panic!("expected the egress refusal");
     };
-    assert_eq!(name, "etl");
+    assert_eq!(key, "webhooks[0].url");
     assert!(
         reason.starts_with("localhost: blocked by the egress policy")
             && reason.contains("loopback"),
@@ -67,7 +88,9 @@ async fn a_name_that_resolves_to_a_blocked_address_is_refused_at_start_and_on_ev
     );
 
     // On every attempt: a host only known when sending (here from a URL
-    // template, the cube id `localhost`) is resolved and checked then.
+    // template, the cube id `localhost`) is resolved and checked then. The
+    // attempt and the log say the policy stopped it, not the receiver.
+    let (logs, _guard) = capture_logs();
     let templated = format!(
         "http://{{{{ data.cube_id }}}}:{}/hook",
         receiver.addr.port()
@@ -87,8 +110,14 @@ async fn a_name_that_resolves_to_a_blocked_address_is_refused_at_start_and_on_ev
     let error = attempts[0].error.clone().unwrap_or_default();
     assert_eq!(rows[0].state, DeliveryState::Failed, "not retried: {error}");
     assert!(
-        error.contains("blocked by the egress policy: 127.0.0.1 is in 127.0.0.0/8"),
+        error.starts_with("blocked by the egress policy: 127.0.0.1 is in 127.0.0.0/8"),
         "{error}"
     );
     assert!(receiver.received().is_empty());
+    let logs = logs.text();
+    assert!(
+        logs.contains("delivery blocked by the egress policy; not retried"),
+        "{logs}"
+    );
+    assert!(!logs.contains("refused by receiver"), "{logs}");
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod bench;
+mod bounds;
 mod cli;
 mod delivery;
 mod egress;

@@ -268,7 +268,10 @@ async fn bad_specs_and_read_only_subscriptions_are_refused_precisely() {
         .unwrap_err();
     assert_eq!(metadata.code(), Code::InvalidArgument);
     assert!(
-        metadata.message().contains("cloud metadata"),
+        metadata
+            .message()
+            .starts_with("spec.url: blocked by the egress policy")
+            && metadata.message().contains("cloud metadata"),
         "{}",
         metadata.message()
     );
@@ -290,6 +293,94 @@ async fn bad_specs_and_read_only_subscriptions_are_refused_precisely() {
     .await
     .unwrap_err();
     assert!(unknown_kind.message().starts_with("spec.kind"));
+}
+
+#[tokio::test]
+async fn values_that_cannot_make_sense_are_refused_naming_the_spec_field() {
+    let (app, _configured) = app_with_receiver(r#"["*"]"#).await;
+    let receiver = Receiver::start().await;
+    let base = || spec("absurd", &receiver.url(), &["*"]);
+    let refusals = [
+        (
+            pb::SubscriptionSpec {
+                timeout: "100000000d".into(),
+                ..base()
+            },
+            "spec.timeout: `100000000d` is out of range: use 1ms to 5m",
+        ),
+        (
+            pb::SubscriptionSpec {
+                retry_schedule: vec!["1s".into(), "8d".into()],
+                ..base()
+            },
+            "spec.retry_schedule[1]: `8d` is out of range: use 0s to 7d",
+        ),
+        (
+            pb::SubscriptionSpec {
+                retry_schedule: vec!["1s".into(); 51],
+                ..base()
+            },
+            "spec.retry_schedule: lists 51 waits; at most 50 are allowed",
+        ),
+        (
+            pb::SubscriptionSpec {
+                max_in_flight: 4_000_000_000,
+                ..base()
+            },
+            "spec.max_in_flight: 4000000000 is out of range: use 1 to 1024",
+        ),
+    ];
+    for (spec, message) in refusals {
+        let refused = create(&app, spec).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{}",
+            refused.message()
+        );
+        assert_eq!(refused.message(), message);
+    }
+    let mut c = client(&app).await;
+    let created = create(
+        &app,
+        pb::SubscriptionSpec {
+            timeout: "5m".into(),
+            retry_schedule: vec!["7d".into(); 50],
+            max_in_flight: 1024,
+            ..base()
+        },
+    )
+    .await
+    .expect("the largest values allowed are accepted");
+    let spec = created.subscription.unwrap().spec.unwrap();
+    assert_eq!(
+        (spec.timeout.as_str(), spec.retry_schedule[0].as_str()),
+        ("5m", "7d")
+    );
+    let subsecond = pb::SubscriptionSpec {
+        name: "quick".into(),
+        timeout: "250ms".into(),
+        ..base()
+    };
+    let read_back = create(&app, subsecond).await.unwrap().subscription.unwrap();
+    assert_eq!(
+        read_back.spec.unwrap().timeout,
+        "250ms",
+        "shown as accepted"
+    );
+    let rotate = |grace: &str| pb::RotateSecretRequest {
+        name: "absurd".into(),
+        grace: grace.into(),
+        ..Default::default()
+    };
+    let refused = c.rotate_secret(rotate("100000000000d")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("grace: "),
+        "{}",
+        refused.message()
+    );
+    c.rotate_secret(rotate("30d")).await.unwrap();
 }
 
 #[tokio::test]
