@@ -98,6 +98,11 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Watch and await streams open at once, in total and per token.
+    pub watch_streams: crate::feed::StreamLimits,
+    /// How long a watch stream may leave its buffer full (the client takes
+    /// nothing) before it is ended as fallen behind.
+    pub watch_send_timeout: Duration,
 }
 
 /// The server's certificate and key, and the CA that client certificates
@@ -261,6 +266,11 @@ impl Settings {
                     Some(n) => n,
                     None => 64 * 1024 * 1024,
                 },
+                watch_streams: parse_watch_streams(
+                    server.max_watch_streams,
+                    server.max_watch_streams_per_token,
+                )?,
+                watch_send_timeout: parse_watch_send_timeout(server.watch_send_timeout.take())?,
                 http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
                     "off" => None,
                     text => Some(text.parse().map_err(|_| {
@@ -699,6 +709,44 @@ fn check_targets(subscriptions: &[Subscription], egress: &EgressPolicy) -> Resul
         }
     }
     Ok(())
+}
+
+/// Most watch and await streams that may be configured: each holds a task,
+/// a small buffer and a connection's stream.
+const MAX_WATCH_STREAMS: usize = 100_000;
+
+/// `server.watch_send_timeout`: more than nothing, at most 5 minutes.
+fn parse_watch_send_timeout(value: Option<String>) -> Result<Duration, ConfigError> {
+    let key = "server.watch_send_timeout";
+    let timeout = duration_or(key, value, "10s")?;
+    if timeout.is_zero() || timeout > Duration::from_secs(300) {
+        return Err(invalid(key, "must be more than 0 and at most 5m"));
+    }
+    Ok(timeout)
+}
+
+/// `server.max_watch_streams` and `server.max_watch_streams_per_token`.
+fn parse_watch_streams(
+    total: Option<usize>,
+    per_token: Option<usize>,
+) -> Result<crate::feed::StreamLimits, ConfigError> {
+    let defaults = crate::feed::StreamLimits::default();
+    let bounded = |key: &str, value: Option<usize>, default: usize| match value {
+        None => Ok(default),
+        Some(n) if (1..=MAX_WATCH_STREAMS).contains(&n) => Ok(n),
+        Some(_) => Err(invalid(
+            key,
+            format!("must be between 1 and {MAX_WATCH_STREAMS}"),
+        )),
+    };
+    Ok(crate::feed::StreamLimits {
+        total: bounded("server.max_watch_streams", total, defaults.total)?,
+        per_caller: bounded(
+            "server.max_watch_streams_per_token",
+            per_token,
+            defaults.per_caller,
+        )?,
+    })
 }
 
 /// Shortest token accepted: anything shorter is guessable.
@@ -1178,6 +1226,9 @@ struct RawServer {
     http_listen: Option<String>,
     shutdown_grace: Option<String>,
     insecure: Option<bool>,
+    max_watch_streams: Option<usize>,
+    max_watch_streams_per_token: Option<usize>,
+    watch_send_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1525,6 +1576,27 @@ mod tests {
     fn unknown_keys_are_refused_with_their_name() {
         let err = load("[server]\ngrpc_listne = \"x\"").unwrap_err();
         assert!(err.to_string().contains("grpc_listne"), "{err}");
+    }
+
+    #[test]
+    fn watch_stream_limits_default_to_1000_and_are_bounded() {
+        let s = load("").unwrap();
+        assert_eq!(
+            (s.server.watch_streams.total, s.server.watch_streams.per_caller),
+            (1000, 1000)
+        );
+        assert_eq!(s.server.watch_send_timeout, Duration::from_secs(10));
+        let s = load("[server]\nmax_watch_streams = 5\nmax_watch_streams_per_token = 2").unwrap();
+        assert_eq!(
+            (s.server.watch_streams.total, s.server.watch_streams.per_caller),
+            (5, 2)
+        );
+        assert_key("[server]\nmax_watch_streams = 0", "server.max_watch_streams");
+        assert_key(
+            "[server]\nmax_watch_streams_per_token = 1000000",
+            "server.max_watch_streams_per_token",
+        );
+        assert_key("[server]\nwatch_send_timeout = \"1h\"", "server.watch_send_timeout");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use email::PendingDelivery;
 pub use ingest::{NewEvent, PriorEvent, Tx};
 pub use managed::{ManagedSubscription, StoredSecret};
 pub use monitor::ScheduleState;
-pub use queries::{BatchChange, BatchFilter, BatchPage};
+pub use queries::{BatchChange, BatchFilter, BatchPage, SnapshotPage, SnapshotRest};
 
 /// Herald's failure to talk to its database: never the caller's fault.
 #[derive(Debug, thiserror::Error)]

@@ -53,6 +53,8 @@ pub struct TestApp {
     pub store: Store,
     pub dispatcher: Dispatcher,
     pub monitor: Monitor,
+    /// Who waits for changes, and the streams open per caller.
+    pub feed: herald::feed::ChangeFeed,
     pub clock: ManualClock,
     pub dir: Arc<TempDir>,
     stop: CancellationToken,
@@ -116,6 +118,7 @@ impl Spawn {
         let addr = app.grpc_addr();
         let http = app.http_addr().expect("the operations port is on");
         let (store, dispatcher, monitor) = (app.store(), app.dispatcher(), app.monitor());
+        let feed = app.feed();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let handle = tokio::spawn(async move {
@@ -142,6 +145,7 @@ impl Spawn {
             store,
             dispatcher,
             monitor,
+            feed,
             clock,
             dir,
             stop,

@@ -22,3 +22,4 @@ mod smtp;
 mod subscriptions;
 mod tls;
 mod validation;
+mod watch;
