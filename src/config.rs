@@ -1582,21 +1582,33 @@ mod tests {
     fn watch_stream_limits_default_to_1000_and_are_bounded() {
         let s = load("").unwrap();
         assert_eq!(
-            (s.server.watch_streams.total, s.server.watch_streams.per_caller),
+            (
+                s.server.watch_streams.total,
+                s.server.watch_streams.per_caller
+            ),
             (1000, 1000)
         );
         assert_eq!(s.server.watch_send_timeout, Duration::from_secs(10));
         let s = load("[server]\nmax_watch_streams = 5\nmax_watch_streams_per_token = 2").unwrap();
         assert_eq!(
-            (s.server.watch_streams.total, s.server.watch_streams.per_caller),
+            (
+                s.server.watch_streams.total,
+                s.server.watch_streams.per_caller
+            ),
             (5, 2)
         );
-        assert_key("[server]\nmax_watch_streams = 0", "server.max_watch_streams");
+        assert_key(
+            "[server]\nmax_watch_streams = 0",
+            "server.max_watch_streams",
+        );
         assert_key(
             "[server]\nmax_watch_streams_per_token = 1000000",
             "server.max_watch_streams_per_token",
         );
-        assert_key("[server]\nwatch_send_timeout = \"1h\"", "server.watch_send_timeout");
+        assert_key(
+            "[server]\nwatch_send_timeout = \"1h\"",
+            "server.watch_send_timeout",
+        );
     }
 
     #[test]

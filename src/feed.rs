@@ -131,7 +131,12 @@ impl ChangeFeed {
         }
         for scope in changed {
             for interest in Interest::concerned_by(scope) {
-                for notify in index.waiters.get(&interest).into_iter().flat_map(|w| w.values()) {
+                for notify in index
+                    .waiters
+                    .get(&interest)
+                    .into_iter()
+                    .flat_map(|w| w.values())
+                {
                     notify.notify_one();
                 }
             }
@@ -301,7 +306,10 @@ mod tests {
             Err(StreamRefused::PerCaller { open: 2, .. })
         ));
         let c = feed.open_stream("reader-b").unwrap();
-        assert_eq!(feed.open_stream("reader-c").unwrap_err(), StreamRefused::Total(3));
+        assert_eq!(
+            feed.open_stream("reader-c").unwrap_err(),
+            StreamRefused::Total(3)
+        );
         drop((waiters, a, b, c));
         assert_eq!(feed.waiters(), 0);
         assert_eq!(feed.open_streams(), (0, 0));

@@ -21,8 +21,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::Status;
 
@@ -162,17 +162,17 @@ impl Watcher {
             let Some(rest) = page.rest else {
                 return Ok(cursor);
             };
-            page = self.store.next_snapshot_page(&self.filter, rest, PAGE).await?;
+            page = self
+                .store
+                .next_snapshot_page(&self.filter, rest, PAGE)
+                .await?;
         }
     }
 
     /// Sends every committed change after `cursor`; returns the new cursor.
     async fn send_changes(&mut self, mut cursor: i64) -> Result<i64, Stop> {
         loop {
-            let page = self
-                .store
-                .batch_changes(&self.filter, cursor, PAGE)
-                .await?;
+            let page = self.store.batch_changes(&self.filter, cursor, PAGE).await?;
             let full = page.len() == PAGE;
             for change in page {
                 cursor = change.seq;

@@ -1,6 +1,7 @@
 //! `herald bench`: measures Herald on this machine — ingest throughput,
 //! end-to-end latency, delivery throughput, fan-out, isolation from a dead
-//! receiver, recovery after a restart, and memory with a large backlog —
+//! receiver, recovery after a restart, memory with a large backlog, and
+//! watch streams (idle watchers' cost to ingest, stuck ones' memory) —
 //! and prints one table (median of the runs, min–max), optionally JSON.
 //!
 //! Everything runs on loopback against a real Herald (temporary SQLite,
@@ -29,6 +30,9 @@ pub struct Sizes {
     pub isolation_events: u64,
     pub recovery_events: u64,
     pub memory_events: u64,
+    /// Watch streams opened at once, and events ingested per CPU phase.
+    pub watch_streams: usize,
+    pub watch_events: u64,
 }
 
 impl Sizes {
@@ -45,6 +49,8 @@ impl Sizes {
             isolation_events: 20_000,
             recovery_events: 100_000,
             memory_events: 1_000_000,
+            watch_streams: 1_000,
+            watch_events: 20_000,
         }
     }
 
@@ -61,6 +67,8 @@ impl Sizes {
             isolation_events: 200,
             recovery_events: 300,
             memory_events: 1_000,
+            watch_streams: 40,
+            watch_events: 300,
         }
     }
 }
@@ -74,7 +82,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Only these scenarios (ingest, latency, delivery, fanout, isolation,
-    /// recovery, memory).
+    /// recovery, memory, watch).
     #[arg(long = "only")]
     only: Vec<String>,
     /// Also write the figures as JSON to this file.

@@ -11,6 +11,17 @@ use tonic::{Code, Request, Streaming};
 
 use crate::helpers::{eventually, Spawn, TestApp};
 
+/// A test app with these `[server]` lines and this further configuration.
+async fn app_with(server: &str, config: &str) -> TestApp {
+    Spawn {
+        server: server.into(),
+        webhooks: config.into(),
+        ..Spawn::default()
+    }
+    .start()
+    .await
+}
+
 /// A channel whose streams take at most 1 KiB before the test reads them,
 /// as a client that stopped reading would (a library's default window
 /// would otherwise absorb megabytes first).
@@ -94,12 +105,7 @@ async fn nothing_left_behind(app: &TestApp) {
 
 #[tokio::test]
 async fn a_watcher_that_stops_reading_is_ended_and_resumes_from_its_cursor_losing_nothing() {
-    let app = Spawn {
-        server: "watch_send_timeout = \"200ms\"".into(),
-        ..Spawn::default()
-    }
-    .start()
-    .await;
+    let app = app_with("watch_send_timeout = \"200ms\"", "").await;
     let channel = narrow_channel(&app).await;
     let mut stuck = query(&channel)
         .watch_batches(watch_cube("sales", ""))
@@ -119,14 +125,26 @@ async fn a_watcher_that_stops_reading_is_ended_and_resumes_from_its_cursor_losin
         eventually(Duration::from_secs(10), || feed.waiters() == 0).await,
         "the watcher that fell behind stopped"
     );
-    assert_eq!(feed.open_streams(), (1, 1), "its stream stays until the client lets go");
+    assert_eq!(
+        feed.open_streams(),
+        (1, 1),
+        "its stream stays until the client lets go"
+    );
 
     let (seen, status) = drain(&mut stuck).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("fell behind"), "{}", status.message());
+    assert!(
+        status.message().contains("fell behind"),
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains("cursor"), "{}", status.message());
     assert!(seen.len() < total, "ended before the end: {}", seen.len());
-    let last = seen.last().expect("some changes got through").cursor.clone();
+    let last = seen
+        .last()
+        .expect("some changes got through")
+        .cursor
+        .clone();
 
     let mut resumed = query(&channel)
         .watch_batches(watch_cube("sales", &last))
@@ -162,12 +180,10 @@ const DASHBOARD: &str = "reader-token-dashboard-01";
 
 #[tokio::test]
 async fn watch_and_await_streams_beyond_the_caps_are_refused_and_slots_come_back() {
-    let app = Spawn {
-        server: "max_watch_streams = 3\nmax_watch_streams_per_token = 2".into(),
-        webhooks: TOKENS.into(),
-        ..Spawn::default()
-    }
-    .start()
+    let app = app_with(
+        "max_watch_streams = 3\nmax_watch_streams_per_token = 2",
+        TOKENS,
+    )
     .await;
     let client = query(&app.channel().await);
     let watch = |token: &'static str| {
@@ -203,7 +219,10 @@ async fn watch_and_await_streams_beyond_the_caps_are_refused_and_slots_come_back
             token,
         )
     };
-    let refused = awaiting.await_batch(await_request(AIRFLOW)).await.unwrap_err();
+    let refused = awaiting
+        .await_batch(await_request(AIRFLOW))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
     let waiting = tokio::spawn(async move { awaiting.await_batch(await_request(DASHBOARD)).await });
     let feed = app.feed.clone();
@@ -231,12 +250,7 @@ async fn watch_and_await_streams_beyond_the_caps_are_refused_and_slots_come_back
 
 #[tokio::test]
 async fn a_snapshot_read_in_pages_shows_each_batch_once_and_never_an_older_state() {
-    let app = Spawn {
-        server: "watch_send_timeout = \"30s\"".into(),
-        ..Spawn::default()
-    }
-    .start()
-    .await;
+    let app = app_with("watch_send_timeout = \"30s\"", "").await;
     let total = 400;
     for n in 0..total {
         app.start_batch(&format!("ev-{n}"), &format!("b-{n}"), "sales")
@@ -255,17 +269,23 @@ async fn a_snapshot_read_in_pages_shows_each_batch_once_and_never_an_older_state
     app.succeed_batch("ev-s99", "b-99", "sales").await;
     app.start_batch("ev-new", "b-new", "sales").await;
     seen.extend(take(&mut stream, total - 10).await);
-    assert!(seen.iter().all(|c| c.snapshot && c.cursor == seen[0].cursor));
+    assert!(seen
+        .iter()
+        .all(|c| c.snapshot && c.cursor == seen[0].cursor));
     let ids: Vec<String> = seen.iter().map(batch_id).collect();
     let mut expected: Vec<String> = (0..total).map(|n| format!("b-{n}")).collect();
     expected.sort();
-    assert_eq!(ids, expected, "each batch once, oldest first (same start: by id)");
+    assert_eq!(
+        ids, expected,
+        "each batch once, oldest first (same start: by id)"
+    );
 
     // Then the changes the snapshot did not show yet — b-0 and b-99 unless
     // their page was read after they finished, b-new — and nothing twice
     // or going back to an older state: the next is the sentinel.
     let state_of = |c: &pb::BatchChange| c.batch.as_ref().unwrap().state;
-    let mut latest: HashMap<String, i32> = seen.iter().map(|c| (batch_id(c), state_of(c))).collect();
+    let mut latest: HashMap<String, i32> =
+        seen.iter().map(|c| (batch_id(c), state_of(c))).collect();
     let unseen = ["b-0", "b-99"]
         .iter()
         .filter(|id| latest[**id] == pb::BatchState::Running as i32)
@@ -276,7 +296,11 @@ async fn a_snapshot_read_in_pages_shows_each_batch_once_and_never_an_older_state
         assert!(!change.snapshot && cursor(change) > cursor(&seen[0]));
         if let Some(before) = latest.insert(batch_id(change), state_of(change)) {
             assert_eq!(before, pb::BatchState::Running as i32, "{change:?}");
-            assert_ne!(state_of(change), pb::BatchState::Running as i32, "{change:?}");
+            assert_ne!(
+                state_of(change),
+                pb::BatchState::Running as i32,
+                "{change:?}"
+            );
         }
     }
     assert_eq!(batch_id(changes.last().unwrap()), "b-sentinel");
