@@ -219,7 +219,7 @@ impl Application {
             Registry::new(registry::load(&settings.subscriptions, &store, &context).await?);
         let managed_context = context.clone();
         let wakeups = Wakeups::default();
-        let feed = ChangeFeed::default();
+        let feed = ChangeFeed::new(settings.server.watch_streams);
         let metrics = Metrics::default();
         let ingestor = Ingestor::new(
             store.clone(),
@@ -339,6 +339,11 @@ impl Application {
         self.store.clone()
     }
 
+    /// Who waits for changes, and the streams open per caller.
+    pub fn feed(&self) -> ChangeFeed {
+        self.feed.clone()
+    }
+
     /// Serves until `stop` completes, then shuts down in order: stop
     /// accepting calls, let in-flight deliveries finish within the grace
     /// period (leases cover the rest), close the database.
@@ -419,6 +424,7 @@ impl Application {
                     self.store.clone(),
                     self.feed.clone(),
                     self.options.clock.clone(),
+                    self.settings.server.watch_send_timeout,
                 ),
                 Auth::new(&self.settings.server.tokens, Service::Query),
             ))

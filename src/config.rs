@@ -105,6 +105,11 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Watch and await streams open at once, in total and per token.
+    pub watch_streams: crate::feed::StreamLimits,
+    /// How long a watch stream may leave its buffer full (the client takes
+    /// nothing) before it is ended as fallen behind.
+    pub watch_send_timeout: Duration,
 }
 
 /// The server's certificate and key, and the CA that client certificates
@@ -270,6 +275,16 @@ impl Settings {
                     server.max_request_bytes,
                     64 * 1024 * 1024,
                     limits::REQUEST_BYTES,
+                )?,
+                watch_streams: parse_watch_streams(
+                    server.max_watch_streams,
+                    server.max_watch_streams_per_token,
+                )?,
+                watch_send_timeout: duration_in(
+                    "server.watch_send_timeout",
+                    server.watch_send_timeout.take(),
+                    "10s",
+                    limits::WATCH_SEND_TIMEOUT,
                 )?,
                 http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
                     "off" => None,
@@ -722,6 +737,28 @@ fn check_target(sub: &Subscription, egress: &EgressPolicy) -> Result<(), ConfigE
     egress
         .check(ip)
         .map_err(|blocked| invalid(format!("{}.url", sub.config_key), blocked.to_string()))
+}
+
+/// `server.max_watch_streams` and `server.max_watch_streams_per_token`.
+fn parse_watch_streams(
+    total: Option<usize>,
+    per_token: Option<usize>,
+) -> Result<crate::feed::StreamLimits, ConfigError> {
+    let defaults = crate::feed::StreamLimits::default();
+    Ok(crate::feed::StreamLimits {
+        total: count_in(
+            "server.max_watch_streams",
+            total,
+            defaults.total,
+            limits::WATCH_STREAMS,
+        )?,
+        per_caller: count_in(
+            "server.max_watch_streams_per_token",
+            per_token,
+            defaults.per_caller,
+            limits::WATCH_STREAMS,
+        )?,
+    })
 }
 
 /// Shortest token accepted: anything shorter is guessable.
@@ -1177,6 +1214,12 @@ mod limits {
     pub const REPEAT_INTERVAL: RangeInclusive<Duration> = Duration::ZERO..=secs(30 * DAY);
     /// How long a rotated-out secret may keep signing.
     pub const SECRET_GRACE: RangeInclusive<Duration> = Duration::ZERO..=secs(30 * DAY);
+    /// Watch and await streams: each holds a task, a small buffer and a
+    /// connection's stream.
+    pub const WATCH_STREAMS: RangeInclusive<usize> = 1..=100_000;
+    /// How long a watch stream may leave its buffer full.
+    pub const WATCH_SEND_TIMEOUT: RangeInclusive<Duration> =
+        Duration::from_millis(1)..=secs(5 * MINUTE);
 }
 
 /// A duration key, or its default, within `range`.
@@ -1372,6 +1415,9 @@ struct RawServer {
     http_listen: Option<String>,
     shutdown_grace: Option<String>,
     insecure: Option<bool>,
+    max_watch_streams: Option<usize>,
+    max_watch_streams_per_token: Option<usize>,
+    watch_send_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1798,6 +1844,39 @@ mod tests {
     fn unknown_keys_are_refused_with_their_name() {
         let err = load("[server]\ngrpc_listne = \"x\"").unwrap_err();
         assert!(err.to_string().contains("grpc_listne"), "{err}");
+    }
+
+    #[test]
+    fn watch_stream_limits_default_to_1000_and_are_bounded() {
+        let s = load("").unwrap();
+        assert_eq!(
+            (
+                s.server.watch_streams.total,
+                s.server.watch_streams.per_caller
+            ),
+            (1000, 1000)
+        );
+        assert_eq!(s.server.watch_send_timeout, Duration::from_secs(10));
+        let s = load("[server]\nmax_watch_streams = 5\nmax_watch_streams_per_token = 2").unwrap();
+        assert_eq!(
+            (
+                s.server.watch_streams.total,
+                s.server.watch_streams.per_caller
+            ),
+            (5, 2)
+        );
+        assert_key(
+            "[server]\nmax_watch_streams = 0",
+            "server.max_watch_streams",
+        );
+        assert_key(
+            "[server]\nmax_watch_streams_per_token = 1000000",
+            "server.max_watch_streams_per_token",
+        );
+        assert_key(
+            "[server]\nwatch_send_timeout = \"1h\"",
+            "server.watch_send_timeout",
+        );
     }
 
     #[test]

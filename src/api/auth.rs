@@ -37,6 +37,13 @@ impl Service {
     }
 }
 
+/// The token a call was authenticated with, in the request's extensions
+/// (absent when no token is configured).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token: String,
+}
+
 /// Checks the `authorization: Bearer <token>` of every call to one service.
 #[derive(Clone)]
 pub struct Auth {
@@ -52,9 +59,9 @@ impl Auth {
         }
     }
 
-    fn check(&self, request: &Request<()>) -> Result<(), Status> {
+    fn check(&self, request: &Request<()>) -> Result<Option<Caller>, Status> {
         if self.tokens.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let header = request
             .metadata()
@@ -72,7 +79,9 @@ impl Auth {
             .find(presented)
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
         if self.service.allows(token.role) {
-            Ok(())
+            Ok(Some(Caller {
+                token: token.name.clone(),
+            }))
         } else {
             Err(Status::permission_denied(format!(
                 "token `{}` has role {}; {} needs {}",
@@ -117,8 +126,10 @@ fn bearer_token(header: &str) -> Option<&str> {
 }
 
 impl Interceptor for Auth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.check(&request)?;
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(caller) = self.check(&request)? {
+            request.extensions_mut().insert(caller);
+        }
         Ok(request)
     }
 }

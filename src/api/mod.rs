@@ -9,9 +9,10 @@ mod ingest;
 mod paging;
 mod query;
 mod subscriptions;
+mod watch;
 
 pub use admin::AdminApi;
-pub use auth::{Auth, Service};
+pub use auth::{Auth, Caller, Service};
 pub use error::ApiError;
 pub use ingest::IngestApi;
 pub use query::QueryApi;

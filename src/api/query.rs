@@ -1,28 +1,24 @@
 //! `herald.v1.QueryService`: read batch state, watch its changes, await a
-//! refresh.
+//! refresh. Watch and await calls each hold one of the caller's stream
+//! slots while they last (`server.max_watch_streams`, in total and per
+//! token); beyond that they are refused with `RESOURCE_EXHAUSTED`.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{batch_state_from_proto, batch_to_proto, timestamp};
 use super::error::ApiError;
 use super::paging::{decode_token, encode_token, page_size};
 use super::pb::{self, query_service_server::QueryService};
+use super::watch::{self, ChangeStream, Start, WatchParts, PAGE, SNAPSHOT_LIMIT};
 use crate::clock::Clock;
 use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::validate::{parse_id, parse_optional_id, FieldError};
-use crate::feed::ChangeFeed;
-use crate::store::{BatchChange, BatchFilter, Store, StoreError};
+use crate::feed::{ChangeFeed, Interest, StreamSlot};
+use crate::store::{BatchFilter, Store, StoreError};
 
-/// How many current batches a watch without a cursor starts with.
-const SNAPSHOT_LIMIT: usize = 1000;
-const CHANGES_PAGE: usize = 256;
 const DEFAULT_AWAIT: Duration = Duration::from_secs(3600);
 const MAX_AWAIT: Duration = Duration::from_secs(24 * 3600);
 
@@ -30,15 +26,37 @@ pub struct QueryApi {
     store: Store,
     feed: ChangeFeed,
     clock: Arc<dyn Clock>,
+    /// How long a watch may leave its buffer full before it is ended.
+    send_timeout: Duration,
 }
 
 impl QueryApi {
-    pub fn new(store: Store, feed: ChangeFeed, clock: Arc<dyn Clock>) -> Self {
-        Self { store, feed, clock }
+    pub fn new(
+        store: Store,
+        feed: ChangeFeed,
+        clock: Arc<dyn Clock>,
+        send_timeout: Duration,
+    ) -> Self {
+        Self {
+            store,
+            feed,
+            clock,
+            send_timeout,
+        }
+    }
+
+    /// One of the caller's stream slots, or `RESOURCE_EXHAUSTED`.
+    fn open_stream<T>(&self, request: &Request<T>) -> Result<StreamSlot, Status> {
+        let caller = request
+            .extensions()
+            .get::<super::Caller>()
+            .map(|c| c.token.as_str())
+            .unwrap_or_default();
+        self.feed
+            .open_stream(caller)
+            .map_err(|refused| Status::resource_exhausted(refused.to_string()))
     }
 }
-
-type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::BatchChange, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl QueryService for QueryApi {
@@ -106,28 +124,42 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::WatchBatchesRequest>,
     ) -> Result<Response<ChangeStream>, Status> {
-        let (filter, cursor) = parse_watch(&request.into_inner()).map_err(ApiError::from)?;
-        // The starting point is fixed before the call returns: a client
-        // that sees the stream open knows every later change will follow.
+        let (filter, cursor) = parse_watch(request.get_ref()).map_err(ApiError::from)?;
+        let slot = self.open_stream(&request)?;
+        let waiter = self.feed.subscribe(Interest::narrowest(
+            filter.environment_id.as_deref(),
+            filter.project_id.as_deref(),
+            filter.cube_id.as_deref(),
+            filter.batch_id.as_deref(),
+        ));
+        // The starting point is fixed before the call returns (and after
+        // the waiter registered): a client that sees the stream open knows
+        // every later change will follow.
         let start = match cursor {
             Some(cursor) => Start::After(cursor),
-            None => self.snapshot(&filter).await.map_err(ApiError::from)?,
+            None => Start::Snapshot(
+                self.store
+                    .first_snapshot_page(&filter, SNAPSHOT_LIMIT, PAGE)
+                    .await
+                    .map_err(ApiError::from)?,
+            ),
         };
-        let (tx, rx) = mpsc::channel(64);
-        let watcher = Watcher {
+        let parts = WatchParts {
             store: self.store.clone(),
-            feed: self.feed.clone(),
             filter,
-            tx,
+            waiter,
+            send_timeout: self.send_timeout,
+            slot,
         };
-        tokio::spawn(async move { watcher.run(start).await });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(watch::open(parts, start)))
     }
 
     async fn await_batch(
         &self,
         request: Request<pb::AwaitBatchRequest>,
     ) -> Result<Response<pb::AwaitBatchResponse>, Status> {
+        // Held until the answer: an await is as long-lived as a watch.
+        let _slot = self.open_stream(&request)?;
         let (target, timeout) =
             parse_await(request.into_inner(), self.clock.now()).map_err(ApiError::from)?;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -152,20 +184,16 @@ enum Target {
     },
 }
 
-impl QueryApi {
-    /// The current state of matching batches (oldest first) and the newest
-    /// event read before them.
-    async fn snapshot(&self, filter: &BatchFilter) -> Result<Start, StoreError> {
-        let seq = self.store.last_seq().await?;
-        let mut batches = self
-            .store
-            .list_batches(filter, SNAPSHOT_LIMIT, None)
-            .await?
-            .batches;
-        batches.reverse();
-        Ok(Start::Snapshot(seq, batches))
+impl Target {
+    fn interest(&self) -> Interest {
+        match self {
+            Target::Batch(id) => Interest::Batch(id.clone()),
+            Target::Cube { cube_id, .. } => Interest::Cube(cube_id.clone()),
+        }
     }
+}
 
+impl QueryApi {
     /// Re-reads the target after every committed change until it settles
     /// or the deadline passes. Subscribing before the first read means no
     /// change can slip between a read and the wait.
@@ -174,7 +202,7 @@ impl QueryApi {
         target: &Target,
         deadline: tokio::time::Instant,
     ) -> Result<(pb::AwaitOutcome, Option<BatchRecord>), StoreError> {
-        let mut changes = self.feed.subscribe();
+        let changes = self.feed.subscribe(target.interest());
         loop {
             let batch = match target {
                 Target::Batch(id) => self.store.get_batch(id).await?,
@@ -191,9 +219,11 @@ impl QueryApi {
             if let Some(outcome) = batch.as_ref().and_then(|b| settled(b.state)) {
                 return Ok((outcome, batch));
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Ok((pb::AwaitOutcome::TimedOut, batch)),
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Ok((pb::AwaitOutcome::TimedOut, batch));
             }
         }
     }
@@ -205,89 +235,6 @@ fn settled(state: BatchState) -> Option<pb::AwaitOutcome> {
         BatchState::Succeeded => Some(pb::AwaitOutcome::Succeeded),
         BatchState::Failed => Some(pb::AwaitOutcome::Failed),
         BatchState::Stalled => Some(pb::AwaitOutcome::Stalled),
-    }
-}
-
-/// Streams one watch: the snapshot (without a cursor), then committed
-/// changes in order, until the client goes away.
-struct Watcher {
-    store: Store,
-    feed: ChangeFeed,
-    filter: BatchFilter,
-    tx: mpsc::Sender<Result<pb::BatchChange, Status>>,
-}
-
-/// Where a watch begins.
-enum Start {
-    /// After this cursor.
-    After(i64),
-    /// With these batches as they stand, then after this cursor.
-    Snapshot(i64, Vec<BatchRecord>),
-}
-
-impl Watcher {
-    async fn run(self, start: Start) {
-        if let Err(e) = self.stream(start).await {
-            let _ = self.tx.send(Err(ApiError::from(e).into())).await;
-        }
-    }
-
-    async fn stream(&self, start: Start) -> Result<(), StoreError> {
-        let mut changes = self.feed.subscribe();
-        let mut cursor = match start {
-            Start::After(cursor) => cursor,
-            Start::Snapshot(seq, batches) => {
-                if !self.send_snapshot(seq, &batches).await {
-                    return Ok(());
-                }
-                seq
-            }
-        };
-        loop {
-            let page = self
-                .store
-                .batch_changes(&self.filter, cursor, CHANGES_PAGE)
-                .await?;
-            for change in &page {
-                cursor = change.seq;
-                if self.tx.send(Ok(change_to_proto(change))).await.is_err() {
-                    return Ok(());
-                }
-            }
-            if page.len() == CHANGES_PAGE {
-                continue;
-            }
-            tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return Ok(()) },
-                _ = self.tx.closed() => return Ok(()),
-            }
-        }
-    }
-
-    /// Sends the snapshot, each message with the cursor of the newest event
-    /// read before it. False when the client is gone.
-    async fn send_snapshot(&self, seq: i64, batches: &[BatchRecord]) -> bool {
-        for batch in batches {
-            let message = pb::BatchChange {
-                cursor: seq.to_string(),
-                event_type: String::new(),
-                batch: Some(batch_to_proto(batch)),
-                snapshot: true,
-            };
-            if self.tx.send(Ok(message)).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-fn change_to_proto(change: &BatchChange) -> pb::BatchChange {
-    pb::BatchChange {
-        cursor: change.seq.to_string(),
-        event_type: change.event_type.clone(),
-        batch: Some(batch_to_proto(&change.batch)),
-        snapshot: false,
     }
 }
 

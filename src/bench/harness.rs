@@ -256,14 +256,79 @@ pub async fn ingest(
     Ok(started.elapsed())
 }
 
-/// This process's peak resident set size in MiB (Linux), if known.
-pub fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/status"),
-        None => "/proc/self/status".to_owned(),
-    };
-    let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// Herald as its own process (`herald serve`), so its memory and CPU can
+/// be read apart from the clients'.
+pub struct Process {
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl Process {
+    /// Starts `herald serve` in `dir` with `server` lines for `[server]`
+    /// and `extra` configuration, and waits until it listens.
+    pub async fn start(dir: &TempDir, server: &str, extra: &str) -> anyhow::Result<Process> {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let config = format!(
+            "[server]\ngrpc_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"off\"\n{server}\n{extra}"
+        );
+        std::fs::write(dir.path().join("herald.toml"), config)?;
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--config", "herald.toml"])
+            .current_dir(dir.path())
+            .env("HERALD_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        for _ in 0..500 {
+            if client(addr).await.is_ok() {
+                return Ok(Process { addr, child });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::bail!("Herald did not start listening")
+    }
+
+    /// Peak resident set size in MiB.
+    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        status_mib(self.child.id(), "VmHWM:").context("reading the peak RSS of Herald")
+    }
+
+    /// Current resident set size in MiB.
+    pub fn rss_mib(&self) -> anyhow::Result<f64> {
+        status_mib(self.child.id(), "VmRSS:").context("reading the RSS of Herald")
+    }
+
+    /// CPU time used so far (user and system).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let pid = self.child.id().context("Herald has exited")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces), from the
+        // third on: utime and stime are the 14th and 15th.
+        let after_name = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<u64> {
+            Ok(fields.get(i).context("short /proc stat line")?.parse()?)
+        };
+        // Linux reports these in USER_HZ, which is 100 on every platform
+        // Herald runs on.
+        let total = ticks(11)? + ticks(12)?;
+        Ok(Duration::from_millis(total * 10))
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        Ok(self.child.kill().await?)
+    }
+}
+
+fn status_mib(pid: Option<u32>, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }

@@ -1,6 +1,7 @@
 //! `herald bench`: measures Herald on this machine — ingest throughput,
 //! end-to-end latency, delivery throughput, fan-out, isolation from a dead
-//! receiver, recovery after a restart, and memory with a large backlog —
+//! receiver, recovery after a restart, memory with a large backlog, and
+//! watch streams (idle watchers' cost to ingest, stuck ones' memory) —
 //! and prints one table (median of the runs, min–max), optionally JSON.
 //!
 //! Everything runs on loopback against a real Herald (temporary SQLite,
@@ -30,6 +31,9 @@ pub struct Sizes {
     pub recovery_events: u64,
     pub memory_events: u64,
     pub retention_events: u64,
+    /// Watch streams opened at once, and events ingested per CPU phase.
+    pub watch_streams: usize,
+    pub watch_events: u64,
 }
 
 impl Sizes {
@@ -47,6 +51,8 @@ impl Sizes {
             recovery_events: 100_000,
             memory_events: 1_000_000,
             retention_events: 100_000,
+            watch_streams: 1_000,
+            watch_events: 20_000,
         }
     }
 
@@ -64,6 +70,8 @@ impl Sizes {
             recovery_events: 300,
             memory_events: 1_000,
             retention_events: 500,
+            watch_streams: 40,
+            watch_events: 300,
         }
     }
 }
@@ -77,7 +85,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Only these scenarios (ingest, latency, delivery, fanout, isolation,
-    /// recovery, memory, retention).
+    /// recovery, memory, retention, watch).
     #[arg(long = "only")]
     only: Vec<String>,
     /// Also write the figures as JSON to this file.

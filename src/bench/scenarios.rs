@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
-use super::harness::{client, event, ingest, peak_rss_mib, subscriptions, Herald, Receiver};
+use super::harness::{client, event, ingest, subscriptions, Herald, Process, Receiver};
 use super::{Figure, Sizes};
+use crate::api::pb::{self, query_service_client::QueryServiceClient};
 
 type Run = fn(Sizes) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Figure>>> + Send>>;
 
-pub const ALL: [(&str, Run); 8] = [
+pub const ALL: [(&str, Run); 9] = [
     ("ingest", |s| Box::pin(ingest_throughput(s))),
     ("latency", |s| Box::pin(end_to_end_latency(s))),
     ("delivery", |s| Box::pin(delivery_throughput(s))),
@@ -23,6 +24,7 @@ pub const ALL: [(&str, Run); 8] = [
     ("recovery", |s| Box::pin(recovery(s))),
     ("memory", |s| Box::pin(memory(s))),
     ("retention", |s| Box::pin(retention(s))),
+    ("watch", |s| Box::pin(watch(s))),
 ];
 
 /// The longest any one wait in a scenario may take.
@@ -292,39 +294,16 @@ async fn memory(s: Sizes) -> anyhow::Result<Vec<Figure>> {
     let mut f = figure("memory", "peak RSS, 1,000,000 pending", "MiB", "≤ 150 MiB");
     let dir = tempfile::tempdir()?;
     let dead = Receiver::start(true).await?;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
-    };
     let config = format!(
-        "[server]\ngrpc_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"off\"\n[egress]\nallow = [\"127.0.0.0/8\"]\n[[webhooks]]\nname = \"dead\"\nurl = \"{}\"\nevents = [\"*\"]\n\
+        "[egress]\nallow = [\"127.0.0.0/8\"]\n[[webhooks]]\nname = \"dead\"\nurl = \"{}\"\nevents = [\"*\"]\n\
          secret = \"{}\"\ntimeout = \"5m\"\nmax_in_flight = 1\n",
         dead.url(),
         super::harness::SECRET
     );
-    std::fs::write(dir.path().join("herald.toml"), config)?;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--config", "herald.toml"])
-        .current_dir(dir.path())
-        .env("HERALD_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()?;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let mut ready = false;
-    for _ in 0..500 {
-        if client(addr).await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if !ready {
-        bail!("memory: Herald did not start listening");
-    }
-    ingest(addr, 64, s.memory_events, "m").await?;
-    let peak = peak_rss_mib(child.id()).context("reading the peak RSS of the Herald process")?;
-    f.values.push(peak);
-    child.kill().await?;
+    let herald = Process::start(&dir, "", &config).await?;
+    ingest(herald.addr, 64, s.memory_events, "m").await?;
+    f.values.push(herald.peak_rss_mib()?);
+    herald.stop().await?;
     dead.stop();
     Ok(vec![f])
 }
@@ -364,4 +343,109 @@ async fn retention(s: Sizes) -> anyhow::Result<Vec<Figure>> {
         herald.stop().await;
     }
     Ok(vec![alone, pruning, ratio, pruned])
+}
+
+/// Watch streams against Herald as its own process: ingest CPU per event
+/// with idle watchers filtered to quiet cubes against none, then memory
+/// with watchers that never read (each with a 1,000-batch snapshot and the
+/// 64 KiB window of a typical gRPC client), and after they left.
+async fn watch(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let mut cpu = figure(
+        "watch",
+        "ingest CPU/event, 1,000 quiet watchers vs none",
+        "×",
+        "≤ 1.2×",
+    );
+    let mut peak = figure(
+        "watch",
+        "peak RSS with 1,000 stuck streams",
+        "MiB",
+        "< 100 MiB",
+    );
+    let mut held = figure(
+        "watch",
+        "RSS kept after the stuck clients left",
+        "MiB",
+        "≈ 0",
+    );
+    for run in 0..s.runs {
+        let dir = tempfile::tempdir()?;
+        let server = format!("max_watch_streams = {}", s.watch_streams);
+        let herald = Process::start(&dir, &server, "").await?;
+        // Enough batches that every unfiltered watch starts with a full
+        // snapshot.
+        ingest(herald.addr, 64, 2_000, &format!("w{run}-load")).await?;
+        cpu.values
+            .push(quiet_watcher_cost(&herald, s, &format!("w{run}")).await?);
+        let idle = herald.rss_mib()?;
+        let streams = open_watches(herald.addr, s.watch_streams, |_| {
+            pb::WatchBatchesRequest::default()
+        })
+        .await?;
+        ingest(herald.addr, 64, 2_000, &format!("w{run}-stuck")).await?;
+        peak.values.push(herald.peak_rss_mib()?);
+        drop(streams);
+        // Let the server notice that the connections closed.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        held.values.push(herald.rss_mib()? - idle);
+        herald.stop().await?;
+    }
+    Ok(vec![cpu, peak, held])
+}
+
+/// Herald's CPU per ingested event with `s.watch_streams` watchers of
+/// quiet cubes, relative to none. Phases alternate (none, watchers, none,
+/// watchers, none) so that drift and neighbours' noise fall on both sides.
+async fn quiet_watcher_cost(herald: &Process, s: Sizes, run: &str) -> anyhow::Result<f64> {
+    let cpu_of = |phase: String| async move {
+        let before = herald.cpu_time()?;
+        ingest(herald.addr, 64, s.watch_events, &phase).await?;
+        Ok::<_, anyhow::Error>((herald.cpu_time()? - before).as_secs_f64())
+    };
+    let (mut alone, mut beside) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        alone.push(cpu_of(format!("{run}-alone{round}")).await?);
+        let watchers = open_watches(herald.addr, s.watch_streams, |i| pb::WatchBatchesRequest {
+            cube_id: format!("quiet{i}"),
+            ..Default::default()
+        })
+        .await?;
+        // Opening them is not what is measured: let their first reads end.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        beside.push(cpu_of(format!("{run}-quiet{round}")).await?);
+        drop(watchers);
+    }
+    alone.push(cpu_of(format!("{run}-alone2")).await?);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Ok(mean(&beside) / mean(&alone).max(1e-9))
+}
+
+/// Opens `count` watches (20 per connection), none of which is read; the
+/// clients ask for the 64 KiB flow-control windows of a typical gRPC
+/// client instead of this library's larger defaults.
+async fn open_watches(
+    addr: std::net::SocketAddr,
+    count: usize,
+    request: impl Fn(usize) -> pb::WatchBatchesRequest,
+) -> anyhow::Result<Vec<tonic::Streaming<pb::BatchChange>>> {
+    let mut streams = Vec::with_capacity(count);
+    let mut client = None;
+    for i in 0..count {
+        if i % 20 == 0 {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .initial_stream_window_size(65_535)
+                .initial_connection_window_size(65_535)
+                .connect()
+                .await
+                .context("connecting to Herald")?;
+            client = Some(QueryServiceClient::new(channel));
+        }
+        let client = client.as_mut().context("a client for every stream")?;
+        let stream = client
+            .watch_batches(request(i))
+            .await
+            .context("opening a watch")?;
+        streams.push(stream.into_inner());
+    }
+    Ok(streams)
 }

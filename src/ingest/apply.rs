@@ -35,7 +35,8 @@ pub(super) struct Core {
 /// What a committed batch wrote: who to tell once it is durable.
 #[derive(Default)]
 pub(super) struct Written {
-    last_seq: i64,
+    /// The scope of each event that moved a batch: what watchers hear of.
+    batch_changes: Vec<Scope>,
     woken: HashSet<String>,
     event_types: Vec<EventType>,
 }
@@ -120,9 +121,7 @@ impl Core {
 
     /// Tells the dispatcher lanes and the watchers about committed work.
     pub(super) fn announce(&self, written: &Written) {
-        if written.last_seq > 0 {
-            self.feed.publish(written.last_seq);
-        }
+        self.feed.publish(&written.batch_changes);
         for event_type in &written.event_types {
             self.metrics.event_committed(*event_type);
         }
@@ -528,7 +527,12 @@ impl Core {
             tx.insert_document(event_id, xml).await?;
         }
         let written = Written {
-            last_seq: seqs.values().copied().max().unwrap_or_default(),
+            batch_changes: plan
+                .rows
+                .iter()
+                .filter(|out| out.changes_batch)
+                .map(|out| out.scope.clone())
+                .collect(),
             woken: plan
                 .rows
                 .iter()

@@ -34,7 +34,7 @@ pub use email::PendingDelivery;
 pub use ingest::{NewEvent, PriorEvent, Tx};
 pub use managed::{ManagedSubscription, StoredSecret};
 pub use monitor::ScheduleState;
-pub use queries::{BatchChange, BatchFilter, BatchPage};
+pub use queries::{BatchChange, BatchFilter, BatchPage, SnapshotPage, SnapshotRest};
 pub use retention::Pruned;
 pub use writer::WriteTx;
 

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{from_json, from_millis, to_millis, Store, StoreError};
 use crate::core::batch::{BatchRecord, BatchState};
@@ -37,6 +37,27 @@ pub struct BatchChange {
     pub event_type: String,
     pub occurred_at: DateTime<Utc>,
     pub batch: BatchRecord,
+}
+
+/// A batch's place in "newest" order: when it began, then its id.
+type BatchKey = (i64, String);
+
+/// What is left of a watch's snapshot: the batches after `after`, up to
+/// and including `last` (the newest matching batch when the watch began).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRest {
+    after: BatchKey,
+    last: BatchKey,
+}
+
+/// A page of a watch's snapshot, oldest first, read together with the
+/// newest event sequence number, so the page reflects exactly the changes
+/// up to `seq`.
+#[derive(Debug, Clone)]
+pub struct SnapshotPage {
+    pub seq: i64,
+    pub batches: Vec<BatchRecord>,
+    pub rest: Option<SnapshotRest>,
 }
 
 /// The columns of `batches` a filter applies to, with their values.
@@ -133,10 +154,44 @@ impl Store {
 
     /// The sequence number of the newest event (0 when there is none).
     pub async fn last_seq(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(row.get("seq"))
+        let mut conn = self.reader.acquire().await?;
+        last_seq_in(&mut conn).await
+    }
+
+    /// The first page of a watch's snapshot: of the newest `limit` batches
+    /// matching `filter`, the `page` oldest, and where the rest begins.
+    pub async fn first_snapshot_page(
+        &self,
+        filter: &BatchFilter,
+        limit: usize,
+        page: usize,
+    ) -> Result<SnapshotPage, StoreError> {
+        let mut tx = self.reader.begin().await?;
+        let seq = last_seq_in(&mut tx).await?;
+        let Some(last) = key_at(&mut tx, filter, 0).await? else {
+            return Ok(SnapshotPage {
+                seq,
+                batches: Vec::new(),
+                rest: None,
+            });
+        };
+        let first = key_at(&mut tx, filter, limit.saturating_sub(1)).await?;
+        let (batches, rest) = snapshot_rows(&mut tx, filter, first, true, last, page).await?;
+        Ok(SnapshotPage { seq, batches, rest })
+    }
+
+    /// The next page of a watch's snapshot, as the batches stand now.
+    pub async fn next_snapshot_page(
+        &self,
+        filter: &BatchFilter,
+        rest: SnapshotRest,
+        page: usize,
+    ) -> Result<SnapshotPage, StoreError> {
+        let mut tx = self.reader.begin().await?;
+        let seq = last_seq_in(&mut tx).await?;
+        let (batches, rest) =
+            snapshot_rows(&mut tx, filter, Some(rest.after), false, rest.last, page).await?;
+        Ok(SnapshotPage { seq, batches, rest })
     }
 
     /// Batch changes after `after_seq` matching `filter`, oldest first.
@@ -164,6 +219,78 @@ impl Store {
             .await?;
         Ok(row.get("n"))
     }
+}
+
+async fn last_seq_in(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+        .fetch_one(conn)
+        .await?;
+    Ok(row.get("seq"))
+}
+
+/// The key of the `offset`-th newest batch matching `filter`.
+async fn key_at(
+    conn: &mut SqliteConnection,
+    filter: &BatchFilter,
+    offset: usize,
+) -> Result<Option<BatchKey>, StoreError> {
+    let mut query: QueryBuilder<Sqlite> =
+        QueryBuilder::new("SELECT begun_at, batch_id FROM batches WHERE 1 = 1");
+    push_filter(&mut query, filter, "batches");
+    query
+        .push(" ORDER BY begun_at DESC, batch_id DESC LIMIT 1 OFFSET ")
+        .push_bind(offset as i64);
+    let row = query.build().fetch_optional(conn).await?;
+    Ok(row.map(|r| (r.get("begun_at"), r.get("batch_id"))))
+}
+
+/// Up to `page` batches matching `filter` from `from` (the oldest when
+/// `None`) to `last`, oldest first, and what remains after them.
+async fn snapshot_rows(
+    conn: &mut SqliteConnection,
+    filter: &BatchFilter,
+    from: Option<BatchKey>,
+    inclusive: bool,
+    last: BatchKey,
+    page: usize,
+) -> Result<(Vec<BatchRecord>, Option<SnapshotRest>), StoreError> {
+    let mut query: QueryBuilder<Sqlite> =
+        QueryBuilder::new("SELECT record, begun_at, batch_id FROM batches WHERE 1 = 1");
+    push_filter(&mut query, filter, "batches");
+    if let Some((begun_at, batch_id)) = from {
+        query
+            .push(if inclusive {
+                " AND (begun_at, batch_id) >= ("
+            } else {
+                " AND (begun_at, batch_id) > ("
+            })
+            .push_bind(begun_at)
+            .push(", ")
+            .push_bind(batch_id)
+            .push(")");
+    }
+    query
+        .push(" AND (begun_at, batch_id) <= (")
+        .push_bind(last.0)
+        .push(", ")
+        .push_bind(last.1.clone())
+        .push(") ORDER BY begun_at, batch_id LIMIT ")
+        .push_bind(page as i64 + 1);
+    let rows = query.build().fetch_all(conn).await?;
+    let more = rows.len() > page;
+    let rows = &rows[..rows.len().min(page)];
+    let rest = match rows.last() {
+        Some(r) if more => Some(SnapshotRest {
+            after: (r.get("begun_at"), r.get("batch_id")),
+            last,
+        }),
+        _ => None,
+    };
+    let batches = rows
+        .iter()
+        .map(|r| from_json(r.get("record")))
+        .collect::<Result<_, _>>()?;
+    Ok((batches, rest))
 }
 
 /// The reply stored with a batch event holds the batch as it stood after

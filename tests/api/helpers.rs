@@ -54,6 +54,8 @@ pub struct TestApp {
     pub dispatcher: Dispatcher,
     pub monitor: Monitor,
     pub pruner: herald::retention::Pruner,
+    /// Who waits for changes, and the streams open per caller.
+    pub feed: herald::feed::ChangeFeed,
     pub clock: ManualClock,
     pub dir: Arc<TempDir>,
     stop: CancellationToken,
@@ -118,6 +120,7 @@ impl Spawn {
         let http = app.http_addr().expect("the operations port is on");
         let (store, dispatcher, monitor) = (app.store(), app.dispatcher(), app.monitor());
         let pruner = app.pruner();
+        let feed = app.feed();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let handle = tokio::spawn(async move {
@@ -145,6 +148,7 @@ impl Spawn {
             dispatcher,
             monitor,
             pruner,
+            feed,
             clock,
             dir,
             stop,

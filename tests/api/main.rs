@@ -25,3 +25,4 @@ mod store_full;
 mod subscriptions;
 mod tls;
 mod validation;
+mod watch;
