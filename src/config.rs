@@ -1217,6 +1217,11 @@ mod limits {
     /// Watch and await streams: each holds a task, a small buffer and a
     /// connection's stream.
     pub const WATCH_STREAMS: RangeInclusive<usize> = 1..=100_000;
+    /// Retention ages: pruning younger data would race the work that still
+    /// needs it (retries, replays); older would leave the calendar.
+    pub const RETENTION_AGE: RangeInclusive<Duration> = secs(HOUR)..=secs(100 * 365 * DAY);
+    pub const RETENTION_INTERVAL: RangeInclusive<Duration> = secs(1)..=secs(DAY);
+    pub const DOCUMENTS_KEPT: RangeInclusive<usize> = 1..=100_000;
     /// How long a watch stream may leave its buffer full.
     pub const WATCH_SEND_TIMEOUT: RangeInclusive<Duration> =
         Duration::from_millis(1)..=secs(5 * MINUTE);

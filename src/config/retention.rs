@@ -7,14 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{invalid, parse_duration, ConfigError};
-
-/// Shortest retention accepted: pruning younger data would race the work
-/// that still needs it (retries, replays, the delivery log).
-const MIN_AGE: Duration = Duration::from_secs(3600);
-/// Longest retention accepted (100 years): beyond it, date arithmetic
-/// would leave the calendar.
-const MAX_AGE: Duration = Duration::from_secs(100 * 365 * 86_400);
+use super::{count_in, duration_in, invalid, limits, parse_within, ConfigError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetentionSettings {
@@ -68,18 +61,16 @@ pub(super) fn parse_retention(raw: RawRetention) -> Result<RetentionSettings, Co
         events: age("retention.events", raw.events, defaults.events)?,
         batches: age("retention.batches", raw.batches, defaults.batches)?,
         documents_per_project: documents(raw.documents_per_project)?,
-        interval: match raw.interval {
-            None => defaults.interval,
-            Some(text) => within(
-                "retention.interval",
-                &text,
-                Duration::from_secs(1),
-                Duration::from_secs(86_400),
-            )?,
-        },
+        interval: duration_in(
+            "retention.interval",
+            raw.interval,
+            "10m",
+            limits::RETENTION_INTERVAL,
+        )?,
     })
 }
 
+/// An age, `"off"` (keep forever), or the default.
 fn age(
     key: &str,
     value: Option<String>,
@@ -88,44 +79,26 @@ fn age(
     match value.as_deref().map(str::trim) {
         None => Ok(default),
         Some("off") => Ok(None),
-        Some(text) => within(key, text, MIN_AGE, MAX_AGE).map(Some),
+        Some(text) => parse_within(key, text, limits::RETENTION_AGE).map(Some),
     }
 }
 
-fn within(key: &str, text: &str, min: Duration, max: Duration) -> Result<Duration, ConfigError> {
-    let value = parse_duration(text).map_err(|reason| invalid(key, reason))?;
-    if value < min || value > max {
-        let reason = format!(
-            "`{text}` is out of range: between {} and {}, or \"off\"",
-            humanize(min),
-            humanize(max)
-        );
-        return Err(invalid(key, reason));
-    }
-    Ok(value)
-}
-
-fn humanize(d: Duration) -> String {
-    match d.as_secs() {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s => format!("{s}s"),
-    }
-}
-
+/// A count, `"off"` (keep all), or the default.
 fn documents(value: Option<RawCount>) -> Result<Option<u32>, ConfigError> {
     const KEY: &str = "retention.documents_per_project";
+    let default = RetentionSettings::default().documents_per_project;
     match value {
-        None => Ok(RetentionSettings::default().documents_per_project),
+        None => Ok(default),
         Some(RawCount::Text(text)) if text.trim() == "off" => Ok(None),
-        Some(RawCount::Count(n)) if (1..=100_000).contains(&n) => Ok(Some(n as u32)),
-        Some(RawCount::Count(n)) => Err(invalid(
-            KEY,
-            format!("{n} is out of range: between 1 and 100000, or \"off\""),
-        )),
+        Some(RawCount::Count(n)) => {
+            let n = usize::try_from(n).map_err(|_| invalid(KEY, format!("{n} is not a count")))?;
+            let kept = count_in(KEY, Some(n), 0, limits::DOCUMENTS_KEPT)?;
+            // The range ends far below u32::MAX.
+            Ok(Some(kept as u32))
+        }
         Some(RawCount::Text(text)) => Err(invalid(
             KEY,
-            format!("`{text}` is not a count: a number between 1 and 100000, or \"off\""),
+            format!("`{text}` is not a count or \"off\""),
         )),
     }
 }
