@@ -334,7 +334,12 @@ async fn memory(s: Sizes) -> anyhow::Result<Vec<Figure>> {
 /// the pruner removes the backlog; the rate is compared with the same
 /// number of events sent before the clock moved (same database, same run).
 async fn retention(s: Sizes) -> anyhow::Result<Vec<Figure>> {
-    let mut alone = figure("retention", "ingest, 64 clients, no pruning", "events/s", "");
+    let mut alone = figure(
+        "retention",
+        "ingest, 64 clients, no pruning",
+        "events/s",
+        "",
+    );
     let mut pruning = figure("retention", "ingest while pruning", "events/s", "");
     let mut ratio = figure("retention", "rate while pruning vs none", "%", "≥ 90 %");
     let mut pruned = figure("retention", "events pruned per second", "rows/s", "");
@@ -359,7 +364,11 @@ async fn retention(s: Sizes) -> anyhow::Result<Vec<Figure>> {
             .push(100.0 * before.as_secs_f64() / during.as_secs_f64().max(1e-9));
         pruned.values.push(per_second(removed.events, prune_time));
         if removed.events < s.retention_events {
-            bail!("retention: pruned {} of {} events", removed.events, s.retention_events);
+            bail!(
+                "retention: pruned {} of {} events",
+                removed.events,
+                s.retention_events
+            );
         }
         herald.stop().await;
     }

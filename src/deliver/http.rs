@@ -85,7 +85,7 @@ impl HttpSender {
             .request(method, &request.url)
             .headers(header_map(&request.headers))
             .timeout(timeout)
-            .body(request.body)
+            .body(request.body.into_reqwest())
             .send()
             .await;
         let (result, response_excerpt, error) = match outcome {

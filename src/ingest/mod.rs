@@ -14,6 +14,7 @@
 
 mod apply;
 mod committer;
+mod document;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +98,8 @@ enum Done {
 pub struct Ingestor {
     jobs: mpsc::Sender<Job>,
     clock: Arc<dyn Clock>,
+    /// Read (never written) to prepare documents before they are queued.
+    store: Store,
 }
 
 /// How many jobs the committer queues before callers wait.
@@ -115,14 +118,14 @@ impl Ingestor {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let core = Core {
             metrics,
-            store,
+            store: store.clone(),
             registry,
             clock: clock.clone(),
             wakeups,
             feed,
         };
         tokio::spawn(committer::run(core, queue));
-        Self { jobs, clock }
+        Self { jobs, clock, store }
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -140,7 +143,10 @@ impl Ingestor {
         answer.await.map_err(|_| closed())?
     }
 
-    pub async fn ingest(&self, event: Event) -> Result<Receipt, IngestError> {
+    /// Ingests one event. A project document is prepared first, outside
+    /// the committer (see [`document`]).
+    pub async fn ingest(&self, mut event: Event) -> Result<Receipt, IngestError> {
+        document::prepare(&self.store, &mut event).await?;
         match self.submit(Work::Event(event)).await? {
             Done::Receipt(receipt) => Ok(*receipt),
             _ => unreachable!("an event job answers with a receipt"),

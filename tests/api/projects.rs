@@ -18,7 +18,7 @@ fn publish(app: &TestApp, event_id: &str, xml: Vec<u8>) -> pb::ProjectEventReque
         snapshot_id: "snap-7".into(),
         snapshot_tag: "v7".into(),
         target_environment: String::new(),
-        project_xml: xml,
+        project_xml: xml.into(),
     }
 }
 
