@@ -117,24 +117,27 @@ impl Receiver {
         let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let notify = Arc::new(Notify::new());
         let (c, a, n) = (count.clone(), arrived.clone(), notify.clone());
-        let app = Router::new().fallback(any(move |body: Bytes| {
-            let (c, a, n) = (c.clone(), a.clone(), n.clone());
-            async move {
-                if hang {
-                    std::future::pending::<()>().await;
+        let app = Router::new()
+            .fallback(any(move |body: Bytes| {
+                let (c, a, n) = (c.clone(), a.clone(), n.clone());
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    let at = Instant::now();
+                    if let Ok(event) = serde_json::from_slice::<EventId>(&body) {
+                        a.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(event.id)
+                            .or_insert(at);
+                    }
+                    c.fetch_add(1, Ordering::Relaxed);
+                    n.notify_waiters();
+                    StatusCode::NO_CONTENT
                 }
-                let at = Instant::now();
-                if let Ok(event) = serde_json::from_slice::<EventId>(&body) {
-                    a.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(event.id)
-                        .or_insert(at);
-                }
-                c.fetch_add(1, Ordering::Relaxed);
-                n.notify_waiters();
-                StatusCode::NO_CONTENT
-            }
-        }));
+            }))
+            // Project documents are larger than axum's default limit.
+            .layer(axum::extract::DefaultBodyLimit::disable());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -256,14 +259,114 @@ pub async fn ingest(
     Ok(started.elapsed())
 }
 
-/// This process's peak resident set size in MiB (Linux), if known.
+/// `herald serve` as its own process, in `dir`, with `extra` configuration
+/// (so its memory can be read apart from the bench's); returns once it
+/// listens.
+pub async fn serve(
+    dir: &TempDir,
+    extra: &str,
+) -> anyhow::Result<(tokio::process::Child, SocketAddr)> {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let config = format!(
+        "[server]\ngrpc_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"off\"\n[egress]\nallow = [\"127.0.0.0/8\"]\n{extra}"
+    );
+    std::fs::write(dir.path().join("herald.toml"), config)?;
+    let child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--config", "herald.toml"])
+        .current_dir(dir.path())
+        .env("HERALD_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    for _ in 0..500 {
+        if client(addr).await.is_ok() {
+            return Ok((child, addr));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("Herald did not start listening")
+}
+
+/// A process's peak resident set size in MiB (Linux), if known; `None`
+/// for `pid` is this process.
 pub fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A process's resident set size now, in MiB (Linux), if known.
+pub fn rss_mib(pid: Option<u32>) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// Starts a process's peak resident set size again from its current one
+/// (Linux); false when that is not possible here.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+fn status_mib(pid: Option<u32>, field: &str) -> Option<f64> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
         None => "/proc/self/status".to_owned(),
     };
     let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// A project document of about `bytes` bytes, shaped like a design tool's:
+/// cubes with dimensions and levels, measures, and datasets whose columns
+/// and SQL make most of the bulk (about one model element per KiB).
+/// `variant` changes one measure in a hundred, so two variants differ.
+pub fn project_document(bytes: usize, variant: &str) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut xml = String::with_capacity(bytes + 64 * 1024);
+    xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<project name=\"Bench\">\n");
+    let mut cube = 0;
+    while xml.len() < bytes {
+        let _ = writeln!(
+            xml,
+            "  <cube name=\"Cube{cube}\" caption=\"Cube number {cube}\">"
+        );
+        for d in 0..10 {
+            let _ = writeln!(
+                xml,
+                "    <dimension name=\"D{d}\" table=\"dim_{d}\" key=\"id\">"
+            );
+            for l in 0..4 {
+                let _ = writeln!(
+                    xml,
+                    "      <level name=\"L{l}\" column=\"col_{l}\" type=\"string\"/>"
+                );
+            }
+            xml.push_str("    </dimension>\n");
+        }
+        for m in 0..20 {
+            let expr = if (cube * 20 + m) % 100 == 0 {
+                variant
+            } else {
+                "net"
+            };
+            let _ = writeln!(
+                xml,
+                "    <measure name=\"M{m}\" expr=\"sum(fact.{expr}_{m})\" format=\"#,##0.00\"/>"
+            );
+        }
+        let _ = writeln!(xml, "    <dataset name=\"facts{cube}\">\n      <sql>SELECT f.id, f.day, f.amount, f.quantity");
+        for c in 0..60 {
+            let _ = write!(xml, ", f.attribute_{c} AS a{c}");
+        }
+        xml.push_str(" FROM warehouse.facts f WHERE f.deleted = false</sql>\n");
+        for c in 0..150 {
+            let _ = writeln!(xml, "      <column name=\"attribute_{c}\" type=\"decimal(18,4)\" nullable=\"true\" description=\"column {c} of facts {cube}\"/>");
+        }
+        xml.push_str("    </dataset>\n  </cube>\n");
+        cube += 1;
+    }
+    xml.push_str("</project>\n");
+    xml.into_bytes()
 }

@@ -1,7 +1,8 @@
 //! `herald bench`: measures Herald on this machine — ingest throughput,
 //! end-to-end latency, delivery throughput, fan-out, isolation from a dead
-//! receiver, recovery after a restart, and memory with a large backlog —
-//! and prints one table (median of the runs, min–max), optionally JSON.
+//! receiver, recovery after a restart, memory with a large backlog and
+//! with large project documents — and prints one table (median of the
+//! runs, min–max), optionally JSON.
 //!
 //! Everything runs on loopback against a real Herald (temporary SQLite,
 //! durable settings as shipped) and real HTTP receivers; every scenario is
@@ -30,6 +31,7 @@ pub struct Sizes {
     pub recovery_events: u64,
     pub memory_events: u64,
     pub retention_events: u64,
+    pub document_mib: usize,
 }
 
 impl Sizes {
@@ -47,6 +49,7 @@ impl Sizes {
             recovery_events: 100_000,
             memory_events: 1_000_000,
             retention_events: 100_000,
+            document_mib: 60,
         }
     }
 
@@ -64,6 +67,7 @@ impl Sizes {
             recovery_events: 300,
             memory_events: 1_000,
             retention_events: 500,
+            document_mib: 2,
         }
     }
 }
@@ -73,11 +77,11 @@ pub struct BenchArgs {
     /// A few hundred events per scenario: checks the harness, measures little.
     #[arg(long)]
     quick: bool,
-    /// Runs per scenario (the memory scenario runs once).
+    /// Runs per scenario (the memory and documents scenarios run once).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Only these scenarios (ingest, latency, delivery, fanout, isolation,
-    /// recovery, memory, retention).
+    /// recovery, memory, retention, documents).
     #[arg(long = "only")]
     only: Vec<String>,
     /// Also write the figures as JSON to this file.

@@ -566,7 +566,7 @@ fn annotate(event: &Event, overlay: &mut Overlay) -> Event {
     match &document.model {
         Some(model) => {
             let previous = overlay.models.get(&p.project_id).cloned().flatten();
-            let empty = Model::new();
+            let empty = Model::default();
             let changes = crate::core::model::changes(previous.as_deref().unwrap_or(&empty), model);
             project.model_changes = Some(crate::core::model::summary(&changes, 10));
             overlay

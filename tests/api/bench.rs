@@ -27,6 +27,7 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
         "recovery",
         "memory",
         "retention",
+        "documents",
     ] {
         assert!(
             table.lines().any(|l| l.starts_with(scenario)),
@@ -35,7 +36,7 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
     }
     let figures: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    assert_eq!(figures.len(), 12);
+    assert_eq!(figures.len(), 17);
     assert!(figures
         .iter()
         .all(|f| f["values"].as_array().is_some_and(|v| !v.is_empty())));

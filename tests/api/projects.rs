@@ -142,3 +142,62 @@ async fn project_events_name_their_bad_fields() {
         .message()
         .starts_with("project_id:"));
 }
+
+/// About 3 MB of XML whose characters take one to four bytes, with JSON's
+/// special characters among them, so the chunks a streamed body is read in
+/// cut through characters and escapes.
+fn multibyte_xml() -> Vec<u8> {
+    let mut xml = String::from("<?xml version=\"1.0\"?>\n<project name=\"Fïnance\">\n");
+    let mut i = 0;
+    while xml.len() < 3 * 1024 * 1024 {
+        xml.push_str(&format!(
+            "  <cube name=\"c{i}\" note='Marge € \"nette\" \\ 😀\tok'>ç{}</cube>\n",
+            "é".repeat(i % 7)
+        ));
+        i += 1;
+    }
+    xml.push_str("</project>\n");
+    xml.into_bytes()
+}
+
+#[tokio::test]
+async fn a_streamed_document_arrives_byte_for_byte_signed_and_with_its_length() {
+    let inline = Receiver::start().await;
+    let raw = Receiver::start().await;
+    let hooks = [
+        webhook("inline", &inline.url(), "events = [\"project.*\"]"),
+        webhook(
+            "raw",
+            &raw.url(),
+            "events = [\"project.*\"]\nproject_xml = \"raw\"",
+        ),
+    ]
+    .concat();
+    let app = Spawn {
+        webhooks: hooks,
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    let xml = multibyte_xml();
+    app.ingest
+        .clone()
+        .project_event(publish(&app, "p-1", xml.clone()))
+        .await
+        .unwrap();
+    app.deliver().await;
+
+    for got in [&inline.received()[0], &raw.received()[0]] {
+        assert!(got.signature_is_valid(SECRET));
+        assert_eq!(got.header("content-length"), got.body.len().to_string());
+        assert_eq!(got.header("transfer-encoding"), "");
+    }
+    let envelope = inline.received()[0].json();
+    assert_eq!(
+        envelope["data"]["project_xml"].as_str().unwrap().as_bytes(),
+        &xml[..],
+        "inline, byte for byte"
+    );
+    assert_eq!(envelope["data"]["project_xml_size"], xml.len());
+    assert_eq!(&raw.received()[0].body[..], &xml[..], "raw, byte for byte");
+}
