@@ -174,11 +174,10 @@ impl Core {
     ) -> Result<HashMap<String, Option<Arc<Model>>>, StoreError> {
         let mut models = HashMap::new();
         for work in works {
-            let Work::Event(Event {
-                payload: Payload::Project(p),
-                ..
-            }) = work
-            else {
+            let Work::Event(event) = work else {
+                continue;
+            };
+            let Payload::Project(p) = &event.payload else {
                 continue;
             };
             let Some(document) = &p.document else {

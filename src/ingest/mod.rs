@@ -58,7 +58,8 @@ pub enum IngestError {
 
 /// One unit of work for the committer.
 enum Work {
-    Event(Event),
+    /// Boxed: an event is several times larger than any other work.
+    Event(Box<Event>),
     Stall {
         batch_id: String,
         allowance: Duration,
@@ -80,9 +81,7 @@ enum Work {
         reason: String,
     },
     /// A test event for one subscription only.
-    Test {
-        subscription: String,
-    },
+    Test { subscription: String },
 }
 
 /// What a job produced.
@@ -147,7 +146,7 @@ impl Ingestor {
     /// the committer (see [`document`]).
     pub async fn ingest(&self, mut event: Event) -> Result<Receipt, IngestError> {
         document::prepare(&self.store, &mut event).await?;
-        match self.submit(Work::Event(event)).await? {
+        match self.submit(Work::Event(Box::new(event))).await? {
             Done::Receipt(receipt) => Ok(*receipt),
             _ => unreachable!("an event job answers with a receipt"),
         }

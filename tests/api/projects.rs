@@ -22,26 +22,32 @@ fn publish(app: &TestApp, event_id: &str, xml: Vec<u8>) -> pb::ProjectEventReque
     }
 }
 
-/// About 20 MB of project XML.
-fn big_xml() -> Vec<u8> {
-    let mut xml = String::from("<?xml version=\"1.0\"?>\n<project name=\"Finance\">\n");
+/// Project XML of about `size` bytes, one `line(i)` after another.
+fn document(size: usize, root: &str, line: impl Fn(usize) -> String) -> Vec<u8> {
+    let mut xml = format!("<?xml version=\"1.0\"?>\n<project name=\"{root}\">\n");
     let mut i = 0;
-    while xml.len() < 20 * 1024 * 1024 {
-        xml.push_str(&format!(
-            "  <cube name=\"cube{i}\"><measure name=\"m{i}\" expr=\"sum(x &amp; y)\"/></cube>\n"
-        ));
+    while xml.len() < size {
+        xml.push_str(&line(i));
         i += 1;
     }
     xml.push_str("</project>\n");
     xml.into_bytes()
 }
 
-#[tokio::test]
-async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
+/// About 20 MB of project XML.
+fn big_xml() -> Vec<u8> {
+    document(20 * 1024 * 1024, "Finance", |i| {
+        format!(
+            "  <cube name=\"cube{i}\"><measure name=\"m{i}\" expr=\"sum(x &amp; y)\"/></cube>\n"
+        )
+    })
+}
+
+/// Two receivers, and the webhooks sending them project events with the
+/// document inline and raw.
+async fn inline_and_raw() -> (Receiver, Receiver, String) {
     let inline = Receiver::start().await;
     let raw = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("archive");
     let hooks = [
         webhook("inline", &inline.url(), "events = [\"project.*\"]"),
         webhook(
@@ -49,12 +55,20 @@ async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
             &raw.url(),
             "events = [\"project.*\"]\nproject_xml = \"raw\"",
         ),
-        format!(
-            "[[git_archives]]\nname = \"archive\"\npath = \"{}\"\n",
-            repo.display()
-        ),
     ]
     .concat();
+    (inline, raw, hooks)
+}
+
+#[tokio::test]
+async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
+    let (inline, raw, hooks) = inline_and_raw().await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    let hooks = format!(
+        "{hooks}[[git_archives]]\nname = \"archive\"\npath = \"{}\"\n",
+        repo.display()
+    );
     let app = Spawn {
         webhooks: hooks,
         ..Spawn::default()
@@ -147,32 +161,17 @@ async fn project_events_name_their_bad_fields() {
 /// special characters among them, so the chunks a streamed body is read in
 /// cut through characters and escapes.
 fn multibyte_xml() -> Vec<u8> {
-    let mut xml = String::from("<?xml version=\"1.0\"?>\n<project name=\"Fïnance\">\n");
-    let mut i = 0;
-    while xml.len() < 3 * 1024 * 1024 {
-        xml.push_str(&format!(
+    document(3 * 1024 * 1024, "Fïnance", |i| {
+        format!(
             "  <cube name=\"c{i}\" note='Marge € \"nette\" \\ 😀\tok'>ç{}</cube>\n",
             "é".repeat(i % 7)
-        ));
-        i += 1;
-    }
-    xml.push_str("</project>\n");
-    xml.into_bytes()
+        )
+    })
 }
 
 #[tokio::test]
 async fn a_streamed_document_arrives_byte_for_byte_signed_and_with_its_length() {
-    let inline = Receiver::start().await;
-    let raw = Receiver::start().await;
-    let hooks = [
-        webhook("inline", &inline.url(), "events = [\"project.*\"]"),
-        webhook(
-            "raw",
-            &raw.url(),
-            "events = [\"project.*\"]\nproject_xml = \"raw\"",
-        ),
-    ]
-    .concat();
+    let (inline, raw, hooks) = inline_and_raw().await;
     let app = Spawn {
         webhooks: hooks,
         ..Spawn::default()
