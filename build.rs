@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("herald_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // A project document is decoded as a view into the received message,
+    // not copied out of it: at tens of megabytes, every copy shows.
+    tonic_prost_build::configure()
+        .bytes(".herald.v1.ProjectEventRequest.project_xml")
+        .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

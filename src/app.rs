@@ -18,7 +18,8 @@ use crate::api::pb::ingest_service_server::IngestServiceServer;
 use crate::api::pb::query_service_server::QueryServiceServer;
 use crate::api::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::api::{
-    pb, AdminApi, Auth, IngestApi, QueryApi, Service, SubscriptionApi, SubscriptionParts,
+    pb, AdminApi, Auth, DocumentGate, IngestApi, QueryApi, Service, SubscriptionApi,
+    SubscriptionParts,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -407,8 +408,10 @@ impl Application {
             .add_service(health)
             .add_service(reflection)
             .add_service(InterceptedService::new(
-                IngestServiceServer::new(IngestApi::new(self.ingestor))
-                    .max_decoding_message_size(self.settings.server.max_request_bytes),
+                DocumentGate::new(
+                    IngestServiceServer::new(IngestApi::new(self.ingestor))
+                        .max_decoding_message_size(self.settings.server.max_request_bytes),
+                ),
                 Auth::new(&self.settings.server.tokens, Service::Ingest),
             ))
             .add_service(AdminServiceServer::with_interceptor(

@@ -16,6 +16,7 @@ pub mod core;
 pub mod deliver;
 pub mod feed;
 pub mod ingest;
+pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod ops;

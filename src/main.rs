@@ -4,5 +4,6 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    herald::memory::return_freed_memory();
     herald::cli::run().await
 }

@@ -274,15 +274,6 @@ pub fn project_event(r: pb::ProjectEventRequest, now: DateTime<Utc>) -> Result<E
             "is required for a promotion",
         ));
     }
-    let xml_sha256 = if r.project_xml.is_empty() {
-        String::new()
-    } else {
-        use sha2::{Digest, Sha256};
-        Sha256::digest(&r.project_xml)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
     let payload = Payload::Project(ProjectEvent {
         event_type,
         organization_id: parse_id("organization_id", &r.organization_id)?,
@@ -293,11 +284,13 @@ pub fn project_event(r: pb::ProjectEventRequest, now: DateTime<Utc>) -> Result<E
         snapshot_id: parse_optional_id("snapshot_id", &r.snapshot_id)?,
         snapshot_tag: optional_name("snapshot_tag", &r.snapshot_tag)?,
         target_environment,
-        xml_sha256,
+        // Digest, compression and model are the ingestor's, off this thread.
+        xml_sha256: String::new(),
         xml_size: r.project_xml.len() as u64,
         model_changes: None,
         xml_malformed: false,
-        xml: std::sync::Arc::new(r.project_xml),
+        xml: r.project_xml,
+        document: None,
     });
     event(r.meta, now, payload)
 }

@@ -117,24 +117,27 @@ impl Receiver {
         let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let notify = Arc::new(Notify::new());
         let (c, a, n) = (count.clone(), arrived.clone(), notify.clone());
-        let app = Router::new().fallback(any(move |body: Bytes| {
-            let (c, a, n) = (c.clone(), a.clone(), n.clone());
-            async move {
-                if hang {
-                    std::future::pending::<()>().await;
+        let app = Router::new()
+            .fallback(any(move |body: Bytes| {
+                let (c, a, n) = (c.clone(), a.clone(), n.clone());
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    let at = Instant::now();
+                    if let Ok(event) = serde_json::from_slice::<EventId>(&body) {
+                        a.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(event.id)
+                            .or_insert(at);
+                    }
+                    c.fetch_add(1, Ordering::Relaxed);
+                    n.notify_waiters();
+                    StatusCode::NO_CONTENT
                 }
-                let at = Instant::now();
-                if let Ok(event) = serde_json::from_slice::<EventId>(&body) {
-                    a.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(event.id)
-                        .or_insert(at);
-                }
-                c.fetch_add(1, Ordering::Relaxed);
-                n.notify_waiters();
-                StatusCode::NO_CONTENT
-            }
-        }));
+            }))
+            // Project documents are larger than axum's default limit.
+            .layer(axum::extract::DefaultBodyLimit::disable());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -301,6 +304,15 @@ impl Process {
         status_mib(self.child.id(), "VmRSS:").context("reading the RSS of Herald")
     }
 
+    /// Starts the peak resident set size again from the current one
+    /// (Linux); false when that is not possible here.
+    pub fn reset_peak_rss(&self) -> bool {
+        let Some(pid) = self.child.id() else {
+            return false;
+        };
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+    }
+
     /// CPU time used so far (user and system).
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
         let pid = self.child.id().context("Herald has exited")?;
@@ -331,4 +343,57 @@ fn status_mib(pid: Option<u32>, field: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// A project document of about `bytes` bytes, shaped like a design tool's:
+/// cubes with dimensions and levels, measures, and datasets whose columns
+/// and SQL make most of the bulk (about one model element per KiB).
+/// `variant` changes one measure in a hundred, so two variants differ.
+pub fn project_document(bytes: usize, variant: &str) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut xml = String::with_capacity(bytes + 64 * 1024);
+    xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<project name=\"Bench\">\n");
+    let mut cube = 0;
+    while xml.len() < bytes {
+        let _ = writeln!(
+            xml,
+            "  <cube name=\"Cube{cube}\" caption=\"Cube number {cube}\">"
+        );
+        for d in 0..10 {
+            let _ = writeln!(
+                xml,
+                "    <dimension name=\"D{d}\" table=\"dim_{d}\" key=\"id\">"
+            );
+            for l in 0..4 {
+                let _ = writeln!(
+                    xml,
+                    "      <level name=\"L{l}\" column=\"col_{l}\" type=\"string\"/>"
+                );
+            }
+            xml.push_str("    </dimension>\n");
+        }
+        for m in 0..20 {
+            let expr = if (cube * 20 + m) % 100 == 0 {
+                variant
+            } else {
+                "net"
+            };
+            let _ = writeln!(
+                xml,
+                "    <measure name=\"M{m}\" expr=\"sum(fact.{expr}_{m})\" format=\"#,##0.00\"/>"
+            );
+        }
+        let _ = writeln!(xml, "    <dataset name=\"facts{cube}\">\n      <sql>SELECT f.id, f.day, f.amount, f.quantity");
+        for c in 0..60 {
+            let _ = write!(xml, ", f.attribute_{c} AS a{c}");
+        }
+        xml.push_str(" FROM warehouse.facts f WHERE f.deleted = false</sql>\n");
+        for c in 0..150 {
+            let _ = writeln!(xml, "      <column name=\"attribute_{c}\" type=\"decimal(18,4)\" nullable=\"true\" description=\"column {c} of facts {cube}\"/>");
+        }
+        xml.push_str("    </dataset>\n  </cube>\n");
+        cube += 1;
+    }
+    xml.push_str("</project>\n");
+    xml.into_bytes()
 }

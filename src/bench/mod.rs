@@ -1,8 +1,9 @@
 //! `herald bench`: measures Herald on this machine — ingest throughput,
 //! end-to-end latency, delivery throughput, fan-out, isolation from a dead
-//! receiver, recovery after a restart, memory with a large backlog, and
-//! watch streams (idle watchers' cost to ingest, stuck ones' memory) —
-//! and prints one table (median of the runs, min–max), optionally JSON.
+//! receiver, recovery after a restart, memory with a large backlog and
+//! with large project documents, retention, and watch streams (idle
+//! watchers' cost to ingest, stuck ones' memory) — and prints one table
+//! (median of the runs, min–max), optionally JSON.
 //!
 //! Everything runs on loopback against a real Herald (temporary SQLite,
 //! durable settings as shipped) and real HTTP receivers; every scenario is
@@ -34,6 +35,7 @@ pub struct Sizes {
     /// Watch streams opened at once, and events ingested per CPU phase.
     pub watch_streams: usize,
     pub watch_events: u64,
+    pub document_mib: usize,
 }
 
 impl Sizes {
@@ -53,6 +55,7 @@ impl Sizes {
             retention_events: 100_000,
             watch_streams: 1_000,
             watch_events: 20_000,
+            document_mib: 60,
         }
     }
 
@@ -72,6 +75,7 @@ impl Sizes {
             retention_events: 500,
             watch_streams: 40,
             watch_events: 300,
+            document_mib: 2,
         }
     }
 }
@@ -81,11 +85,11 @@ pub struct BenchArgs {
     /// A few hundred events per scenario: checks the harness, measures little.
     #[arg(long)]
     quick: bool,
-    /// Runs per scenario (the memory scenario runs once).
+    /// Runs per scenario (the memory and documents scenarios run once).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Only these scenarios (ingest, latency, delivery, fanout, isolation,
-    /// recovery, memory, retention, watch).
+    /// recovery, memory, retention, watch, documents).
     #[arg(long = "only")]
     only: Vec<String>,
     /// Also write the figures as JSON to this file.

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
-use super::harness::{client, event, ingest, subscriptions, Herald, Process, Receiver};
+use super::harness::{
+    client, event, ingest, project_document, subscriptions, Herald, Process, Receiver,
+};
 use super::{Figure, Sizes};
 use crate::api::pb::{self, query_service_client::QueryServiceClient};
 
 type Run = fn(Sizes) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Figure>>> + Send>>;
 
-pub const ALL: [(&str, Run); 9] = [
+pub const ALL: [(&str, Run); 10] = [
     ("ingest", |s| Box::pin(ingest_throughput(s))),
     ("latency", |s| Box::pin(end_to_end_latency(s))),
     ("delivery", |s| Box::pin(delivery_throughput(s))),
@@ -25,6 +27,7 @@ pub const ALL: [(&str, Run); 9] = [
     ("memory", |s| Box::pin(memory(s))),
     ("retention", |s| Box::pin(retention(s))),
     ("watch", |s| Box::pin(watch(s))),
+    ("documents", |s| Box::pin(documents(s))),
 ];
 
 /// The longest any one wait in a scenario may take.
@@ -448,4 +451,153 @@ async fn open_watches(
         streams.push(stream.into_inner());
     }
     Ok(streams)
+}
+
+/// Large project documents through a Herald process of its own: one
+/// subscription takes the document inline (signed) and, when `git` is
+/// installed, a Git archive writes it. Measures the resident set at rest,
+/// its peak above that during one publish (until delivered and archived),
+/// during four publishes at once to four projects (one of which has a
+/// previous document to compare), and what is still held afterwards.
+async fn documents(s: Sizes) -> anyhow::Result<Vec<Figure>> {
+    let size = s.document_mib * 1024 * 1024;
+    let mut document = figure("documents", "document size", "MiB", "");
+    let mut idle = figure("documents", "RSS at rest, before", "MiB", "");
+    let mut one = figure(
+        "documents",
+        "one publish: peak above rest",
+        "MiB",
+        "< 2× document",
+    );
+    let mut four = figure(
+        "documents",
+        "four at once: peak above rest",
+        "MiB",
+        "< 4× document",
+    );
+    let mut after = figure("documents", "RSS after, above rest before", "MiB", "near 0");
+    let dir = tempfile::tempdir()?;
+    let receiver = Receiver::start(false).await?;
+    let repo = dir.path().join("archive");
+    let archive = git_available().then(|| {
+        format!(
+            "[[git_archives]]\nname = \"archive\"\npath = \"{}\"\n",
+            repo.display()
+        )
+    });
+    let config = format!(
+        "[[webhooks]]\nname = \"inline\"\nurl = \"{}\"\nevents = [\"project.*\"]\nsecret = \"{}\"\nproject_xml = \"inline\"\n{}",
+        receiver.url(),
+        super::harness::SECRET,
+        archive.as_deref().unwrap_or_default()
+    );
+    let config = format!("[egress]\nallow = [\"127.0.0.0/8\"]\n{config}");
+    let herald = Process::start(&dir, "", &config).await?;
+    let (addr, rss) = (herald.addr, || herald.rss_mib());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rest = rss()?;
+    let v1 = bytes::Bytes::from(project_document(size, "v1"));
+    let v2 = bytes::Bytes::from(project_document(size, "v2"));
+    document.values.push(v1.len() as f64 / 1024.0 / 1024.0);
+
+    herald.reset_peak_rss();
+    publish(addr, "one", "p0", v1).await?;
+    delivered(&receiver, archive.as_ref().map(|_| repo.as_path()), 1).await?;
+    one.values
+        .push(herald.peak_rss_mib()? - rest);
+
+    herald.reset_peak_rss();
+    let mut publishes = tokio::task::JoinSet::new();
+    for n in 0..4 {
+        let v2 = v2.clone();
+        publishes
+            .spawn(async move { publish(addr, &format!("four-{n}"), &format!("p{n}"), v2).await });
+    }
+    while let Some(done) = publishes.join_next().await {
+        done??;
+    }
+    delivered(&receiver, archive.as_ref().map(|_| repo.as_path()), 5).await?;
+    four.values
+        .push(herald.peak_rss_mib()? - rest);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    after.values.push(rss()? - rest);
+    idle.values.push(rest);
+    herald.stop().await?;
+    receiver.stop();
+    Ok(vec![document, idle, one, four, after])
+}
+
+/// One `project.published` with `xml`, over a connection of its own.
+async fn publish(
+    addr: std::net::SocketAddr,
+    event_id: &str,
+    project: &str,
+    xml: bytes::Bytes,
+) -> anyhow::Result<()> {
+    let request = crate::api::pb::ProjectEventRequest {
+        meta: Some(crate::api::pb::EventMeta {
+            event_id: event_id.to_owned(),
+            occurred_at: Some(crate::api::timestamp_to_proto(chrono::Utc::now())),
+            source: "bench".to_owned(),
+        }),
+        kind: crate::api::pb::ProjectEventKind::Published as i32,
+        organization_id: "bench".to_owned(),
+        project_id: project.to_owned(),
+        user: "bench@example.com".to_owned(),
+        project_xml: xml,
+        ..Default::default()
+    };
+    client(addr)
+        .await?
+        .project_event(request)
+        .await
+        .context("publishing a document")?;
+    Ok(())
+}
+
+/// Waits until `count` webhooks arrived and, with an archive, `count`
+/// commits are in it.
+async fn delivered(
+    receiver: &Receiver,
+    repo: Option<&std::path::Path>,
+    count: u64,
+) -> anyhow::Result<()> {
+    if receiver.wait_for(count, LIMIT).await.is_none() {
+        bail!(
+            "documents: only {} of {count} webhooks arrived",
+            receiver.count()
+        );
+    }
+    let Some(repo) = repo else { return Ok(()) };
+    let deadline = Instant::now() + LIMIT;
+    while commits(repo) < count {
+        if Instant::now() > deadline {
+            bail!(
+                "documents: only {} of {count} commits archived",
+                commits(repo)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn commits(repo: &std::path::Path) -> u64 {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-list", "--count", "HEAD"])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn git_available() -> bool {
+    std::process::Command::new("git")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
 }

@@ -313,6 +313,7 @@ fn sample(event_type: EventType) -> Vec<u8> {
             model_changes: Some("added measure Sales.Margin".into()),
             xml_malformed: false,
             xml: Default::default(),
+            document: None,
         }),
         EventType::DeliveryDead | EventType::SubscriptionDisabled | EventType::SubscriptionTest => {
             let data = if event_type == EventType::DeliveryDead {

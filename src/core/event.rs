@@ -331,8 +331,13 @@ pub struct ProjectEvent {
     /// The document is not well-formed XML (stored and archived as is).
     #[serde(default)]
     pub xml_malformed: bool,
+    /// The document as received; emptied once it is prepared.
     #[serde(skip)]
-    pub xml: std::sync::Arc<Vec<u8>>,
+    pub xml: bytes::Bytes,
+    /// The document compressed and its model read, before the job is
+    /// queued (see [`super::document::PreparedDocument`]).
+    #[serde(skip)]
+    pub document: Option<std::sync::Arc<super::document::PreparedDocument>>,
 }
 
 #[cfg(test)]

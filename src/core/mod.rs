@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod cloudevent;
+pub mod document;
 pub mod egress;
 pub mod email;
 pub mod event;

@@ -4,20 +4,98 @@
 //! `measure`, any case or namespace) and identified by their `name` (or
 //! `id`) attribute; an element's other attributes make its signature, so a
 //! changed expression reads as "changed measure".
+//!
+//! A model keeps a hash of each signature, not its text, and its names in
+//! one buffer: a large document's model is a small fraction of the
+//! document, in a few large allocations rather than one per element (so
+//! its memory goes back whole when it is dropped).
 
-use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::io::BufRead;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-/// Kind and qualified name (`measure Sales.Margin`) → signature.
-pub type Model = BTreeMap<String, String>;
+/// Kind and qualified name (`measure Sales.Margin`) → hash of the
+/// signature, sorted by name; a name defined twice keeps its last one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Model {
+    names: String,
+    entries: Vec<Entry>,
+}
 
-/// Reads the model a document defines; `Err` for a document that is not
-/// well-formed XML.
-pub fn model_of(xml: &[u8]) -> Result<Model, String> {
+/// One element: its name's place in `names`, and its signature's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    start: usize,
+    end: usize,
+    signature: u64,
+}
+
+impl Model {
+    /// How many elements the model has.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn name(&self, entry: &Entry) -> &str {
+        &self.names[entry.start..entry.end]
+    }
+
+    /// Names and signature hashes, in name order.
+    fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entries.iter().map(|e| (self.name(e), e.signature))
+    }
+
+    fn get(&self, name: &str) -> Option<u64> {
+        self.entries
+            .binary_search_by(|e| self.name(e).cmp(name))
+            .ok()
+            .map(|i| self.entries[i].signature)
+    }
+
+    /// Appends an element (the model is sorted once it is complete).
+    fn push(&mut self, kind: &str, name: &str, signature: u64) {
+        let start = self.names.len();
+        self.names.push_str(kind);
+        self.names.push(' ');
+        self.names.push_str(name);
+        let end = self.names.len();
+        self.entries.push(Entry {
+            start,
+            end,
+            signature,
+        });
+    }
+
+    /// Sorts by name; of one name defined twice, the later stays.
+    fn sealed(mut self) -> Self {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| self.name(a).cmp(self.name(b)));
+        let mut kept: Vec<Entry> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match kept.last_mut() {
+                Some(last) if self.name(last) == self.name(&entry) => *last = entry,
+                _ => kept.push(entry),
+            }
+        }
+        kept.shrink_to_fit();
+        self.entries = kept;
+        self.names.shrink_to_fit();
+        self
+    }
+}
+
+/// Reads the model a document defines, streaming (`xml` may be a reader
+/// that inflates as it goes); `Err` for a document that is not well-formed
+/// XML.
+pub fn model_of(xml: impl BufRead) -> Result<Model, String> {
     let mut reader = Reader::from_reader(xml);
-    let mut model = Model::new();
+    let mut model = Model::default();
     let mut cubes: Vec<Option<String>> = Vec::new();
     let mut buf = Vec::new();
     loop {
@@ -38,7 +116,7 @@ pub fn model_of(xml: &[u8]) -> Result<Model, String> {
             Event::End(_) => {
                 cubes.pop();
             }
-            Event::Eof => return Ok(model),
+            Event::Eof => return Ok(model.sealed()),
             _ => {}
         }
         buf.clear();
@@ -47,7 +125,11 @@ pub fn model_of(xml: &[u8]) -> Result<Model, String> {
 
 fn record(model: &mut Model, entry: Option<(String, String, String)>) {
     if let Some((kind, name, signature)) = entry {
-        model.insert(format!("{kind} {name}"), signature);
+        // The default hasher's keys are fixed, so equal signatures hash
+        // alike across documents (models are only compared in memory).
+        let mut hasher = std::hash::DefaultHasher::new();
+        signature.hash(&mut hasher);
+        model.push(&kind, &name, hasher.finish());
     }
 }
 
@@ -79,7 +161,7 @@ fn element(e: &BytesStart<'_>, cube: Option<String>) -> Option<(String, String, 
 /// The changes from `old` to `new`, as phrases: `added measure Sales.Margin`.
 pub fn changes(old: &Model, new: &Model) -> Vec<String> {
     let mut out = Vec::new();
-    for (key, signature) in new {
+    for (key, signature) in new.iter() {
         match old.get(key) {
             None => out.push(format!("added {key}")),
             Some(before) if before != signature => out.push(format!("changed {key}")),
@@ -87,9 +169,9 @@ pub fn changes(old: &Model, new: &Model) -> Vec<String> {
         }
     }
     out.extend(
-        old.keys()
-            .filter(|k| !new.contains_key(*k))
-            .map(|k| format!("removed {k}")),
+        old.iter()
+            .filter(|(k, _)| new.get(k).is_none())
+            .map(|(k, _)| format!("removed {k}")),
     );
     out
 }
@@ -142,10 +224,22 @@ mod tests {
     }
 
     #[test]
+    fn a_name_defined_twice_keeps_its_last_definition() {
+        let twice = r#"<project><cube name="S"><measure name="M" expr="a"/><measure name="M" expr="b"/></cube></project>"#;
+        let once = r#"<project><cube name="S"><measure name="M" expr="b"/></cube></project>"#;
+        let (twice, once) = (
+            model_of(twice.as_bytes()).unwrap(),
+            model_of(once.as_bytes()).unwrap(),
+        );
+        assert_eq!(twice.len(), 2);
+        assert!(changes(&once, &twice).is_empty());
+    }
+
+    #[test]
     fn malformed_documents_are_an_error_not_a_panic() {
-        assert!(model_of(b"<project><cube name='a'></project>").is_err());
+        assert!(model_of(&b"<project><cube name='a'></project>"[..]).is_err());
         // Bytes that are not XML at all: whatever the verdict, no panic and
         // no model elements invented.
-        assert!(model_of(b"\xff\xfe not xml at all <<<").map_or(true, |m| m.is_empty()));
+        assert!(model_of(&b"\xff\xfe not xml at all <<<"[..]).map_or(true, |m| m.is_empty()));
     }
 }

@@ -29,6 +29,20 @@ pub enum SecretError {
     TooLong(usize),
 }
 
+/// A signature being computed over a body fed piece by piece.
+pub struct Signer(Hmac<Sha256>);
+
+impl Signer {
+    pub fn update(&mut self, piece: &[u8]) {
+        self.0.update(piece);
+    }
+
+    /// `v1,<base64 signature>`.
+    pub fn finish(self) -> String {
+        format!("v1,{}", BASE64.encode(self.0.finalize().into_bytes()))
+    }
+}
+
 impl SigningSecret {
     pub fn parse(text: &str) -> Result<Self, SecretError> {
         let encoded = text
@@ -54,8 +68,14 @@ impl SigningSecret {
 
     /// `v1,<base64 signature>` for one message.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let digest = self.mac(msg_id, timestamp, body).finalize().into_bytes();
-        format!("v1,{}", BASE64.encode(digest))
+        let mut signer = self.signer(msg_id, timestamp);
+        signer.update(body);
+        signer.finish()
+    }
+
+    /// Signs a message whose body comes in pieces (a streamed body).
+    pub fn signer(&self, msg_id: &str, timestamp: i64) -> Signer {
+        Signer(self.mac(msg_id, timestamp, b""))
     }
 
     /// The HMAC state after absorbing `id.timestamp.body`.

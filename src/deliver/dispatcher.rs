@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::store_backoff::StoreBackoff;
 use crate::clock::Clock;
 use crate::config::DeliverySettings;
+use crate::core::document::StoredDocument;
 use crate::core::event::EventType;
 use crate::core::retry::{AttemptResult, Verdict};
 use crate::core::subscription::{ProjectXml, Subscription, Target};
@@ -445,7 +446,19 @@ impl Inner {
             return self.archive(archive, delivery, document, now).await;
         }
         let stamp = chrono::Utc::now().timestamp();
-        match prepare(sub, delivery, stamp, now.timestamp(), document.as_deref()) {
+        let prepared = match document {
+            None => prepare(sub, delivery, stamp, now.timestamp(), None),
+            // Signing a document's body reads all of it: off the runtime.
+            Some(document) => {
+                let (sub, delivery) = (sub.clone(), delivery.clone());
+                tokio::task::spawn_blocking(move || {
+                    prepare(&sub, &delivery, stamp, now.timestamp(), Some(&document))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("preparing the request stopped: {e}")))
+            }
+        };
+        match prepared {
             Ok(request) => self.http.send(request, sub.timeout, now).await,
             Err(reason) => Attempt::unsendable(now, reason),
         }
@@ -456,14 +469,14 @@ impl Inner {
         &self,
         archive: &crate::core::subscription::GitArchive,
         delivery: &ClaimedDelivery,
-        document: Option<Vec<u8>>,
+        document: Option<StoredDocument>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Attempt {
         let started = std::time::Instant::now();
         let (archive, body) = (archive.clone(), delivery.body.clone());
         let done = tokio::task::spawn_blocking(move || {
             let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            super::git::archive(&archive, &event, document.as_deref())
+            super::git::archive(&archive, &event, document.as_ref())
         })
         .await
         .unwrap_or_else(|e| Err(format!("the archiver stopped: {e}")));
@@ -491,7 +504,7 @@ impl Inner {
         &self,
         sub: &Subscription,
         delivery: &ClaimedDelivery,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<StoredDocument>, StoreError> {
         let wants = match &sub.target {
             Target::Webhook(w) => w.project_xml != ProjectXml::Omit,
             Target::GitArchive(_) => true,
@@ -503,7 +516,7 @@ impl Inner {
         }
         let event: Value = serde_json::from_slice(&delivery.body).unwrap_or(Value::Null);
         match event["id"].as_str() {
-            Some(id) => self.store.document(id).await,
+            Some(id) => self.store.stored_document(id).await,
             None => Ok(None),
         }
     }

@@ -11,12 +11,17 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::core::document::StoredDocument;
 use crate::core::event::EventType;
 use crate::core::subscription::GitArchive;
 
 /// Writes one event into the archive. An `Err` is worth retrying (a locked
 /// repository, a failed push).
-pub fn archive(archive: &GitArchive, event: &Value, document: Option<&[u8]>) -> Result<(), String> {
+pub fn archive(
+    archive: &GitArchive,
+    event: &Value,
+    document: Option<&StoredDocument>,
+) -> Result<(), String> {
     let repo = &archive.path;
     if !repo.join(".git").exists() {
         std::fs::create_dir_all(repo).map_err(|e| format!("creating {}: {e}", repo.display()))?;
@@ -45,7 +50,7 @@ pub fn archive(archive: &GitArchive, event: &Value, document: Option<&[u8]>) -> 
 fn commit(
     archive: &GitArchive,
     event: &Value,
-    document: Option<&[u8]>,
+    document: Option<&StoredDocument>,
     trailer: &str,
 ) -> Result<(), String> {
     let repo = &archive.path;
@@ -75,7 +80,7 @@ fn commit(
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        std::fs::write(&file, document.unwrap_or_default()).map_err(|e| e.to_string())?;
+        write_document(&file, document)?;
         git(repo, &["add", "--", relative])?;
     }
     let mut message = format!("{}\n\n", summary(event));
@@ -102,6 +107,16 @@ fn commit(
             &message,
         ],
     )?;
+    Ok(())
+}
+
+/// Writes the document to `file`, inflating it as it goes.
+fn write_document(file: &Path, document: Option<&StoredDocument>) -> Result<(), String> {
+    let mut out = std::fs::File::create(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if let Some(document) = document {
+        std::io::copy(&mut document.reader(), &mut out)
+            .map_err(|e| format!("writing {}: {e}", file.display()))?;
+    }
     Ok(())
 }
 

@@ -93,7 +93,7 @@ impl HttpSender {
             .request(method, &request.url)
             .headers(header_map(&request.headers))
             .timeout(timeout)
-            .body(request.body)
+            .body(request.body.into_reqwest())
             .send()
             .await;
         if let Some(blocked) = outcome.as_ref().err().and_then(blocked_cause) {

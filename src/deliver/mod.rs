@@ -3,6 +3,7 @@
 //! rules, grouped by `email`), the retry policy decides what happens next,
 //! and the store records every attempt.
 
+mod body;
 mod dispatcher;
 mod email;
 mod git;
@@ -13,6 +14,7 @@ mod request;
 mod store_backoff;
 mod wakeups;
 
+pub use body::RequestBody;
 pub use dispatcher::{Dispatcher, DispatcherParts};
 pub use http::{literal_host, Attempt, HttpSender};
 pub use mail::{MailError, Mailer};

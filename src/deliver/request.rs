@@ -4,7 +4,9 @@
 
 use serde_json::Value;
 
+use super::body::{DocumentBody, RequestBody};
 use crate::core::cloudevent::CONTENT_TYPE as CLOUDEVENTS_JSON;
+use crate::core::document::StoredDocument;
 use crate::core::subscription::{
     run_id, Healthcheck, Ping, ProjectXml, Subscription, Target, Webhook,
 };
@@ -18,20 +20,23 @@ pub struct PreparedRequest {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub body: RequestBody,
 }
 
 /// Builds the request for one attempt. `timestamp` (unix seconds) goes
 /// into the webhook signature. An `Err` says why this event cannot be sent
 /// to this target; retrying would not help.
 /// `now` (unix seconds, Herald's clock) decides which rotated-out secrets
-/// still sign; `document` is a project event's XML, when it has one.
+/// still sign; `document` is a project event's XML, when it has one: a body
+/// that carries it is read from its stored form as it is signed and sent,
+/// never copied whole (so this runs a pass over the document; call it off
+/// the async runtime when there is one).
 pub fn prepare(
     sub: &Subscription,
     delivery: &ClaimedDelivery,
     timestamp: i64,
     now: i64,
-    document: Option<&[u8]>,
+    document: Option<&StoredDocument>,
 ) -> Result<PreparedRequest, String> {
     match &sub.target {
         Target::Webhook(webhook) => {
@@ -59,7 +64,7 @@ fn prepare_webhook(
     delivery: &ClaimedDelivery,
     timestamp: i64,
     now: i64,
-    document: Option<&[u8]>,
+    document: Option<&StoredDocument>,
 ) -> Result<PreparedRequest, String> {
     let templated = !webhook.url.is_static() || webhook.body.is_some();
     let context = if templated {
@@ -71,18 +76,22 @@ fn prepare_webhook(
         .url
         .render(&context)
         .map_err(|e| format!("url template: {}", e.message))?;
-    let (body, default_type) = match (&webhook.body, webhook.project_xml, document) {
+    let (mut body, default_type) = match (&webhook.body, webhook.project_xml, document) {
         (Some(template), _, _) => {
             let body = template
                 .render(&context)
                 .map_err(|e| format!("body template: {}", e.message))?;
-            (body.into_bytes(), "application/json")
+            (RequestBody::Full(body.into_bytes()), "application/json")
         }
-        (None, ProjectXml::Raw, Some(xml)) => (xml.to_vec(), "application/xml"),
-        (None, ProjectXml::Inline, Some(xml)) => {
-            (inline_xml(&delivery.body, xml)?, CLOUDEVENTS_JSON)
-        }
-        (None, _, _) => (delivery.body.clone(), CLOUDEVENTS_JSON),
+        (None, ProjectXml::Raw, Some(document)) => (
+            RequestBody::Document(DocumentBody::raw(document.clone())),
+            "application/xml",
+        ),
+        (None, ProjectXml::Inline, Some(document)) => (
+            RequestBody::Document(inline_xml(&delivery.body, document)?),
+            CLOUDEVENTS_JSON,
+        ),
+        (None, _, _) => (RequestBody::Full(delivery.body.clone()), CLOUDEVENTS_JSON),
     };
     let content_type = webhook.content_type.as_deref().unwrap_or(default_type);
     let mut headers = webhook.headers.clone();
@@ -102,12 +111,15 @@ fn prepare_webhook(
         .iter()
         .filter(|(_, expires)| now < *expires)
         .map(|(secret, _)| secret);
-    let signatures: Vec<String> = webhook
+    let mut signers: Vec<_> = webhook
         .secret
         .iter()
         .chain(old)
-        .map(|secret| secret.sign(&delivery.id, timestamp, &body))
+        .map(|secret| secret.signer(&delivery.id, timestamp))
         .collect();
+    body.seal(|piece| signers.iter_mut().for_each(|s| s.update(piece)))
+        .map_err(|e| format!("reading the project document: {e}"))?;
+    let signatures: Vec<String> = signers.into_iter().map(|s| s.finish()).collect();
     if !signatures.is_empty() {
         headers.push(("webhook-signature".to_owned(), signatures.join(" ")));
     }
@@ -119,11 +131,23 @@ fn prepare_webhook(
     })
 }
 
-/// The envelope with the document as `data.project_xml`.
-fn inline_xml(envelope: &[u8], xml: &[u8]) -> Result<Vec<u8>, String> {
+/// The envelope with the document as `data.project_xml`: the envelope is
+/// written around a marker, and the document streamed where the marker was
+/// — the same bytes `serde_json` would write for the whole value.
+fn inline_xml(envelope: &[u8], document: &StoredDocument) -> Result<DocumentBody, String> {
     let mut event = context_of(envelope)?;
-    event["data"]["project_xml"] = Value::String(String::from_utf8_lossy(xml).into_owned());
-    serde_json::to_vec(&event).map_err(|e| e.to_string())
+    // Random, so nothing in the envelope can spell it.
+    let marker = format!("herald-document-{:032x}", rand::random::<u128>());
+    event["data"]["project_xml"] = Value::String(marker.clone());
+    let json = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+    let quoted = format!("\"{marker}\"");
+    let at = json
+        .windows(quoted.len())
+        .position(|w| w == quoted.as_bytes())
+        .ok_or("the envelope lost its document marker")?;
+    let prefix = json[..at + 1].to_vec();
+    let suffix = json[at + quoted.len() - 1..].to_vec();
+    Ok(DocumentBody::json_string(prefix, document.clone(), suffix))
 }
 
 fn context_of(envelope: &[u8]) -> Result<Value, String> {
@@ -196,7 +220,7 @@ fn prepare_ping(
             ),
             ("user-agent".to_owned(), USER_AGENT.to_owned()),
         ],
-        body: summary(&context).into_bytes(),
+        body: RequestBody::Full(summary(&context).into_bytes()),
     })
 }
 

@@ -17,7 +17,9 @@ use super::{Done, IngestError, Receipt, Work, RAISED_PREFIX};
 use crate::clock::Clock;
 use crate::core::batch::{self, BatchRecord, BatchState};
 use crate::core::cloudevent::{self, Envelope, HERALD_SOURCE};
+use crate::core::document::PreparedDocument;
 use crate::core::event::{EnvironmentEvent, Event, EventType, Payload, SchemaEvent, Scope};
+use crate::core::model::Model;
 use crate::core::subscription::Subscription;
 use crate::deliver::Wakeups;
 use crate::feed::ChangeFeed;
@@ -84,7 +86,7 @@ struct Plan {
     schema_logs: Vec<(String, SchemaEvent, DateTime<Utc>)>,
     overdue: Vec<String>,
     /// Project documents, stored once per event.
-    documents: Vec<(String, Arc<Vec<u8>>)>,
+    documents: Vec<(String, Arc<PreparedDocument>)>,
 }
 
 /// What the batch read, updated as jobs apply.
@@ -99,7 +101,7 @@ struct Overlay {
     /// The subscriptions as this batch began.
     subscriptions: Arc<[Subscription]>,
     /// Each project's latest model (`None`: no document, or not XML).
-    models: HashMap<String, Option<crate::core::model::Model>>,
+    models: HashMap<String, Option<Arc<Model>>>,
 }
 
 impl Core {
@@ -162,24 +164,38 @@ impl Core {
     }
 
     /// The latest model of each project the batch's documents concern.
+    /// Each document was prepared with its project's newest model as it
+    /// was then; only when a newer document was committed since is that
+    /// one read again, here.
     async fn previous_models(
         &self,
         tx: &mut Tx,
         works: &[Work],
-    ) -> Result<HashMap<String, Option<crate::core::model::Model>>, StoreError> {
+    ) -> Result<HashMap<String, Option<Arc<Model>>>, StoreError> {
         let mut models = HashMap::new();
         for work in works {
-            if let Work::Event(Event {
-                payload: Payload::Project(p),
-                ..
-            }) = work
-            {
-                if !p.xml.is_empty() && !models.contains_key(&p.project_id) {
-                    let previous = tx.latest_document(&p.project_id).await?;
-                    let model = previous.and_then(|xml| crate::core::model::model_of(&xml).ok());
-                    models.insert(p.project_id.clone(), model);
-                }
+            let Work::Event(event) = work else {
+                continue;
+            };
+            let Payload::Project(p) = &event.payload else {
+                continue;
+            };
+            let Some(document) = &p.document else {
+                continue;
+            };
+            if models.contains_key(&p.project_id) {
+                continue;
             }
+            let latest = tx.latest_document_id(&p.project_id).await?;
+            let model = match (&document.previous, latest) {
+                (_, None) => None,
+                (Some(seen), Some(latest)) if seen.event_id == latest => seen.model.clone(),
+                (_, Some(newer)) => tx
+                    .stored_document(&newer)
+                    .await?
+                    .and_then(|newer| super::document::stored_model(&newer)),
+            };
+            models.insert(p.project_id.clone(), model);
         }
         Ok(models)
     }
@@ -402,8 +418,9 @@ impl Core {
                 None
             }
             Payload::Project(p) => {
-                if !p.xml.is_empty() {
-                    plan.documents.push((event.event_id.clone(), p.xml.clone()));
+                if let Some(document) = &p.document {
+                    plan.documents
+                        .push((event.event_id.clone(), document.clone()));
                 }
                 self.add_row(own(None), overlay, plan);
                 None
@@ -523,8 +540,8 @@ impl Core {
         for name in &plan.overdue {
             tx.set_overdue(name, Some(now)).await?;
         }
-        for (event_id, xml) in &plan.documents {
-            tx.insert_document(event_id, xml).await?;
+        for (event_id, document) in &plan.documents {
+            tx.insert_document(event_id, &document.stored).await?;
         }
         let written = Written {
             batch_changes: plan
@@ -546,30 +563,26 @@ impl Core {
 
 /// A project event with a document gets the summary of what changed in
 /// the model since the project's previous document (or a malformed flag).
+/// Both models were read before the job was queued; this only compares.
 fn annotate(event: &Event, overlay: &mut Overlay) -> Event {
     let Payload::Project(p) = &event.payload else {
         return event.clone();
     };
-    if p.xml.is_empty() {
+    let Some(document) = &p.document else {
         return event.clone();
-    }
+    };
     let mut project = p.clone();
-    match crate::core::model::model_of(&p.xml) {
-        Ok(model) => {
-            let previous = overlay
-                .models
-                .get(&p.project_id)
-                .cloned()
-                .flatten()
-                .unwrap_or_default();
-            let changes = crate::core::model::changes(&previous, &model);
+    match &document.model {
+        Some(model) => {
+            let previous = overlay.models.get(&p.project_id).cloned().flatten();
+            let empty = Model::default();
+            let changes = crate::core::model::changes(previous.as_deref().unwrap_or(&empty), model);
             project.model_changes = Some(crate::core::model::summary(&changes, 10));
-            overlay.models.insert(p.project_id.clone(), Some(model));
+            overlay
+                .models
+                .insert(p.project_id.clone(), Some(model.clone()));
         }
-        Err(e) => {
-            tracing::warn!(event_id = %event.event_id, error = %e, "project document is not well-formed XML; stored as is");
-            project.xml_malformed = true;
-        }
+        None => project.xml_malformed = true,
     }
     Event {
         payload: Payload::Project(project),

@@ -15,6 +15,7 @@
 
 mod apply;
 mod committer;
+mod document;
 mod idempotency;
 
 use std::sync::Arc;
@@ -72,7 +73,8 @@ pub struct ReusedEventId {
 
 /// One unit of work for the committer.
 enum Work {
-    Event(Event),
+    /// Boxed: an event is several times larger than any other work.
+    Event(Box<Event>),
     Stall {
         batch_id: String,
         allowance: Duration,
@@ -94,9 +96,7 @@ enum Work {
         reason: String,
     },
     /// A test event for one subscription only.
-    Test {
-        subscription: String,
-    },
+    Test { subscription: String },
 }
 
 /// What a job produced.
@@ -112,6 +112,8 @@ enum Done {
 pub struct Ingestor {
     jobs: mpsc::Sender<Job>,
     clock: Arc<dyn Clock>,
+    /// Read (never written) to prepare documents before they are queued.
+    store: Store,
 }
 
 /// How many jobs the committer queues before callers wait.
@@ -130,14 +132,14 @@ impl Ingestor {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let core = Core {
             metrics,
-            store,
+            store: store.clone(),
             registry,
             clock: clock.clone(),
             wakeups,
             feed,
         };
         tokio::spawn(committer::run(core, queue));
-        Self { jobs, clock }
+        Self { jobs, clock, store }
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -155,8 +157,11 @@ impl Ingestor {
         answer.await.map_err(|_| closed())?
     }
 
-    pub async fn ingest(&self, event: Event) -> Result<Receipt, IngestError> {
-        match self.submit(Work::Event(event)).await? {
+    /// Ingests one event. A project document is prepared first, outside
+    /// the committer (see [`document`]).
+    pub async fn ingest(&self, mut event: Event) -> Result<Receipt, IngestError> {
+        document::prepare(&self.store, &mut event).await?;
+        match self.submit(Work::Event(Box::new(event))).await? {
             Done::Receipt(receipt) => Ok(*receipt),
             _ => unreachable!("an event job answers with a receipt"),
         }

@@ -8,6 +8,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{from_json, to_json, to_millis, StoreError, WriteTx};
 use crate::core::batch::{BatchRecord, BatchState};
+use crate::core::document::StoredDocument;
 use crate::core::event::{EnvironmentChange, EnvironmentEvent, SchemaEvent, Scope};
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
@@ -305,70 +306,99 @@ impl Tx {
 }
 
 impl Tx {
-    /// Stores a project document, compressed (fast level: it is written
-    /// inside the group commit).
-    pub async fn insert_document(&mut self, event_id: &str, xml: &[u8]) -> Result<(), StoreError> {
-        use std::io::Write;
-        let mut encoder =
-            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder
-            .write_all(xml)
-            .and_then(|()| encoder.try_finish())
-            .map_err(|e| StoreError::Corrupt(format!("compressing a document: {e}")))?;
-        let compressed = encoder.get_ref().clone();
+    /// Stores a project document in its compressed form.
+    pub async fn insert_document(
+        &mut self,
+        event_id: &str,
+        document: &StoredDocument,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT OR IGNORE INTO documents (event_id, size, compressed) VALUES (?, ?, ?)",
         )
         .bind(event_id)
-        .bind(xml.len() as i64)
-        .bind(compressed)
+        .bind(document.size() as i64)
+        .bind(document.compressed())
         .execute(&mut *self.inner)
         .await?;
         Ok(())
     }
-}
 
-impl Tx {
-    /// The newest stored document of a project, decompressed.
-    pub async fn latest_document(
+    /// The event id of a project's newest stored document.
+    pub async fn latest_document_id(
         &mut self,
         project_id: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT d.compressed FROM documents d JOIN events e ON e.event_id = d.event_id
-             WHERE e.project_id = ? ORDER BY e.seq DESC LIMIT 1",
-        )
-        .bind(project_id)
-        .fetch_optional(&mut *self.inner)
-        .await?;
-        row.map(|r| inflate(&r.get::<Vec<u8>, _>("compressed")))
-            .transpose()
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(LATEST_DOCUMENT_ID)
+            .bind(project_id)
+            .fetch_optional(&mut *self.inner)
+            .await?;
+        Ok(row.map(|r| r.get("event_id")))
+    }
+
+    /// A stored document, compressed, as this transaction sees it.
+    pub async fn stored_document(
+        &mut self,
+        event_id: &str,
+    ) -> Result<Option<StoredDocument>, StoreError> {
+        let row = sqlx::query(DOCUMENT)
+            .bind(event_id)
+            .fetch_optional(&mut *self.inner)
+            .await?;
+        Ok(row.map(|r| stored(&r)))
     }
 }
 
-fn inflate(compressed: &[u8]) -> Result<Vec<u8>, StoreError> {
-    use std::io::Read;
-    let mut xml = Vec::new();
-    flate2::read::DeflateDecoder::new(compressed)
-        .read_to_end(&mut xml)
-        .map_err(|e| StoreError::Corrupt(format!("decompressing a document: {e}")))?;
-    Ok(xml)
+/// A project's newest document: the one of its latest event that has one.
+const LATEST_DOCUMENT: &str = "SELECT d.event_id, d.size, d.compressed FROM documents d
+     WHERE d.event_id = (SELECT x.event_id FROM documents x JOIN events e ON e.event_id = x.event_id
+                         WHERE e.project_id = ? ORDER BY e.seq DESC LIMIT 1)";
+
+const LATEST_DOCUMENT_ID: &str =
+    "SELECT d.event_id FROM documents d JOIN events e ON e.event_id = d.event_id
+     WHERE e.project_id = ? ORDER BY e.seq DESC LIMIT 1";
+
+const DOCUMENT: &str = "SELECT size, compressed FROM documents WHERE event_id = ?";
+
+fn stored(row: &sqlx::sqlite::SqliteRow) -> StoredDocument {
+    let compressed: Vec<u8> = row.get("compressed");
+    StoredDocument::from_parts(row.get::<i64, _>("size").max(0) as u64, compressed.into())
 }
 
 impl super::Store {
-    /// A project document, decompressed.
-    pub async fn document(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        use std::io::Read;
-        let row = sqlx::query("SELECT size, compressed FROM documents WHERE event_id = ?")
+    /// A project's newest stored document (its event id, and the document
+    /// compressed), read outside the writer.
+    pub async fn latest_document(
+        &self,
+        project_id: &str,
+    ) -> Result<Option<(String, StoredDocument)>, StoreError> {
+        let row = sqlx::query(LATEST_DOCUMENT)
+            .bind(project_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| (r.get("event_id"), stored(&r))))
+    }
+
+    /// A project document in its stored (compressed) form.
+    pub async fn stored_document(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<StoredDocument>, StoreError> {
+        let row = sqlx::query(DOCUMENT)
             .bind(event_id)
             .fetch_optional(&self.reader)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let compressed: Vec<u8> = row.get("compressed");
-        let mut xml = Vec::with_capacity(row.get::<i64, _>("size").max(0) as usize);
-        flate2::read::DeflateDecoder::new(&compressed[..])
-            .read_to_end(&mut xml)
-            .map_err(|e| StoreError::Corrupt(format!("decompressing a document: {e}")))?;
-        Ok(Some(xml))
+        Ok(row.map(|r| stored(&r)))
+    }
+
+    /// A project document, decompressed whole.
+    pub async fn document(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.stored_document(event_id)
+            .await?
+            .map(|document| {
+                document
+                    .to_vec()
+                    .map_err(|e| StoreError::Corrupt(format!("decompressing a document: {e}")))
+            })
+            .transpose()
     }
 }

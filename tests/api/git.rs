@@ -44,7 +44,7 @@ fn event(
         } else {
             String::new()
         },
-        project_xml: xml.as_bytes().to_vec(),
+        project_xml: xml.as_bytes().to_vec().into(),
         ..Default::default()
     }
 }

@@ -18,30 +18,36 @@ fn publish(app: &TestApp, event_id: &str, xml: Vec<u8>) -> pb::ProjectEventReque
         snapshot_id: "snap-7".into(),
         snapshot_tag: "v7".into(),
         target_environment: String::new(),
-        project_xml: xml,
+        project_xml: xml.into(),
     }
 }
 
-/// About 20 MB of project XML.
-fn big_xml() -> Vec<u8> {
-    let mut xml = String::from("<?xml version=\"1.0\"?>\n<project name=\"Finance\">\n");
+/// Project XML of about `size` bytes, one `line(i)` after another.
+fn document(size: usize, root: &str, line: impl Fn(usize) -> String) -> Vec<u8> {
+    let mut xml = format!("<?xml version=\"1.0\"?>\n<project name=\"{root}\">\n");
     let mut i = 0;
-    while xml.len() < 20 * 1024 * 1024 {
-        xml.push_str(&format!(
-            "  <cube name=\"cube{i}\"><measure name=\"m{i}\" expr=\"sum(x &amp; y)\"/></cube>\n"
-        ));
+    while xml.len() < size {
+        xml.push_str(&line(i));
         i += 1;
     }
     xml.push_str("</project>\n");
     xml.into_bytes()
 }
 
-#[tokio::test]
-async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
+/// About 20 MB of project XML.
+fn big_xml() -> Vec<u8> {
+    document(20 * 1024 * 1024, "Finance", |i| {
+        format!(
+            "  <cube name=\"cube{i}\"><measure name=\"m{i}\" expr=\"sum(x &amp; y)\"/></cube>\n"
+        )
+    })
+}
+
+/// Two receivers, and the webhooks sending them project events with the
+/// document inline and raw.
+async fn inline_and_raw() -> (Receiver, Receiver, String) {
     let inline = Receiver::start().await;
     let raw = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("archive");
     let hooks = [
         webhook("inline", &inline.url(), "events = [\"project.*\"]"),
         webhook(
@@ -49,12 +55,20 @@ async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
             &raw.url(),
             "events = [\"project.*\"]\nproject_xml = \"raw\"",
         ),
-        format!(
-            "[[git_archives]]\nname = \"archive\"\npath = \"{}\"\n",
-            repo.display()
-        ),
     ]
     .concat();
+    (inline, raw, hooks)
+}
+
+#[tokio::test]
+async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
+    let (inline, raw, hooks) = inline_and_raw().await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    let hooks = format!(
+        "{hooks}[[git_archives]]\nname = \"archive\"\npath = \"{}\"\n",
+        repo.display()
+    );
     let app = Spawn {
         webhooks: hooks,
         ..Spawn::default()
@@ -141,4 +155,48 @@ async fn project_events_name_their_bad_fields() {
         .unwrap_err()
         .message()
         .starts_with("project_id:"));
+}
+
+/// About 3 MB of XML whose characters take one to four bytes, with JSON's
+/// special characters among them, so the chunks a streamed body is read in
+/// cut through characters and escapes.
+fn multibyte_xml() -> Vec<u8> {
+    document(3 * 1024 * 1024, "Fïnance", |i| {
+        format!(
+            "  <cube name=\"c{i}\" note='Marge € \"nette\" \\ 😀\tok'>ç{}</cube>\n",
+            "é".repeat(i % 7)
+        )
+    })
+}
+
+#[tokio::test]
+async fn a_streamed_document_arrives_byte_for_byte_signed_and_with_its_length() {
+    let (inline, raw, hooks) = inline_and_raw().await;
+    let app = Spawn {
+        webhooks: hooks,
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    let xml = multibyte_xml();
+    app.ingest
+        .clone()
+        .project_event(publish(&app, "p-1", xml.clone()))
+        .await
+        .unwrap();
+    app.deliver().await;
+
+    for got in [&inline.received()[0], &raw.received()[0]] {
+        assert!(got.signature_is_valid(SECRET));
+        assert_eq!(got.header("content-length"), got.body.len().to_string());
+        assert_eq!(got.header("transfer-encoding"), "");
+    }
+    let envelope = inline.received()[0].json();
+    assert_eq!(
+        envelope["data"]["project_xml"].as_str().unwrap().as_bytes(),
+        &xml[..],
+        "inline, byte for byte"
+    );
+    assert_eq!(envelope["data"]["project_xml_size"], xml.len());
+    assert_eq!(&raw.received()[0].body[..], &xml[..], "raw, byte for byte");
 }

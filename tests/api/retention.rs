@@ -41,7 +41,9 @@ async fn publish(app: &TestApp, event_id: &str) {
         project_id: "finance".into(),
         project_name: "Finance".into(),
         user: "ada@example.com".into(),
-        project_xml: format!("<project name=\"Finance\" v=\"{event_id}\"/>").into_bytes(),
+        project_xml: format!("<project name=\"Finance\" v=\"{event_id}\"/>")
+            .into_bytes()
+            .into(),
         ..Default::default()
     };
     app.ingest.clone().project_event(request).await.unwrap();
