@@ -316,7 +316,12 @@ async fn memory(s: Sizes) -> anyhow::Result<Vec<Figure>> {
 /// the pruner removes the backlog; the rate is compared with the same
 /// number of events sent before the clock moved (same database, same run).
 async fn retention(s: Sizes) -> anyhow::Result<Vec<Figure>> {
-    let mut alone = figure("retention", "ingest, 64 clients, no pruning", "events/s", "");
+    let mut alone = figure(
+        "retention",
+        "ingest, 64 clients, no pruning",
+        "events/s",
+        "",
+    );
     let mut pruning = figure("retention", "ingest while pruning", "events/s", "");
     let mut ratio = figure("retention", "rate while pruning vs none", "%", "≥ 90 %");
     let mut pruned = figure("retention", "events pruned per second", "rows/s", "");
@@ -341,7 +346,11 @@ async fn retention(s: Sizes) -> anyhow::Result<Vec<Figure>> {
             .push(100.0 * before.as_secs_f64() / during.as_secs_f64().max(1e-9));
         pruned.values.push(per_second(removed.events, prune_time));
         if removed.events < s.retention_events {
-            bail!("retention: pruned {} of {} events", removed.events, s.retention_events);
+            bail!(
+                "retention: pruned {} of {} events",
+                removed.events,
+                s.retention_events
+            );
         }
         herald.stop().await;
     }
@@ -503,8 +512,7 @@ async fn documents(s: Sizes) -> anyhow::Result<Vec<Figure>> {
     herald.reset_peak_rss();
     publish(addr, "one", "p0", v1).await?;
     delivered(&receiver, archive.as_ref().map(|_| repo.as_path()), 1).await?;
-    one.values
-        .push(herald.peak_rss_mib()? - rest);
+    one.values.push(herald.peak_rss_mib()? - rest);
 
     herald.reset_peak_rss();
     let mut publishes = tokio::task::JoinSet::new();
@@ -517,8 +525,7 @@ async fn documents(s: Sizes) -> anyhow::Result<Vec<Figure>> {
         done??;
     }
     delivered(&receiver, archive.as_ref().map(|_| repo.as_path()), 5).await?;
-    four.values
-        .push(herald.peak_rss_mib()? - rest);
+    four.values.push(herald.peak_rss_mib()? - rest);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     after.values.push(rss()? - rest);

@@ -96,10 +96,9 @@ fn documents(value: Option<RawCount>) -> Result<Option<u32>, ConfigError> {
             // The range ends far below u32::MAX.
             Ok(Some(kept as u32))
         }
-        Some(RawCount::Text(text)) => Err(invalid(
-            KEY,
-            format!("`{text}` is not a count or \"off\""),
-        )),
+        Some(RawCount::Text(text)) => {
+            Err(invalid(KEY, format!("`{text}` is not a count or \"off\"")))
+        }
     }
 }
 

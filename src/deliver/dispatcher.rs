@@ -546,9 +546,7 @@ impl Inner {
             Verdict::Disable => DeliveryUpdate::DisableSubscription {
                 reason: "receiver answered 410 Gone".to_owned(),
             },
-            Verdict::RetryIn(wait) => {
-                DeliveryUpdate::RetryAt(crate::core::time::after(now, wait))
-            }
+            Verdict::RetryIn(wait) => DeliveryUpdate::RetryAt(crate::core::time::after(now, wait)),
         }
     }
 

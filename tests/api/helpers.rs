@@ -226,6 +226,23 @@ impl TestApp {
         })
     }
 
+    /// A `project.published` of project `finance` carrying `xml`.
+    pub fn published(&self, event_id: &str, xml: Vec<u8>) -> pb::ProjectEventRequest {
+        pb::ProjectEventRequest {
+            meta: self.meta(event_id),
+            kind: pb::ProjectEventKind::Published as i32,
+            organization_id: "acme".into(),
+            organization_name: "Acme".into(),
+            project_id: "finance".into(),
+            project_name: "Finance".into(),
+            user: "ada@example.com".into(),
+            snapshot_id: "snap-7".into(),
+            snapshot_tag: "v7".into(),
+            target_environment: String::new(),
+            project_xml: xml.into(),
+        }
+    }
+
     pub async fn start_batch(&self, event_id: &str, batch_id: &str, cube: &str) -> pb::IngestReply {
         let request = pb::BatchStartedRequest {
             meta: self.meta(event_id),

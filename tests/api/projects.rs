@@ -4,23 +4,7 @@
 use herald::api::pb;
 use tonic::Code;
 
-use crate::helpers::{webhook, Receiver, Spawn, TestApp, SECRET};
-
-fn publish(app: &TestApp, event_id: &str, xml: Vec<u8>) -> pb::ProjectEventRequest {
-    pb::ProjectEventRequest {
-        meta: app.meta(event_id),
-        kind: pb::ProjectEventKind::Published as i32,
-        organization_id: "acme".into(),
-        organization_name: "Acme".into(),
-        project_id: "finance".into(),
-        project_name: "Finance".into(),
-        user: "ada@example.com".into(),
-        snapshot_id: "snap-7".into(),
-        snapshot_tag: "v7".into(),
-        target_environment: String::new(),
-        project_xml: xml.into(),
-    }
-}
+use crate::helpers::{webhook, Receiver, Spawn, SECRET};
 
 /// Project XML of about `size` bytes, one `line(i)` after another.
 fn document(size: usize, root: &str, line: impl Fn(usize) -> String) -> Vec<u8> {
@@ -79,7 +63,7 @@ async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
     let reply = app
         .ingest
         .clone()
-        .project_event(publish(&app, "p-1", xml.clone()))
+        .project_event(app.published("p-1", xml.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -127,12 +111,12 @@ async fn a_20_mb_publish_is_stored_once_and_delivered_in_both_forms() {
 #[tokio::test]
 async fn project_events_name_their_bad_fields() {
     let app = Spawn::default().start().await;
-    let mut no_kind = publish(&app, "p-1", b"<project/>".to_vec());
+    let mut no_kind = app.published("p-1", b"<project/>".to_vec());
     no_kind.kind = 0;
     let status = app.ingest.clone().project_event(no_kind).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("kind:"));
-    let mut promoted = publish(&app, "p-2", Vec::new());
+    let mut promoted = app.published("p-2", Vec::new());
     promoted.kind = pb::ProjectEventKind::Promoted as i32;
     let status = app
         .ingest
@@ -145,7 +129,7 @@ async fn project_events_name_their_bad_fields() {
         "{}",
         status.message()
     );
-    let mut nameless = publish(&app, "p-3", Vec::new());
+    let mut nameless = app.published("p-3", Vec::new());
     nameless.project_id.clear();
     assert!(app
         .ingest
@@ -181,7 +165,7 @@ async fn a_streamed_document_arrives_byte_for_byte_signed_and_with_its_length() 
     let xml = multibyte_xml();
     app.ingest
         .clone()
-        .project_event(publish(&app, "p-1", xml.clone()))
+        .project_event(app.published("p-1", xml.clone()))
         .await
         .unwrap();
     app.deliver().await;

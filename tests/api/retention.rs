@@ -33,19 +33,8 @@ async fn counts(app: &TestApp) -> [i64; 5] {
 }
 
 async fn publish(app: &TestApp, event_id: &str) {
-    let request = pb::ProjectEventRequest {
-        meta: app.meta(event_id),
-        kind: pb::ProjectEventKind::Published as i32,
-        organization_id: "acme".into(),
-        organization_name: "Acme".into(),
-        project_id: "finance".into(),
-        project_name: "Finance".into(),
-        user: "ada@example.com".into(),
-        project_xml: format!("<project name=\"Finance\" v=\"{event_id}\"/>")
-            .into_bytes()
-            .into(),
-        ..Default::default()
-    };
+    let xml = format!("<project name=\"Finance\" v=\"{event_id}\"/>");
+    let request = app.published(event_id, xml.into_bytes());
     app.ingest.clone().project_event(request).await.unwrap();
 }
 
