@@ -100,7 +100,7 @@ impl Pruner {
 /// `now - age`, or `None` when the kind is kept forever (or the date would
 /// leave the calendar).
 fn cutoff(now: DateTime<Utc>, age: Option<Duration>) -> Option<DateTime<Utc>> {
-    now.checked_sub_signed(chrono::Duration::from_std(age?).ok()?)
+    crate::core::time::checked_before(now, age?)
 }
 
 /// Runs one kind's step until a step removes less than a full step. After

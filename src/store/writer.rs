@@ -18,8 +18,7 @@
 //!
 //! It also remembers why writes last failed, for `/readyz`, and applies an
 //! optional size limit (`PRAGMA max_page_count`) to every connection it
-//! opens — the same limit an operator sets with `store.max_size`, and that
-//! tests use to fill the database on demand.
+//! opens, which tests use to fill the database on demand.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};

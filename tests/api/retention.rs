@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use herald::api::pb;
 
-use crate::helpers::{dead_address, webhook, Receiver, Spawn, TestApp};
+use crate::helpers::{dead_address, spawn_app, webhook, Receiver, TestApp};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -46,12 +46,7 @@ async fn app_with_retention(receiver: &Receiver) -> TestApp {
         webhook("etl", &receiver.url(), "events = [\"aggregate.batch.*\"]"),
         webhook("slow", &dead, "events = [\"aggregate.batch.failed\"]"),
     );
-    Spawn {
-        webhooks: config,
-        ..Spawn::default()
-    }
-    .start()
-    .await
+    spawn_app(&config).await
 }
 
 #[tokio::test]
