@@ -211,7 +211,7 @@ impl Application {
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
         refuse_open_ports(&settings.server)?;
         check_target_names(&settings).await?;
-        let store = Store::open(&settings.store.url).await?;
+        let store = Store::connect(&settings.store).await?;
         let context = ManagedContext {
             egress: settings.egress.clone(),
             smtp_configured: settings.smtp.is_some(),

@@ -6,8 +6,10 @@
 //! e.g. `webhooks[1].url: must be an absolute http or https URL`.
 
 mod retention;
+mod store;
 
 pub use retention::RetentionSettings;
+pub use store::{default_replica_name, StoreSettings, DEFAULT_STORE_URL};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,7 +35,6 @@ use crate::core::template::Template;
 use crate::core::validate::parse_id;
 
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
-pub const DEFAULT_STORE_URL: &str = "sqlite://herald.db";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9090";
 
 #[derive(Debug, Clone)]
@@ -161,13 +162,6 @@ pub struct ApiToken {
 }
 
 #[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// `sqlite://PATH` (relative to the working directory) or
-    /// `sqlite::memory:`.
-    pub url: String,
-}
-
-#[derive(Debug, Clone)]
 pub struct DeliverySettings {
     /// Upper bound on how long a due delivery waits when no wake-up comes
     /// (e.g. a retry whose time has arrived).
@@ -238,11 +232,19 @@ impl Settings {
             .clone()
             .or(server.grpc_listen)
             .unwrap_or_else(|| DEFAULT_GRPC_LISTEN.to_owned());
+        let mut raw_store = raw.store.take().unwrap_or_default();
         let store_url = overrides
             .store_url
             .clone()
-            .or(raw.store.take().unwrap_or_default().url)
+            .or(raw_store.url.take())
             .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
+        let replica = match server.replica_name.take() {
+            Some(name) if name.trim().is_empty() => {
+                return Err(invalid("server.replica_name", "must not be empty"))
+            }
+            Some(name) => name,
+            None => default_replica_name(),
+        };
         let delivery = raw.delivery.take().unwrap_or_default();
         let egress = parse_egress(raw.egress.take().unwrap_or_default())?;
         let smtp = raw
@@ -296,9 +298,7 @@ impl Settings {
                     })?),
                 },
             },
-            store: StoreSettings {
-                url: parse_store_url(&store_url)?,
-            },
+            store: store::parse_store(raw_store, store_url, replica)?,
             delivery: DeliverySettings {
                 poll_interval: duration_in(
                     "delivery.poll_interval",
@@ -350,17 +350,6 @@ fn parse_toml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
         path: path.to_owned(),
         reason: e.to_string(),
     })
-}
-
-fn parse_store_url(url: &str) -> Result<String, ConfigError> {
-    if url.starts_with("sqlite:") {
-        Ok(url.to_owned())
-    } else {
-        Err(invalid(
-            "store.url",
-            format!("`{url}` is not supported; use sqlite://PATH"),
-        ))
-    }
 }
 
 fn parse_subscriptions(
@@ -1325,7 +1314,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     server: Option<RawServer>,
-    store: Option<RawStore>,
+    store: Option<store::RawStore>,
     delivery: Option<RawDelivery>,
     #[serde(default)]
     webhooks: Vec<RawSubscription>,
@@ -1423,6 +1412,7 @@ struct RawServer {
     max_watch_streams: Option<usize>,
     max_watch_streams_per_token: Option<usize>,
     watch_send_timeout: Option<String>,
+    replica_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1440,12 +1430,6 @@ struct RawToken {
     role: String,
     token: Option<String>,
     token_env: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

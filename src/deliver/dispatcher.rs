@@ -401,6 +401,7 @@ impl Inner {
                 &lane.sub.name,
                 now,
                 limit,
+                lane.sub.max_in_flight,
                 &self.owner,
                 self.lease_until(&lane.sub),
             )

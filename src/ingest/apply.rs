@@ -152,6 +152,21 @@ impl Core {
         }
         cubes.sort();
         cubes.dedup();
+        if self.store.is_shared() {
+            // Other replicas ingest too: hold every key this group reads
+            // until it commits (see `store::postgres`).
+            let mut keys: Vec<String> = event_ids.iter().map(|id| format!("event:{id}")).collect();
+            keys.extend(batch_ids.iter().map(|id| format!("batch:{id}")));
+            keys.extend(cubes.iter().map(|(env, cube)| format!("cube:{env}/{cube}")));
+            keys.extend(works.iter().filter_map(|work| match work {
+                Work::Event(event) => match &event.payload {
+                    Payload::Project(p) => Some(format!("project:{}", p.project_id)),
+                    _ => None,
+                },
+                _ => None,
+            }));
+            tx.lock_keys(&keys).await?;
+        }
         Ok(Overlay {
             priors: tx.find_events(&event_ids).await?,
             batches: tx.load_batches(&batch_ids).await?,

@@ -30,12 +30,32 @@ pub(super) async fn run(core: Core, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
+/// Attempts at a group that conflicts with another replica's (a unique key
+/// taken meanwhile, a deadlock): the retry reads what the other committed.
+const CONFLICT_ATTEMPTS: usize = 3;
+
 async fn commit_batch(core: &Core, jobs: Vec<Job>) {
     let (works, replies): (Vec<Work>, Vec<_>) = jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
-    let outcome = async {
+    let mut outcome = commit_once(core, &works).await;
+    for _ in 1..CONFLICT_ATTEMPTS {
+        match &outcome {
+            Err(e) if e.is_conflict() => {
+                tracing::debug!(error = %e, "group conflicted with another replica's; retrying");
+                outcome = commit_once(core, &works).await;
+            }
+            _ => break,
+        }
+    }
+    answer(core, &works, replies, outcome);
+}
+
+type Applied = (Vec<Result<Done, IngestError>>, super::apply::Written);
+
+async fn commit_once(core: &Core, works: &[Work]) -> Result<Applied, StoreError> {
+    async {
         let started = std::time::Instant::now();
         let mut tx = core.store.begin().await?;
-        let applied = match core.apply_all(&mut tx, &works).await {
+        let applied = match core.apply_all(&mut tx, works).await {
             Ok(applied) => applied,
             // Dropping `tx` rolls everything back.
             Err(e) => return Err(tx.note_failure(e)),
@@ -48,7 +68,15 @@ async fn commit_batch(core: &Core, jobs: Vec<Job>) {
         );
         Ok::<_, StoreError>(applied)
     }
-    .await;
+    .await
+}
+
+fn answer(
+    core: &Core,
+    works: &[Work],
+    replies: Vec<oneshot::Sender<Result<Done, IngestError>>>,
+    outcome: Result<Applied, StoreError>,
+) {
     match outcome {
         Ok((answers, written)) => {
             core.announce(&written);

@@ -1,44 +1,41 @@
-//! All SQL lives here: the schema (applied at start), the ingest
-//! transaction, the outbox claim and attempt records, and batch queries.
-//! The rest of the code speaks in domain types and never sees a query.
+//! All SQL lives here, behind one interface: the schema, the ingest
+//! transaction, the outbox claims and attempt records, batch queries. The
+//! rest of the code speaks in domain types (`types`) and never sees a query
+//! or knows which database it talks to.
 //!
-//! SQLite allows one writer at a time. Herald therefore writes through a
-//! pool of exactly one connection (writes queue in-process instead of
-//! failing with SQLITE_BUSY) and reads through a separate pool, which WAL
-//! mode lets run beside the writer.
+//! Two backends, each with its own SQL and its own migrations folder:
+//! `sqlite` (one file, the embedded default) and `postgres` (one database
+//! shared by any number of Herald replicas). [`Store`] is an enum over the
+//! two rather than a trait object: the set of backends is closed and known
+//! at compile time, calls are dispatched statically with no boxed futures
+//! on the ingest path, and a backend can add what only it needs (leases,
+//! notifications) without widening a trait every other backend must
+//! implement. The `delegate!` lists below are the whole seam: a method
+//! missing from a backend is a compile error, not a runtime surprise.
 
-mod deliveries;
-mod email;
-mod ingest;
-mod managed;
-mod monitor;
-mod queries;
-mod retention;
-mod writer;
+mod postgres;
+mod rows;
+mod sqlite;
+mod types;
 
-use std::str::FromStr;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::sqlite::{
-    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::SqlitePool;
 
-pub use deliveries::{
-    AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryState,
-    DeliveryUpdate,
-};
-pub use email::PendingDelivery;
-pub use ingest::{NewEvent, PriorEvent, Tx};
-pub use managed::{ManagedSubscription, StoredSecret};
-pub use monitor::ScheduleState;
-pub use queries::{BatchChange, BatchFilter, BatchPage, SnapshotPage, SnapshotRest};
-pub use retention::Pruned;
-pub use writer::WriteTx;
+use crate::config::StoreSettings;
+use crate::core::batch::{BatchRecord, BatchState};
+use crate::core::document::StoredDocument;
+use crate::core::email::AlertState;
+use crate::core::event::{EnvironmentEvent, SchemaEvent};
 
-use writer::{Writer, WriterState};
+pub use postgres::{masked_url, PgStore};
+pub use sqlite::{SqliteStore, WriteTx};
+pub use types::{
+    AttemptRecord, AttemptRow, BatchChange, BatchFilter, BatchPage, ClaimedDelivery,
+    DeliveryFilter, DeliveryRow, DeliveryState, DeliveryUpdate, ManagedSubscription, NewEvent,
+    PendingDelivery, PriorEvent, Pruned, ScheduleState, SnapshotPage, SnapshotRest, StoredSecret,
+};
 
 /// Herald's failure to talk to its database: never the caller's fault.
 #[derive(Debug, thiserror::Error)]
@@ -56,20 +53,36 @@ pub enum StoreError {
     /// nothing was written, and the caller should retry later.
     #[error("the store is full or read-only; retry later ({0})")]
     Unwritable(String),
+    /// The database named by the settings cannot be used (the URL is
+    /// shown with its password masked).
+    #[error("cannot use the database at {url}: {reason}")]
+    Connect { url: String, reason: String },
 }
 
 impl StoreError {
     /// Why the database cannot take writes now, when that is the failure:
     /// a condition of the machine that passes, not a fault in Herald.
     pub fn unwritable_reason(&self) -> Option<&str> {
-        let code = match self {
+        let db = match self {
             StoreError::Unwritable(reason) => return Some(reason),
-            StoreError::Database(sqlx::Error::Database(e)) => e.code(),
+            StoreError::Database(sqlx::Error::Database(db)) => db,
             StoreError::Database(sqlx::Error::Io(_)) => return Some("an I/O error"),
+            StoreError::Database(sqlx::Error::PoolTimedOut) => {
+                return Some("the database did not answer in time")
+            }
+            StoreError::Database(sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)) => {
+                return Some("the database connection failed")
+            }
             _ => return None,
         };
+        if db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            return postgres_unwritable(db.code()?.as_ref());
+        }
         // SQLite reports extended codes; the primary code is the low byte.
-        let primary = code?.parse::<i32>().ok()? & 0xff;
+        let primary = db.code()?.parse::<i32>().ok()? & 0xff;
         Some(match primary {
             5 | 6 => "the database is locked by another process",
             8 => "the database is read-only",
@@ -78,6 +91,19 @@ impl StoreError {
             14 => "the database file cannot be opened",
             _ => return None,
         })
+    }
+
+    /// A conflict with a concurrent transaction on another replica (a
+    /// unique key taken meanwhile, a deadlock, a serialization failure):
+    /// the same work retried sees the other's result.
+    pub fn is_conflict(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        matches!(db.code().as_deref(), Some("23505" | "40001" | "40P01"))
+            && db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
     }
 
     /// The same failure for every job of a group commit: the kind is kept
@@ -89,7 +115,7 @@ impl StoreError {
         }
     }
 
-    fn is_pool_failure(&self) -> bool {
+    pub(crate) fn is_pool_failure(&self) -> bool {
         matches!(
             self,
             StoreError::Database(sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut)
@@ -97,128 +123,303 @@ impl StoreError {
     }
 }
 
+/// Herald's database, whichever backend holds it.
 #[derive(Clone, Debug)]
 pub struct Store {
-    writer: Writer,
-    reader: SqlitePool,
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls back.
+pub struct Tx(TxBackend);
+
+enum TxBackend {
+    Sqlite(sqlite::Tx),
+    Postgres(postgres::Tx),
+}
+
+/// Forwards each listed method to the backend in use.
+macro_rules! delegate {
+    (Store: $( $(#[$doc:meta])* async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl Store {
+            $( $(#[$doc])* pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                match &self.backend {
+                    Backend::Sqlite(s) => s.$name($($arg),*).await,
+                    Backend::Postgres(p) => p.$name($($arg),*).await,
+                }
+            } )*
+        }
+    };
+    (Tx: $( $(#[$doc:meta])* async fn $name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl Tx {
+            $( $(#[$doc])* pub async fn $name(&mut self $(, $arg: $ty)*) -> $ret {
+                match &mut self.0 {
+                    TxBackend::Sqlite(t) => t.$name($($arg),*).await,
+                    TxBackend::Postgres(t) => t.$name($($arg),*).await,
+                }
+            } )*
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` and applies
-    /// pending migrations.
+    /// Opens the store `url` names with default settings (tests, tools).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: an acked event survives power loss, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let state = Arc::new(WriterState::default());
-        let limits = state.clone();
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .after_connect(move |conn, _| {
-                let limit = limits.limit_statement();
-                Box::pin(async move {
-                    if let Some(limit) = limit {
-                        sqlx::query(&limit).execute(conn).await?;
-                    }
-                    Ok(())
-                })
-            })
-            // Space freed by pruning goes back to the file system; a new
-            // database is created so, an older one converted below.
-            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
-            .await?;
-        sqlx::migrate!("./migrations").run(&writer).await?;
-        convert_to_incremental_vacuum(&writer).await;
-        let reader = if url.contains(":memory:") {
-            // A second pool would open a second, empty in-memory database.
-            writer.clone()
+        Store::connect(&StoreSettings::new(url)).await
+    }
+
+    /// Opens (creating if missing) the store the settings name and applies
+    /// pending migrations.
+    pub async fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
+        let backend = if settings.is_postgres() {
+            Backend::Postgres(PgStore::connect(settings).await?)
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options.read_only(true))
-                .await?
+            Backend::Sqlite(SqliteStore::open(settings).await?)
         };
-        Ok(Store {
-            writer: Writer::new(writer, state),
-            reader,
-        })
+        Ok(Store { backend })
     }
 
-    /// Starts the write transaction in which one event is ingested.
+    /// Whether several Herald processes may share this store.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// The PostgreSQL backend, when that is the one in use: for what only
+    /// a shared store does (notifications, leadership leases).
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match &self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Starts the write transaction in which a group of events is ingested.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx::new(self.writer.begin().await?))
-    }
-
-    /// Limits the database file to about `max_bytes` (`None`: no limit),
-    /// from now on and on every connection opened later; a full database
-    /// refuses writes as a full disk does. A limit below the current size
-    /// holds the database at its current size.
-    pub async fn limit_size(&self, max_bytes: Option<u64>) -> Result<(), StoreError> {
-        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&self.reader)
-            .await?;
-        let pages = max_bytes.map(|b| (b / page_size.max(512) as u64).max(1));
-        self.writer.limit_pages(pages).await
+        Ok(Tx(match &self.backend {
+            Backend::Sqlite(s) => TxBackend::Sqlite(s.begin().await?),
+            Backend::Postgres(p) => TxBackend::Postgres(p.begin().await?),
+        }))
     }
 
     /// Why writes are failing, while they are: the last write transaction
-    /// failed for a condition of the machine (full, read-only) and none has
-    /// committed since.
+    /// failed for a condition of the machine (full, read-only, unreachable)
+    /// and none has committed since.
     pub fn write_failure(&self) -> Option<String> {
-        self.writer.failure()
-    }
-
-    /// Tries a write transaction of 64 KiB (a row written and deleted), so
-    /// readiness can see the store take writes again without waiting for
-    /// traffic. A store with less room than that is as good as full.
-    pub async fn probe_write(&self) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let written = async {
-            sqlx::query("INSERT INTO write_probe (filler) VALUES (zeroblob(65536))")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM write_probe")
-                .execute(&mut *tx)
-                .await
-        }
-        .await;
-        match written {
-            Ok(_) => tx.commit().await,
-            Err(e) => Err(tx.note_failure(e.into())),
+        match &self.backend {
+            Backend::Sqlite(s) => s.write_failure(),
+            Backend::Postgres(p) => p.write_failure(),
         }
     }
 
     pub async fn close(&self) {
-        self.writer.pool().close().await;
-        self.reader.close().await;
+        match &self.backend {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(p) => p.close().await,
+        }
     }
 }
 
-/// A database created before Herald pruned anything has no auto-vacuum;
-/// switching it on takes one VACUUM. It is an optimisation (freed pages are
-/// reused either way), so a failure (no room for the copy) is only logged.
-async fn convert_to_incremental_vacuum(writer: &SqlitePool) {
-    let mode: Result<i64, _> = sqlx::query_scalar("PRAGMA auto_vacuum")
-        .fetch_one(writer)
-        .await;
-    if !matches!(mode, Ok(0)) {
-        return;
+impl Tx {
+    /// Commits; only an `Ok` means the writes are durable.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self.0 {
+            TxBackend::Sqlite(t) => t.commit().await,
+            TxBackend::Postgres(t) => t.commit().await,
+        }
     }
-    tracing::info!("converting the database to incremental auto-vacuum (once)");
-    let converted = async {
-        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
-            .execute(writer)
-            .await?;
-        sqlx::query("VACUUM").execute(writer).await
+
+    /// Records why the transaction failed before its commit (so readiness
+    /// knows a full store); dropping the transaction then rolls it back.
+    pub fn note_failure(&self, error: StoreError) -> StoreError {
+        match &self.0 {
+            TxBackend::Sqlite(t) => t.note_failure(error),
+            TxBackend::Postgres(t) => t.note_failure(error),
+        }
     }
-    .await;
-    if let Err(e) = converted {
-        tracing::warn!(error = %e, "cannot convert to incremental auto-vacuum; freed space is still reused");
-    }
+}
+
+delegate! { Store:
+    /// Limits the database to about `max_bytes` (`None`: no limit); a full
+    /// database refuses writes as a full disk does (SQLite; tests use it).
+    async fn limit_size(&self, max_bytes: Option<u64>) -> Result<(), StoreError>;
+    /// Tries a write transaction of 64 KiB, so readiness can see the store
+    /// take writes again without waiting for traffic.
+    async fn probe_write(&self) -> Result<(), StoreError>;
+    /// Records the subscriptions the configuration declares. A disabled
+    /// subscription whose target changed is enabled again. Returns the
+    /// names that remain disabled.
+    async fn sync_subscriptions(&self, subscriptions: &[(String, String)]) -> Result<Vec<String>, StoreError>;
+    /// Why the subscription is disabled, if it is.
+    async fn subscription_disabled(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Leases the subscription's oldest pending delivery (by event order),
+    /// if it is due and free: for sinks that must apply events in order.
+    async fn claim_head(&self, subscription: &str, now: DateTime<Utc>, owner: &str, lease_until: DateTime<Utc>) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Leases up to `limit` due deliveries of one subscription to `owner`
+    /// until `lease_until`.
+    async fn claim_due(&self, subscription: &str, now: DateTime<Utc>, limit: usize, max_in_flight: usize, owner: &str, lease_until: DateTime<Utc>) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Records attempts and moves their deliveries on, releasing the
+    /// leases, all in one transaction. An update only applies while `owner`
+    /// still holds the lease; the attempt is recorded either way.
+    async fn record_attempts(&self, owner: &str, attempts: &[(AttemptRecord, DeliveryUpdate)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// How many deliveries are pending, and when the oldest was enqueued.
+    async fn outbox_gauges(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError>;
+    /// Whether the database answers (for readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Gives back leases this owner still holds (at shutdown), so the rows
+    /// are due at once for whoever runs next.
+    async fn release_leases(&self, owner: &str, ids: &[String]) -> Result<(), StoreError>;
+    /// When the subscription's earliest pending delivery falls due (or its
+    /// lease expires), if it has any.
+    async fn next_due_at(&self, subscription: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError>;
+    async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError>;
+    /// Makes deliveries due now, whatever their state. A lease still held
+    /// (an attempt in flight) is left alone; the row is picked up after it.
+    async fn make_due(&self, ids: &[String], now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Every event Herald received in `[since, until)`, oldest first, as
+    /// (sequence, parsed envelope) — what replay filters by subscription.
+    async fn events_received(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Vec<(i64, serde_json::Value)>, StoreError>;
+    /// Makes (event, subscription) deliveries due now: existing rows are
+    /// reset, missing ones created. Returns how many.
+    async fn replay(&self, subscription: &str, seqs: &[i64], now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// The ids of dead deliveries, of one subscription or all.
+    async fn dead_deliveries(&self, subscription: Option<&str>) -> Result<Vec<String>, StoreError>;
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>, StoreError>;
+    /// The subscription's pending deliveries that are not leased, oldest
+    /// first, when at least one of them is due (else none): a group is
+    /// mailed only with all its deliveries, so the caller needs those that
+    /// wait for a retry too.
+    async fn pending_deliveries(&self, subscription: &str, now: DateTime<Utc>) -> Result<Vec<PendingDelivery>, StoreError>;
+    /// Leases the given deliveries (those still free) to `owner`; returns
+    /// the ids it got.
+    async fn claim_ids(&self, ids: &[String], owner: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+    async fn email_group_sent(&self, rule: &str, group: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    async fn email_alert_states(&self, rule: &str) -> Result<HashMap<String, AlertState>, StoreError>;
+    /// Records that a group was mailed at `now`, telling its recipients
+    /// about these alerts (key, firing).
+    async fn record_mailed(&self, rule: &str, group: &str, alerts: &[(String, bool)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// A project's newest stored document (its event id, and the document
+    /// compressed), read outside the writer.
+    async fn latest_document(&self, project_id: &str) -> Result<Option<(String, StoredDocument)>, StoreError>;
+    /// A project document in its stored (compressed) form.
+    async fn stored_document(&self, event_id: &str) -> Result<Option<StoredDocument>, StoreError>;
+    /// A project document, decompressed whole.
+    async fn document(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn managed_subscriptions(&self) -> Result<Vec<ManagedSubscription>, StoreError>;
+    /// Inserts or replaces a managed subscription.
+    async fn save_managed(&self, sub: &ManagedSubscription, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Deletes a managed subscription and fails its pending deliveries;
+    /// returns how many were failed.
+    async fn delete_managed(&self, name: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Disables (with a reason) or enables a subscription.
+    async fn set_disabled(&self, name: &str, reason: Option<&str>, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Every batch in RUNNING state.
+    async fn running_batches(&self) -> Result<Vec<BatchRecord>, StoreError>;
+    /// For each (environment, cube): the durations of its latest `limit`
+    /// successful batches whose start Herald saw, newest first (a cube
+    /// without any is absent). One statement for up to [`CHUNK`] cubes, each
+    /// cube an indexed lookup: the monitor asks once per check, not once
+    /// per running batch.
+    async fn recent_durations(&self, cubes: &[(&str, &str)], limit: usize) -> Result<HashMap<(String, String), Vec<Duration>>, StoreError>;
+    /// When the cube last finished a successful batch.
+    async fn last_success_at(&self, environment_id: &str, cube_id: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Records the configured schedules; tracking of a new one (or one that
+    /// now names another cube) begins at `now`.
+    async fn sync_schedules(&self, schedules: &[(String, String, String)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn schedule_state(&self, name: &str) -> Result<Option<ScheduleState>, StoreError>;
+    /// Clears a schedule's overdue mark (its refresh succeeded).
+    async fn clear_overdue(&self, name: &str) -> Result<(), StoreError>;
+    async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError>;
+    /// Batches matching `filter`, newest first (by when they began, then
+    /// id), starting strictly after `after`.
+    async fn list_batches(&self, filter: &BatchFilter, page_size: usize, after: Option<(i64, String)>) -> Result<BatchPage, StoreError>;
+    /// The earliest batch of a cube begun at or after `after` (in any
+    /// environment when `environment_id` is `None`).
+    async fn first_batch_after(&self, environment_id: Option<&str>, cube_id: &str, after: DateTime<Utc>) -> Result<Option<BatchRecord>, StoreError>;
+    /// The sequence number of the newest event (0 when there is none).
+    async fn last_seq(&self) -> Result<i64, StoreError>;
+    /// The first page of a watch's snapshot: of the newest `limit` batches
+    /// matching `filter`, the `page` oldest, and where the rest begins.
+    async fn first_snapshot_page(&self, filter: &BatchFilter, limit: usize, page: usize) -> Result<SnapshotPage, StoreError>;
+    /// The next page of a watch's snapshot, as the batches stand now.
+    async fn next_snapshot_page(&self, filter: &BatchFilter, rest: SnapshotRest, page: usize) -> Result<SnapshotPage, StoreError>;
+    /// Batch changes after `after_seq` matching `filter`, oldest first.
+    async fn batch_changes(&self, filter: &BatchFilter, after_seq: i64, limit: usize) -> Result<Vec<BatchChange>, StoreError>;
+    /// How many events are stored (for tests and diagnostics).
+    async fn count_events(&self) -> Result<i64, StoreError>;
+    /// Finished deliveries (delivered, failed, dead) that finished before
+    /// `cutoff`, with their attempts.
+    async fn prune_deliveries(&self, cutoff: DateTime<Utc>, limit: u32) -> Result<Pruned, StoreError>;
+    /// Events received before `cutoff` that no delivery, no schema log
+    /// entry and no kept document refers to. (A project's newest documents
+    /// are kept whatever their age — the next publish is compared with the
+    /// latest — so their events stay too; see [`Store::prune_documents`].)
+    async fn prune_events(&self, cutoff: DateTime<Utc>, limit: u32) -> Result<Pruned, StoreError>;
+    /// Project documents beyond the newest `keep` of their project.
+    async fn prune_documents(&self, keep: u32, limit: u32) -> Result<Pruned, StoreError>;
+    /// Batches that last changed before `cutoff`.
+    async fn prune_batches(&self, cutoff: DateTime<Utc>, limit: u32) -> Result<Pruned, StoreError>;
+    /// Gives up to `pages` free pages back to the file system (the database
+    /// uses incremental auto-vacuum; freed pages are reused either way).
+    async fn release_free_pages(&self, pages: u32) -> Result<(), StoreError>;
+}
+
+delegate! { Tx:
+    /// Serializes this transaction with any other, on any replica, that
+    /// touches one of `keys` (event ids, batch ids, cubes), until it ends.
+    /// A no-op on SQLite, whose single writer serializes everything.
+    async fn lock_keys(&mut self, keys: &[String]) -> Result<(), StoreError>;
+    async fn save_environment(&mut self, env: &EnvironmentEvent, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn append_schema_log(&mut self, seq: i64, schema: &SchemaEvent, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The stored events among `event_ids`, by id.
+    async fn find_events(&mut self, event_ids: &[&str]) -> Result<HashMap<String, PriorEvent>, StoreError>;
+    /// The stored batches among `batch_ids`, by id.
+    async fn load_batches(&mut self, batch_ids: &[&str]) -> Result<HashMap<String, BatchRecord>, StoreError>;
+    /// For each (environment, cube): when its latest finished batch
+    /// finished, and how.
+    async fn cube_outcomes(&mut self, cubes: &[(&str, &str)]) -> Result<HashMap<(String, String), (i64, BatchState)>, StoreError>;
+    async fn disabled_subscriptions(&mut self) -> Result<HashSet<String>, StoreError>;
+    /// Upserts the batches (each id at most once).
+    async fn save_batches(&mut self, records: &[&BatchRecord]) -> Result<(), StoreError>;
+    /// Inserts the event rows; returns each one's sequence number by id.
+    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<HashMap<String, i64>, StoreError>;
+    /// Enqueues deliveries of (event seq, subscription).
+    async fn insert_deliveries(&mut self, deliveries: &[(i64, &str)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Stores a project document in its compressed form.
+    async fn insert_document(&mut self, event_id: &str, document: &StoredDocument) -> Result<(), StoreError>;
+    /// The event id of a project's newest stored document.
+    async fn latest_document_id(&mut self, project_id: &str) -> Result<Option<String>, StoreError>;
+    /// A stored document, compressed, as this transaction sees it.
+    async fn stored_document(&mut self, event_id: &str) -> Result<Option<StoredDocument>, StoreError>;
+    async fn set_overdue(&mut self, name: &str, since: Option<DateTime<Utc>>) -> Result<(), StoreError>;
+}
+
+/// PostgreSQL's SQLSTATE classes for a server that cannot take writes now.
+fn postgres_unwritable(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "53100" => "the database server's disk is full",
+        c if c.starts_with("53") => "the database server is out of resources",
+        "25006" => "the database is read-only (a standby?)",
+        c if c.starts_with("57P") => "the database server is shutting down or restarting",
+        c if c.starts_with("08") => "the database connection failed",
+        _ => return None,
+    })
+}
+
+/// A stored document, decompressed whole.
+pub(crate) fn decompress(document: Option<StoredDocument>) -> Result<Option<Vec<u8>>, StoreError> {
+    document
+        .map(|document| {
+            document
+                .to_vec()
+                .map_err(|e| StoreError::Corrupt(format!("decompressing a document: {e}")))
+        })
+        .transpose()
 }
 
 pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {

@@ -1,9 +1,16 @@
 //! Test harness: a real Herald (built through `Application::build_with`,
-//! the production path) on 127.0.0.1:0 with a temporary SQLite file, a
-//! manual clock, and real HTTP receivers on loopback.
+//! the production path) on 127.0.0.1:0 with a temporary store, a manual
+//! clock, and real HTTP receivers on loopback.
+//!
+//! The same tests run twice: the `api` target on a SQLite file in a
+//! temporary directory, the `postgres` target (which includes these files)
+//! on a database of its own per test on the machine's PostgreSQL, created
+//! when the test starts and dropped when it ends.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +39,108 @@ use herald::deliver::Dispatcher;
 use herald::monitor::{Findings, Monitor};
 use herald::store::Store;
 
+/// Whether this test binary runs the suite on PostgreSQL.
+pub fn on_postgres() -> bool {
+    env!("CARGO_CRATE_NAME") == "postgres"
+}
+
+/// The PostgreSQL database tests create theirs from (trust auth).
+pub fn postgres_admin_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A test's own place for its data: a temporary directory, and on the
+/// PostgreSQL target a database of its own, dropped with it.
+pub struct TestDir {
+    dir: TempDir,
+    database: Option<String>,
+}
+
+impl Deref for TestDir {
+    type Target = TempDir;
+    fn deref(&self) -> &TempDir {
+        &self.dir
+    }
+}
+
+impl TestDir {
+    pub async fn create() -> Arc<TestDir> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = match on_postgres() {
+            true => Some(create_database().await),
+            false => None,
+        };
+        Arc::new(TestDir { dir, database })
+    }
+
+    /// The store URL Herald is given.
+    pub fn store_url(&self) -> String {
+        match &self.database {
+            Some(name) => database_url(name),
+            None => format!("sqlite://{}/herald.db", self.dir.path().display()),
+        }
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let Some(name) = self.database.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut admin = sqlx::PgConnection::connect(&postgres_admin_url()).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+            })
+        });
+        if let Ok(Err(e)) = dropped.join() {
+            eprintln!("dropping the test database failed: {e}");
+        }
+    }
+}
+
+fn database_url(name: &str) -> String {
+    let admin = postgres_admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// Creates an empty database for one test. Without a reachable
+/// PostgreSQL, a developer's run skips the whole PostgreSQL half with one
+/// line; on CI (`CI` set) that is a failure.
+async fn create_database() -> String {
+    use sqlx::Connection;
+    let admin_url = postgres_admin_url();
+    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(admin) => admin,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "PostgreSQL is not reachable at {admin_url} ({e}): skipping the PostgreSQL half of the suite (set HERALD_TEST_POSTGRES; CI never skips it)"
+            );
+            std::process::exit(0);
+        }
+        Err(e) => panic!("PostgreSQL is not reachable at {admin_url} and CI never skips it: {e}"),
+    };
+    let name = format!("herald_t_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("creates the test database");
+    name
+}
+
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const AIRFLOW_AUTH: &str = "Basic aGVyYWxkOmhlcmFsZA==";
 
@@ -57,7 +166,7 @@ pub struct TestApp {
     /// Who waits for changes, and the streams open per caller.
     pub feed: herald::feed::ChangeFeed,
     pub clock: ManualClock,
-    pub dir: Arc<TempDir>,
+    pub dir: Arc<TestDir>,
     stop: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -71,7 +180,7 @@ pub struct Spawn {
     /// Let the real background dispatcher run instead of driving it by hand.
     pub background: bool,
     /// Reuse a database directory (to restart on the same data).
-    pub dir: Option<Arc<TempDir>>,
+    pub dir: Option<Arc<TestDir>>,
     pub clock: Option<ManualClock>,
     /// Replaces the `[egress]` section, which by default allows loopback.
     pub egress: Option<String>,
@@ -92,18 +201,19 @@ pub async fn spawn_app(webhooks: &str) -> TestApp {
 
 impl Spawn {
     pub async fn start(self) -> TestApp {
-        let dir = self
-            .dir
-            .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
+        let dir = match self.dir {
+            Some(dir) => dir,
+            None => TestDir::create().await,
+        };
         let clock = self.clock.unwrap_or_else(|| {
             ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap())
         });
         let toml = format!(
             "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"200ms\"\n{}\n\
-             [store]\nurl = \"sqlite://{}/herald.db\"\n\
+             [store]\nurl = \"{}\"\n\
              [delivery]\npoll_interval = \"50ms\"\n{}\n{}",
             self.server,
-            dir.path().display(),
+            dir.store_url(),
             self.egress.as_deref().unwrap_or("[egress]\nallow = [\"127.0.0.0/8\"]"),
             self.webhooks
         );
@@ -159,7 +269,7 @@ impl Spawn {
 
 impl TestApp {
     /// Stops the server the way SIGTERM does and waits until it is down.
-    pub async fn stop(self) -> (Arc<TempDir>, ManualClock) {
+    pub async fn stop(self) -> (Arc<TestDir>, ManualClock) {
         self.stop.cancel();
         self.handle.await.expect("app task ends cleanly");
         (self.dir, self.clock)
@@ -188,6 +298,24 @@ impl TestApp {
             service: String::new(),
         };
         Ok(health.check(request).await?.into_inner().status)
+    }
+
+    /// Rows in one of the store's tables, counted in the database itself.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let url = self.dir.store_url();
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        if on_postgres() {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            return n;
+        }
+        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=ro"))
+            .await
+            .unwrap();
+        let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        n
     }
 
     /// The deliveries of one event, in subscription order.

@@ -10,14 +10,7 @@ use crate::helpers::{dead_address, spawn_app, webhook, Receiver, TestApp};
 const DAY: Duration = Duration::from_secs(86_400);
 
 async fn count(app: &TestApp, table: &str) -> i64 {
-    let url = format!("sqlite://{}/herald.db?mode=ro", app.dir.path().display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let n = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
+    app.count_rows(table).await
 }
 
 /// Rows of (deliveries, attempts, events, documents, batches).

@@ -11,27 +11,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::{to_millis, Store, StoreError, WriteTx};
-
-/// Rows of each kind one pruning step removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pruned {
-    pub deliveries: u64,
-    pub attempts: u64,
-    pub events: u64,
-    pub documents: u64,
-    pub batches: u64,
-}
-
-impl Pruned {
-    pub fn add(&mut self, other: Pruned) {
-        self.deliveries += other.deliveries;
-        self.attempts += other.attempts;
-        self.events += other.events;
-        self.documents += other.documents;
-        self.batches += other.batches;
-    }
-}
+use super::{to_millis, SqliteStore, StoreError, WriteTx};
+use crate::store::types::Pruned;
 
 /// `DELETE FROM {table} WHERE {column} IN (...)`; returns rows removed.
 async fn delete_in<T>(
@@ -56,7 +37,7 @@ where
     Ok(query.build().execute(&mut **tx).await?.rows_affected())
 }
 
-impl Store {
+impl SqliteStore {
     /// Finished deliveries (delivered, failed, dead) that finished before
     /// `cutoff`, with their attempts.
     pub async fn prune_deliveries(

@@ -2,44 +2,18 @@
 //! subscription by hand.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
-use super::{from_json, to_json, to_millis, Store, StoreError};
+use super::{rows, to_json, to_millis, SqliteStore, StoreError};
+use crate::store::types::ManagedSubscription;
 
-/// A stored signing secret: the `whsec_…` text, and for a rotated-out one
-/// when it stops signing (unix seconds).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSecret {
-    pub secret: String,
-    pub expires_at: Option<i64>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ManagedSubscription {
-    pub name: String,
-    pub kind: String,
-    pub spec: serde_json::Value,
-    pub secrets: Vec<StoredSecret>,
-}
-
-impl Store {
+impl SqliteStore {
     pub async fn managed_subscriptions(&self) -> Result<Vec<ManagedSubscription>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, kind, spec, secrets FROM managed_subscriptions ORDER BY created_at, name",
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ManagedSubscription {
-                    name: r.get("name"),
-                    kind: r.get("kind"),
-                    spec: from_json(r.get("spec"))?,
-                    secrets: from_json(r.get("secrets"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::managed).collect()
     }
 
     /// Inserts or replaces a managed subscription.

@@ -8,147 +8,16 @@
 //! again: delivery is at least once.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
+
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{from_millis, to_millis, Store, StoreError};
+use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
+use super::{from_millis, to_millis, SqliteStore, StoreError};
+use crate::store::types::{
+    AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryUpdate,
+};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryState {
-    Pending,
-    Delivered,
-    /// A permanent failure (a 4xx the receiver meant).
-    Failed,
-    /// Retries exhausted.
-    Dead,
-}
-
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-            DeliveryState::Dead => "dead",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<DeliveryState> {
-        [Self::Pending, Self::Delivered, Self::Failed, Self::Dead]
-            .into_iter()
-            .find(|state| state.as_str() == s)
-    }
-}
-
-/// A delivery this worker holds the lease on, with what it must send.
-#[derive(Debug, Clone)]
-pub struct ClaimedDelivery {
-    /// The stable `webhook-id`.
-    pub id: String,
-    pub subscription: String,
-    pub event_type: String,
-    /// Attempts made before this one.
-    pub attempts: u32,
-    pub body: Vec<u8>,
-}
-
-/// One attempt's facts, as recorded in the delivery log.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub delivery_id: String,
-    /// 1-based.
-    pub attempt: u32,
-    pub started_at: DateTime<Utc>,
-    pub duration_ms: i64,
-    pub status_code: Option<u16>,
-    pub response_excerpt: Option<String>,
-    pub error: Option<String>,
-}
-
-/// Where the delivery goes after an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryUpdate {
-    Delivered,
-    RetryAt(DateTime<Utc>),
-    Failed,
-    Dead,
-    /// Failed, and the subscription is disabled (410 Gone).
-    DisableSubscription {
-        reason: String,
-    },
-    /// Nothing to send (an email alert already mailed, folded into another,
-    /// or resolved before anyone heard of it): done without a message.
-    Suppressed,
-}
-
-impl DeliveryUpdate {
-    fn state(&self) -> DeliveryState {
-        match self {
-            DeliveryUpdate::Delivered | DeliveryUpdate::Suppressed => DeliveryState::Delivered,
-            DeliveryUpdate::RetryAt(_) => DeliveryState::Pending,
-            DeliveryUpdate::Failed | DeliveryUpdate::DisableSubscription { .. } => {
-                DeliveryState::Failed
-            }
-            DeliveryUpdate::Dead => DeliveryState::Dead,
-        }
-    }
-
-    /// How the attempt ended, as recorded and counted.
-    pub fn verdict(&self) -> &'static str {
-        match self {
-            DeliveryUpdate::Delivered => "delivered",
-            DeliveryUpdate::RetryAt(_) => "retry",
-            DeliveryUpdate::Failed => "failed",
-            DeliveryUpdate::Dead => "dead",
-            DeliveryUpdate::DisableSubscription { .. } => "disabled",
-            DeliveryUpdate::Suppressed => "suppressed",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryFilter {
-    pub subscription: Option<String>,
-    pub event_id: Option<String>,
-    pub state: Option<DeliveryState>,
-    /// Created at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Created before.
-    pub until: Option<DateTime<Utc>>,
-    /// Only rows after this (event sequence, subscription) position.
-    pub after: Option<(i64, String)>,
-    pub limit: Option<usize>,
-}
-
-/// A row of the delivery log.
-#[derive(Debug, Clone)]
-pub struct DeliveryRow {
-    pub id: String,
-    /// The event's sequence number: with `subscription`, the row's position.
-    pub event_seq: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub subscription: String,
-    pub state: DeliveryState,
-    pub attempts: u32,
-    pub next_attempt_at: DateTime<Utc>,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub struct AttemptRow {
-    pub attempt: u32,
-    pub started_at: DateTime<Utc>,
-    pub duration_ms: i64,
-    pub status_code: Option<u16>,
-    pub response_excerpt: Option<String>,
-    pub error: Option<String>,
-    pub verdict: String,
-}
-
-impl Store {
+impl SqliteStore {
     /// Records the subscriptions the configuration declares. A disabled
     /// subscription whose target changed is enabled again. Returns the
     /// names that remain disabled.
@@ -227,7 +96,7 @@ impl Store {
         .bind(id)
         .fetch_all(&self.reader)
         .await?;
-        Ok(claimed.iter().map(claimed_from_row).collect())
+        Ok(claimed.iter().map(rows::claimed).collect())
     }
 
     /// Leases up to `limit` due deliveries of one subscription to `owner`
@@ -237,6 +106,8 @@ impl Store {
         subscription: &str,
         now: DateTime<Utc>,
         limit: usize,
+        // One process: the lane's own count is the whole fleet's.
+        _max_in_flight: usize,
         owner: &str,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
@@ -269,7 +140,7 @@ impl Store {
         }
         query.push(") ORDER BY d.next_attempt_at, d.id");
         let claimed = query.build().fetch_all(&self.reader).await?;
-        Ok(claimed.iter().map(claimed_from_row).collect())
+        Ok(claimed.iter().map(rows::claimed).collect())
     }
 
     /// Records attempts and moves their deliveries on, releasing the
@@ -288,7 +159,7 @@ impl Store {
         for chunk in attempts.chunks(256) {
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code,
-                                       response_excerpt, error, verdict) ",
+                                       response_excerpt, error, verdict, replica) ",
             );
             insert.push_values(chunk, |mut row, (a, update)| {
                 row.push_bind(&a.delivery_id)
@@ -298,7 +169,8 @@ impl Store {
                     .push_bind(a.status_code.map(i64::from))
                     .push_bind(&a.response_excerpt)
                     .push_bind(&a.error)
-                    .push_bind(update.verdict());
+                    .push_bind(update.verdict())
+                    .push_bind(&self.replica);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -366,9 +238,7 @@ impl Store {
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
         let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT d.id, d.event_seq, e.event_id, e.event_type, d.subscription, d.state, d.attempts,
-                    d.next_attempt_at, d.last_status, d.last_error, d.created_at
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE 1 = 1",
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE 1 = 1"),
         );
         if let Some(subscription) = &filter.subscription {
             query.push(" AND d.subscription = ").push_bind(subscription);
@@ -402,19 +272,17 @@ impl Store {
             query.push(" LIMIT ").push_bind(limit as i64);
         }
         let rows = query.build().fetch_all(&self.reader).await?;
-        rows.iter().map(delivery_from_row).collect()
+        rows.iter().map(rows::delivery).collect()
     }
 
     pub async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.event_seq, e.event_id, e.event_type, d.subscription, d.state, d.attempts,
-                    d.next_attempt_at, d.last_status, d.last_error, d.created_at
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?"
+        ))
         .bind(id)
         .fetch_optional(&self.reader)
         .await?;
-        rows.as_ref().map(delivery_from_row).transpose()
+        rows.as_ref().map(rows::delivery).transpose()
     }
 
     /// Makes deliveries due now, whatever their state. A lease still held
@@ -509,26 +377,13 @@ impl Store {
     }
 
     pub async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT attempt, started_at, duration_ms, status_code, response_excerpt, error, verdict
-             FROM attempts WHERE delivery_id = ? ORDER BY attempt, id",
-        )
+        let found = sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY attempt, id"
+        ))
         .bind(delivery_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptRow {
-                    attempt: r.get::<i64, _>("attempt") as u32,
-                    started_at: from_millis(r.get("started_at"))?,
-                    duration_ms: r.get("duration_ms"),
-                    status_code: r.get::<Option<i64>, _>("status_code").map(|c| c as u16),
-                    response_excerpt: r.get("response_excerpt"),
-                    error: r.get("error"),
-                    verdict: r.get("verdict"),
-                })
-            })
-            .collect()
+        found.iter().map(rows::attempt).collect()
     }
 }
 
@@ -574,32 +429,4 @@ async fn move_on(
         .await?;
     }
     Ok(())
-}
-
-fn claimed_from_row(r: &SqliteRow) -> ClaimedDelivery {
-    ClaimedDelivery {
-        id: r.get("id"),
-        subscription: r.get("subscription"),
-        event_type: r.get("event_type"),
-        attempts: r.get::<i64, _>("attempts") as u32,
-        body: r.get("body"),
-    }
-}
-
-fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRow, StoreError> {
-    let state: String = r.get("state");
-    Ok(DeliveryRow {
-        id: r.get("id"),
-        event_id: r.get("event_id"),
-        event_type: r.get("event_type"),
-        subscription: r.get("subscription"),
-        state: DeliveryState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("delivery state `{state}`")))?,
-        attempts: r.get::<i64, _>("attempts") as u32,
-        next_attempt_at: from_millis(r.get("next_attempt_at"))?,
-        last_status: r.get::<Option<i64>, _>("last_status").map(|c| c as u16),
-        last_error: r.get("last_error"),
-        event_seq: r.get("event_seq"),
-        created_at: from_millis(r.get("created_at"))?,
-    })
 }

@@ -8,27 +8,18 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::ingest::{Tx, CHUNK};
-use super::{from_json, from_millis, to_millis, Store, StoreError};
+use super::{from_millis, rows, to_millis, SqliteStore, StoreError};
 use crate::core::batch::BatchRecord;
+use crate::store::types::ScheduleState;
 
-/// A schedule's stored state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleState {
-    pub name: String,
-    /// When Herald began tracking the schedule: the reference point until
-    /// the first success.
-    pub baseline_at: DateTime<Utc>,
-    pub overdue_since: Option<DateTime<Utc>>,
-}
-
-impl Store {
+impl SqliteStore {
     /// Every batch in RUNNING state.
     pub async fn running_batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
         let rows =
             sqlx::query("SELECT record FROM batches WHERE state = 'RUNNING' ORDER BY begun_at")
                 .fetch_all(&self.reader)
                 .await?;
-        rows.iter().map(|r| from_json(r.get("record"))).collect()
+        rows.iter().map(rows::batch).collect()
     }
 
     /// For each (environment, cube): the durations of its latest `limit`
@@ -110,17 +101,7 @@ impl Store {
                 .bind(name)
                 .fetch_optional(&self.reader)
                 .await?;
-        row.map(|r| {
-            Ok(ScheduleState {
-                name: r.get("name"),
-                baseline_at: from_millis(r.get("baseline_at"))?,
-                overdue_since: r
-                    .get::<Option<i64>, _>("overdue_since")
-                    .map(from_millis)
-                    .transpose()?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(rows::schedule).transpose()
     }
 
     /// Clears a schedule's overdue mark (its refresh succeeded).

@@ -1,64 +1,14 @@
 //! Read-side queries over batches and their changes.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
+
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::{from_json, from_millis, to_millis, Store, StoreError};
-use crate::core::batch::{BatchRecord, BatchState};
-
-/// Which batches a query or a watch is about. Empty fields match anything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchFilter {
-    pub environment_id: Option<String>,
-    pub project_id: Option<String>,
-    pub cube_id: Option<String>,
-    pub batch_id: Option<String>,
-    pub state: Option<BatchState>,
-    /// Batches begun at or after this time.
-    pub since: Option<DateTime<Utc>>,
-    /// Batches begun before this time.
-    pub until: Option<DateTime<Utc>>,
-}
-
-/// A page of batches, newest (latest begun) first, and the position after
-/// its last row (`None` on the last page).
-#[derive(Debug, Clone)]
-pub struct BatchPage {
-    pub batches: Vec<BatchRecord>,
-    pub next: Option<(i64, String)>,
-}
-
-/// One committed change of a batch's state, in commit order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchChange {
-    /// The event's sequence number: a watcher's resume cursor.
-    pub seq: i64,
-    pub event_type: String,
-    pub occurred_at: DateTime<Utc>,
-    pub batch: BatchRecord,
-}
-
-/// A batch's place in "newest" order: when it began, then its id.
-type BatchKey = (i64, String);
-
-/// What is left of a watch's snapshot: the batches after `after`, up to
-/// and including `last` (the newest matching batch when the watch began).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SnapshotRest {
-    after: BatchKey,
-    last: BatchKey,
-}
-
-/// A page of a watch's snapshot, oldest first, read together with the
-/// newest event sequence number, so the page reflects exactly the changes
-/// up to `seq`.
-#[derive(Debug, Clone)]
-pub struct SnapshotPage {
-    pub seq: i64,
-    pub batches: Vec<BatchRecord>,
-    pub rest: Option<SnapshotRest>,
-}
+use super::{rows, to_millis, SqliteStore, StoreError};
+use crate::core::batch::BatchRecord;
+use crate::store::types::{
+    BatchChange, BatchFilter, BatchKey, BatchPage, SnapshotPage, SnapshotRest,
+};
 
 /// The columns of `batches` a filter applies to, with their values.
 fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &BatchFilter, table: &str) {
@@ -77,13 +27,13 @@ fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &BatchFilter, table
     }
 }
 
-impl Store {
+impl SqliteStore {
     pub async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
         let row = sqlx::query("SELECT record FROM batches WHERE batch_id = ?")
             .bind(batch_id)
             .fetch_optional(&self.reader)
             .await?;
-        row.map(|r| from_json(r.get("record"))).transpose()
+        row.as_ref().map(rows::batch).transpose()
     }
 
     /// Batches matching `filter`, newest first (by when they began, then
@@ -124,10 +74,7 @@ impl Store {
             Some(last) if more => Some((last.get("begun_at"), last.get("batch_id"))),
             _ => None,
         };
-        let batches = rows
-            .iter()
-            .map(|r| from_json(r.get("record")))
-            .collect::<Result<_, _>>()?;
+        let batches = rows.iter().map(rows::batch).collect::<Result<_, _>>()?;
         Ok(BatchPage { batches, next })
     }
 
@@ -149,7 +96,7 @@ impl Store {
         .bind(to_millis(after))
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| from_json(r.get("record"))).transpose()
+        row.as_ref().map(rows::batch).transpose()
     }
 
     /// The sequence number of the newest event (0 when there is none).
@@ -209,7 +156,7 @@ impl Store {
         push_filter(&mut query, filter, "events");
         query.push(" ORDER BY seq LIMIT ").push_bind(limit as i64);
         let rows = query.build().fetch_all(&self.reader).await?;
-        rows.iter().map(change_from_row).collect()
+        rows.iter().map(rows::change).collect()
     }
 
     /// How many events are stored (for tests and diagnostics).
@@ -286,29 +233,6 @@ async fn snapshot_rows(
         }),
         _ => None,
     };
-    let batches = rows
-        .iter()
-        .map(|r| from_json(r.get("record")))
-        .collect::<Result<_, _>>()?;
+    let batches = rows.iter().map(rows::batch).collect::<Result<_, _>>()?;
     Ok((batches, rest))
-}
-
-/// The reply stored with a batch event holds the batch as it stood after
-/// the event.
-#[derive(serde::Deserialize)]
-struct StoredReply {
-    batch: Option<BatchRecord>,
-}
-
-fn change_from_row(r: &SqliteRow) -> Result<BatchChange, StoreError> {
-    let reply: StoredReply = from_json(r.get("reply"))?;
-    let seq: i64 = r.get("seq");
-    Ok(BatchChange {
-        seq,
-        event_type: r.get("event_type"),
-        occurred_at: from_millis(r.get("occurred_at"))?,
-        batch: reply.batch.ok_or_else(|| {
-            StoreError::Corrupt(format!("event {seq} changes a batch but has none"))
-        })?,
-    })
 }

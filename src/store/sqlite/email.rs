@@ -6,21 +6,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{from_millis, to_millis, Store, StoreError};
+use super::{from_millis, rows, to_millis, SqliteStore, StoreError};
 use crate::core::email::AlertState;
+use crate::store::types::PendingDelivery;
 
-/// A pending delivery of a rule, not yet claimed.
-#[derive(Debug, Clone)]
-pub struct PendingDelivery {
-    pub id: String,
-    pub attempts: u32,
-    pub created_at: DateTime<Utc>,
-    /// Later than now while the delivery waits for a retry.
-    pub next_attempt_at: DateTime<Utc>,
-    pub body: Vec<u8>,
-}
-
-impl Store {
+impl SqliteStore {
     /// The subscription's pending deliveries that are not leased, oldest
     /// first, when at least one of them is due (else none): a group is
     /// mailed only with all its deliveries, so the caller needs those that
@@ -45,17 +35,7 @@ impl Store {
         .bind(to_millis(now))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingDelivery {
-                    id: r.get("id"),
-                    attempts: r.get::<i64, _>("attempts") as u32,
-                    created_at: from_millis(r.get("created_at"))?,
-                    next_attempt_at: from_millis(r.get("next_attempt_at"))?,
-                    body: r.get("body"),
-                })
-            })
-            .collect()
+        rows.iter().map(rows::pending).collect()
     }
 
     /// Leases the given deliveries (those still free) to `owner`; returns
@@ -115,7 +95,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let state = AlertState {
-                    firing: r.get::<i64, _>("firing") != 0,
+                    firing: r.get("firing"),
                     last_notified_at: from_millis(r.get("last_notified_at"))?,
                 };
                 Ok((r.get("alert_key"), state))

@@ -6,45 +6,17 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{from_json, to_json, to_millis, StoreError, WriteTx};
+use super::SqliteStore;
+use super::{rows, to_json, to_millis, StoreError, WriteTx};
 use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::document::StoredDocument;
-use crate::core::event::{EnvironmentChange, EnvironmentEvent, SchemaEvent, Scope};
+use crate::core::event::{EnvironmentChange, EnvironmentEvent, SchemaEvent};
+use crate::store::decompress;
+use crate::store::types::{NewEvent, PriorEvent};
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub struct Tx {
     inner: WriteTx,
-}
-
-/// What a previous ingest of the same `event_id` stored.
-#[derive(Debug, Clone)]
-pub struct PriorEvent {
-    pub seq: i64,
-    /// The digest of its content, to tell a retry from a reused id.
-    pub fingerprint: String,
-    /// What it was: its type and where it applied (to name a reuse).
-    pub event_type: String,
-    pub scope: Scope,
-    /// The first answer, without its sequence number (that is `seq`).
-    pub reply: String,
-}
-
-/// An event row to insert.
-pub struct NewEvent<'a> {
-    pub event_id: &'a str,
-    pub event_type: &'a str,
-    pub source: &'a str,
-    pub occurred_at: DateTime<Utc>,
-    pub received_at: DateTime<Utc>,
-    pub scope: &'a Scope,
-    /// The domain event as JSON (the caller's), or the raised event's data.
-    pub payload: String,
-    pub fingerprint: &'a str,
-    pub body: &'a [u8],
-    /// The answer to the caller, stored for repeats (JSON).
-    pub reply: String,
-    /// The event moved its batch to a new state (watchers see it).
-    pub changes_batch: bool,
 }
 
 impl Tx {
@@ -54,6 +26,11 @@ impl Tx {
 
     pub(super) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
         &mut self.inner
+    }
+
+    /// The single writer serializes every transaction already.
+    pub async fn lock_keys(&mut self, _keys: &[String]) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Commits; only an `Ok` means the writes are durable.
@@ -140,20 +117,7 @@ impl Tx {
             }
             query.push(")");
             for r in query.build().fetch_all(&mut *self.inner).await? {
-                let prior = PriorEvent {
-                    seq: r.get("seq"),
-                    fingerprint: r.get("fingerprint"),
-                    event_type: r.get("event_type"),
-                    scope: Scope {
-                        environment_id: r.get("environment_id"),
-                        project_id: r.get("project_id"),
-                        cube_id: r.get("cube_id"),
-                        cube_name: None,
-                        batch_id: r.get("batch_id"),
-                    },
-                    reply: r.get("reply"),
-                };
-                found.insert(r.get("event_id"), prior);
+                found.insert(r.get("event_id"), rows::prior(&r));
             }
         }
         Ok(found)
@@ -174,7 +138,7 @@ impl Tx {
             }
             query.push(")");
             for r in query.build().fetch_all(&mut *self.inner).await? {
-                found.insert(r.get("batch_id"), from_json(r.get("record"))?);
+                found.insert(r.get("batch_id"), rows::batch(&r)?);
             }
         }
         Ok(found)
@@ -344,7 +308,7 @@ impl Tx {
             .bind(event_id)
             .fetch_optional(&mut *self.inner)
             .await?;
-        Ok(row.map(|r| stored(&r)))
+        Ok(row.map(|r| rows::document(&r)))
     }
 }
 
@@ -359,12 +323,7 @@ const LATEST_DOCUMENT_ID: &str =
 
 const DOCUMENT: &str = "SELECT size, compressed FROM documents WHERE event_id = ?";
 
-fn stored(row: &sqlx::sqlite::SqliteRow) -> StoredDocument {
-    let compressed: Vec<u8> = row.get("compressed");
-    StoredDocument::from_parts(row.get::<i64, _>("size").max(0) as u64, compressed.into())
-}
-
-impl super::Store {
+impl SqliteStore {
     /// A project's newest stored document (its event id, and the document
     /// compressed), read outside the writer.
     pub async fn latest_document(
@@ -375,7 +334,7 @@ impl super::Store {
             .bind(project_id)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(row.map(|r| (r.get("event_id"), stored(&r))))
+        Ok(row.map(|r| (r.get("event_id"), rows::document(&r))))
     }
 
     /// A project document in its stored (compressed) form.
@@ -387,18 +346,11 @@ impl super::Store {
             .bind(event_id)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(row.map(|r| stored(&r)))
+        Ok(row.map(|r| rows::document(&r)))
     }
 
     /// A project document, decompressed whole.
     pub async fn document(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.stored_document(event_id)
-            .await?
-            .map(|document| {
-                document
-                    .to_vec()
-                    .map_err(|e| StoreError::Corrupt(format!("decompressing a document: {e}")))
-            })
-            .transpose()
+        decompress(self.stored_document(event_id).await?)
     }
 }

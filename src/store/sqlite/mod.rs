@@ -1,0 +1,161 @@
+//! The SQLite backend: one file, no server — Herald's embedded default.
+//!
+//! SQLite allows one writer at a time. Herald therefore writes through a
+//! pool of exactly one connection (writes queue in-process instead of
+//! failing with SQLITE_BUSY) and reads through a separate pool, which WAL
+//! mode lets run beside the writer. One process owns the file: a second
+//! `herald serve` on it would share nothing of its leases' meaning, so
+//! several replicas need the PostgreSQL backend.
+
+mod deliveries;
+mod email;
+mod ingest;
+mod managed;
+mod monitor;
+mod queries;
+mod retention;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::SqlitePool;
+
+pub use ingest::Tx;
+pub use writer::WriteTx;
+
+use super::{from_millis, rows, to_json, to_millis, StoreError};
+use crate::config::StoreSettings;
+use writer::{Writer, WriterState};
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: Writer,
+    reader: SqlitePool,
+    /// This process's name in attempts.
+    replica: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` and applies
+    /// pending migrations.
+    pub async fn open(settings: &StoreSettings) -> Result<SqliteStore, StoreError> {
+        let url = settings.url.as_str();
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acked event survives power loss, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let state = Arc::new(WriterState::default());
+        let limits = state.clone();
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .after_connect(move |conn, _| {
+                let limit = limits.limit_statement();
+                Box::pin(async move {
+                    if let Some(limit) = limit {
+                        sqlx::query(&limit).execute(conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            // Space freed by pruning goes back to the file system; a new
+            // database is created so, an older one converted below.
+            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        convert_to_incremental_vacuum(&writer).await;
+        let reader = if url.contains(":memory:") {
+            // A second pool would open a second, empty in-memory database.
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(settings.max_connections.max(1))
+                .connect_with(options.read_only(true))
+                .await?
+        };
+        Ok(SqliteStore {
+            writer: Writer::new(writer, state),
+            reader,
+            replica: settings.replica.clone(),
+        })
+    }
+
+    /// Starts the write transaction in which one event is ingested.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx::new(self.writer.begin().await?))
+    }
+
+    /// Limits the database file to about `max_bytes` (`None`: no limit),
+    /// from now on and on every connection opened later; a full database
+    /// refuses writes as a full disk does. A limit below the current size
+    /// holds the database at its current size.
+    pub async fn limit_size(&self, max_bytes: Option<u64>) -> Result<(), StoreError> {
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&self.reader)
+            .await?;
+        let pages = max_bytes.map(|b| (b / page_size.max(512) as u64).max(1));
+        self.writer.limit_pages(pages).await
+    }
+
+    /// Why writes are failing, while they are: the last write transaction
+    /// failed for a condition of the machine (full, read-only) and none has
+    /// committed since.
+    pub fn write_failure(&self) -> Option<String> {
+        self.writer.failure()
+    }
+
+    /// Tries a write transaction of 64 KiB (a row written and deleted), so
+    /// readiness can see the store take writes again without waiting for
+    /// traffic. A store with less room than that is as good as full.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let written = async {
+            sqlx::query("INSERT INTO write_probe (filler) VALUES (zeroblob(65536))")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM write_probe")
+                .execute(&mut *tx)
+                .await
+        }
+        .await;
+        match written {
+            Ok(_) => tx.commit().await,
+            Err(e) => Err(tx.note_failure(e.into())),
+        }
+    }
+
+    pub async fn close(&self) {
+        self.writer.pool().close().await;
+        self.reader.close().await;
+    }
+}
+
+/// A database created before Herald pruned anything has no auto-vacuum;
+/// switching it on takes one VACUUM. It is an optimisation (freed pages are
+/// reused either way), so a failure (no room for the copy) is only logged.
+async fn convert_to_incremental_vacuum(writer: &SqlitePool) {
+    let mode: Result<i64, _> = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(writer)
+        .await;
+    if !matches!(mode, Ok(0)) {
+        return;
+    }
+    tracing::info!("converting the database to incremental auto-vacuum (once)");
+    let converted = async {
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(writer)
+            .await?;
+        sqlx::query("VACUUM").execute(writer).await
+    }
+    .await;
+    if let Err(e) = converted {
+        tracing::warn!(error = %e, "cannot convert to incremental auto-vacuum; freed space is still reused");
+    }
+}

@@ -1,0 +1,287 @@
+//! The store's domain types: what both backends take and return. Nothing
+//! here knows SQL.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::core::batch::{BatchRecord, BatchState};
+use crate::core::event::Scope;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// A permanent failure (a 4xx the receiver meant).
+    Failed,
+    /// Retries exhausted.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [Self::Pending, Self::Delivered, Self::Failed, Self::Dead]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// A delivery this worker holds the lease on, with what it must send.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// The stable `webhook-id`.
+    pub id: String,
+    pub subscription: String,
+    pub event_type: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub body: Vec<u8>,
+}
+
+/// One attempt's facts, as recorded in the delivery log.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    /// 1-based.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Where the delivery goes after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryUpdate {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    Failed,
+    Dead,
+    /// Failed, and the subscription is disabled (410 Gone).
+    DisableSubscription {
+        reason: String,
+    },
+    /// Nothing to send (an email alert already mailed, folded into another,
+    /// or resolved before anyone heard of it): done without a message.
+    Suppressed,
+}
+
+impl DeliveryUpdate {
+    pub(crate) fn state(&self) -> DeliveryState {
+        match self {
+            DeliveryUpdate::Delivered | DeliveryUpdate::Suppressed => DeliveryState::Delivered,
+            DeliveryUpdate::RetryAt(_) => DeliveryState::Pending,
+            DeliveryUpdate::Failed | DeliveryUpdate::DisableSubscription { .. } => {
+                DeliveryState::Failed
+            }
+            DeliveryUpdate::Dead => DeliveryState::Dead,
+        }
+    }
+
+    /// How the attempt ended, as recorded and counted.
+    pub fn verdict(&self) -> &'static str {
+        match self {
+            DeliveryUpdate::Delivered => "delivered",
+            DeliveryUpdate::RetryAt(_) => "retry",
+            DeliveryUpdate::Failed => "failed",
+            DeliveryUpdate::Dead => "dead",
+            DeliveryUpdate::DisableSubscription { .. } => "disabled",
+            DeliveryUpdate::Suppressed => "suppressed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub subscription: Option<String>,
+    pub event_id: Option<String>,
+    pub state: Option<DeliveryState>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only rows after this (event sequence, subscription) position.
+    pub after: Option<(i64, String)>,
+    pub limit: Option<usize>,
+}
+
+/// A row of the delivery log.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: String,
+    /// The event's sequence number: with `subscription`, the row's position.
+    pub event_seq: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub subscription: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    pub verdict: String,
+    /// The Herald replica that made the attempt (unknown for attempts
+    /// recorded before replicas were named).
+    pub replica: Option<String>,
+}
+
+/// A pending delivery of a rule, not yet claimed.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub id: String,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    /// Later than now while the delivery waits for a retry.
+    pub next_attempt_at: DateTime<Utc>,
+    pub body: Vec<u8>,
+}
+
+/// A stored signing secret: the `whsec_…` text, and for a rotated-out one
+/// when it stops signing (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSecret {
+    pub secret: String,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagedSubscription {
+    pub name: String,
+    pub kind: String,
+    pub spec: serde_json::Value,
+    pub secrets: Vec<StoredSecret>,
+}
+
+/// A schedule's stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub name: String,
+    /// When Herald began tracking the schedule: the reference point until
+    /// the first success.
+    pub baseline_at: DateTime<Utc>,
+    pub overdue_since: Option<DateTime<Utc>>,
+}
+
+/// Which batches a query or a watch is about. Empty fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchFilter {
+    pub environment_id: Option<String>,
+    pub project_id: Option<String>,
+    pub cube_id: Option<String>,
+    pub batch_id: Option<String>,
+    pub state: Option<BatchState>,
+    /// Batches begun at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Batches begun before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A page of batches, newest (latest begun) first, and the position after
+/// its last row (`None` on the last page).
+#[derive(Debug, Clone)]
+pub struct BatchPage {
+    pub batches: Vec<BatchRecord>,
+    pub next: Option<(i64, String)>,
+}
+
+/// One committed change of a batch's state, in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchChange {
+    /// The event's sequence number: a watcher's resume cursor.
+    pub seq: i64,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub batch: BatchRecord,
+}
+
+/// A batch's place in "newest" order: when it began, then its id.
+pub(crate) type BatchKey = (i64, String);
+
+/// What is left of a watch's snapshot: the batches after `after`, up to
+/// and including `last` (the newest matching batch when the watch began).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRest {
+    pub(crate) after: BatchKey,
+    pub(crate) last: BatchKey,
+}
+
+/// A page of a watch's snapshot, oldest first, read together with the
+/// newest event sequence number, so the page reflects exactly the changes
+/// up to `seq`.
+#[derive(Debug, Clone)]
+pub struct SnapshotPage {
+    pub seq: i64,
+    pub batches: Vec<BatchRecord>,
+    pub rest: Option<SnapshotRest>,
+}
+
+/// Rows of each kind one pruning step removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub attempts: u64,
+    pub events: u64,
+    pub documents: u64,
+    pub batches: u64,
+}
+
+impl Pruned {
+    pub fn add(&mut self, other: Pruned) {
+        self.deliveries += other.deliveries;
+        self.attempts += other.attempts;
+        self.events += other.events;
+        self.documents += other.documents;
+        self.batches += other.batches;
+    }
+}
+
+/// What a previous ingest of the same `event_id` stored.
+#[derive(Debug, Clone)]
+pub struct PriorEvent {
+    pub seq: i64,
+    /// The digest of its content, to tell a retry from a reused id.
+    pub fingerprint: String,
+    /// What it was: its type and where it applied (to name a reuse).
+    pub event_type: String,
+    pub scope: Scope,
+    /// The first answer, without its sequence number (that is `seq`).
+    pub reply: String,
+}
+
+/// An event row to insert.
+pub struct NewEvent<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub source: &'a str,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub scope: &'a Scope,
+    /// The domain event as JSON (the caller's), or the raised event's data.
+    pub payload: String,
+    pub fingerprint: &'a str,
+    pub body: &'a [u8],
+    /// The answer to the caller, stored for repeats (JSON).
+    pub reply: String,
+    /// The event moved its batch to a new state (watchers see it).
+    pub changes_batch: bool,
+}

@@ -1,0 +1,1 @@
+//! Several replicas on one PostgreSQL database (filled in below).
