@@ -25,6 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::deliver::{Dispatcher, DispatcherParts, HttpSender, Mailer, Wakeups};
 use crate::feed::ChangeFeed;
+use crate::fleet::{Leadership, Listening};
 use crate::ingest::{IngestError, Ingestor};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
@@ -201,6 +202,9 @@ pub struct Application {
     metrics: Metrics,
     admin: AdminApi,
     subscriptions_api: SubscriptionApi,
+    leadership: Leadership,
+    /// What the notification listener updates (several replicas).
+    listening: Listening,
 }
 
 impl Application {
@@ -219,6 +223,7 @@ impl Application {
         let registry =
             Registry::new(registry::load(&settings.subscriptions, &store, &context).await?);
         let managed_context = context.clone();
+        let leadership = Leadership::for_store(&store, &settings.store.replica);
         let wakeups = Wakeups::default();
         let feed = ChangeFeed::new(settings.server.watch_streams);
         let metrics = Metrics::default();
@@ -242,13 +247,15 @@ impl Application {
             wakeups: wakeups.clone(),
             ingestor: ingestor.clone(),
             metrics: metrics.clone(),
+            leadership: leadership.clone(),
+            replica: settings.store.replica.clone(),
         };
         let dispatcher = Dispatcher::new(parts, registry.clone()).await?;
         let subscriptions_api = SubscriptionApi::new(SubscriptionParts {
             store: store.clone(),
             registry: registry.clone(),
             config: settings.subscriptions.clone().into(),
-            context: managed_context,
+            context: managed_context.clone(),
             ingestor: ingestor.clone(),
             clock: options.clock.clone(),
         });
@@ -296,7 +303,17 @@ impl Application {
             }
             None => None,
         };
+        let listening = Listening {
+            store: store.clone(),
+            wakeups: wakeups.clone(),
+            feed: feed.clone(),
+            registry: registry.clone(),
+            config: settings.subscriptions.clone().into(),
+            context: managed_context,
+        };
         Ok(Self {
+            leadership,
+            listening,
             listener,
             addr,
             settings,
@@ -356,21 +373,30 @@ impl Application {
         let mut lanes = JoinSet::new();
         let mut monitor = None;
         let mut pruner = None;
+        let mut shared = Vec::new();
         if self.options.background_workers {
-            pruner = Some(self.pruner.clone().spawn(shutdown.clone()));
+            shared.extend(self.leadership.spawn(shutdown.clone()));
+            shared.extend(crate::fleet::listen(self.listening, shutdown.clone()));
+            pruner = Some(
+                self.pruner
+                    .clone()
+                    .spawn(shutdown.clone(), self.leadership.clone()),
+            );
             lanes = self
                 .dispatcher
                 .spawn(shutdown.clone(), self.settings.server.shutdown_grace);
-            monitor = Some(
-                self.monitor
-                    .spawn(shutdown.clone(), self.settings.monitor.check_interval),
-            );
+            monitor = Some(self.monitor.spawn(
+                shutdown.clone(),
+                self.settings.monitor.check_interval,
+                self.leadership.clone(),
+            ));
         }
         let ops = self.http.map(|listener| {
             let routes = ops::routes(
                 self.store.clone(),
                 self.metrics.clone(),
                 self.options.clock.clone(),
+                &self.settings.store.replica,
             );
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -399,7 +425,7 @@ impl Application {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        tracing::info!(grpc = %self.addr, store = %self.settings.store.url, subscriptions = self.settings.subscriptions.len(), "Herald is serving");
+        tracing::info!(grpc = %self.addr, store = %crate::store::masked_url(&self.settings.store.url), replica = %self.settings.store.replica, subscriptions = self.settings.subscriptions.len(), "Herald is serving");
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &self.settings.server.tls {
             builder = builder.tls_config(server_tls(tls))?;
@@ -441,6 +467,9 @@ impl Application {
         }
         if let Some(pruner) = pruner {
             let _ = pruner.await;
+        }
+        for task in shared {
+            let _ = task.await;
         }
         if let Some(ops) = ops {
             let _ = ops.await;

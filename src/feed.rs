@@ -143,6 +143,14 @@ impl ChangeFeed {
         }
     }
 
+    /// Wakes every waiter (changes may have been missed: each re-reads).
+    pub fn publish_all(&self) {
+        let index = self.lock();
+        for notify in index.waiters.values().flat_map(|w| w.values()) {
+            notify.notify_one();
+        }
+    }
+
     /// Registers a waiter; changes committed from now on that concern
     /// `interest` wake it.
     pub fn subscribe(&self, interest: Interest) -> Waiter {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod core;
 pub mod deliver;
 pub mod feed;
+pub mod fleet;
 pub mod ingest;
 pub mod memory;
 pub mod metrics;

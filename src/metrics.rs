@@ -194,3 +194,40 @@ mod tests {
         assert!(text.contains("herald_deliveries_total{outcome=\"suppressed\"} 1\n"));
     }
 }
+
+/// Adds `name="value"` to every sample of a rendered exposition, so the
+/// series of several replicas scraped into one Prometheus stay apart.
+pub fn label_every_sample(text: &str, name: &str, value: &str) -> String {
+    let value = value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else if let Some((series, rest)) = line.split_once('{') {
+            let _ = write!(out, "{series}{{{name}=\"{value}\",{rest}");
+        } else if let Some((series, rest)) = line.split_once(' ') {
+            let _ = write!(out, "{series}{{{name}=\"{value}\"}} {rest}");
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::label_every_sample;
+
+    #[test]
+    fn every_sample_gets_the_label_and_comments_stay() {
+        let text = "# TYPE a counter\na 1\nb{x=\"y\"} 2\n";
+        assert_eq!(
+            label_every_sample(text, "replica", "r\"1"),
+            "# TYPE a counter\na{replica=\"r\\\"1\"} 1\nb{replica=\"r\\\"1\",x=\"y\"} 2\n"
+        );
+    }
+}

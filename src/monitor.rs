@@ -86,15 +86,26 @@ impl Monitor {
     }
 
     /// Checks every `interval` until `shutdown`.
-    pub fn spawn(&self, shutdown: CancellationToken, interval: Duration) -> JoinHandle<()> {
+    /// With several replicas only the leader of `monitor` checks: a stall
+    /// is raised once, however many run.
+    pub fn spawn(
+        &self,
+        shutdown: CancellationToken,
+        interval: Duration,
+        leadership: crate::fleet::Leadership,
+    ) -> JoinHandle<()> {
         let monitor = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = monitor.run_once().await {
+                let mut pause = interval;
+                if !leadership.leads("monitor").await {
+                    // Not the leader: look again soon, to take over quickly.
+                    pause = interval.min(crate::fleet::RENEW_EVERY);
+                } else if let Err(e) = monitor.run_once().await {
                     tracing::error!(error = %e, "monitor check failed; retrying next interval");
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => return,
                 }
             }

@@ -18,9 +18,11 @@ struct Ops {
     store: Store,
     metrics: Metrics,
     clock: Arc<dyn Clock>,
+    /// Every sample carries `replica="…"`.
+    replica: Arc<str>,
 }
 
-pub fn routes(store: Store, metrics: Metrics, clock: Arc<dyn Clock>) -> Router {
+pub fn routes(store: Store, metrics: Metrics, clock: Arc<dyn Clock>, replica: &str) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -29,6 +31,7 @@ pub fn routes(store: Store, metrics: Metrics, clock: Arc<dyn Clock>) -> Router {
             store,
             metrics,
             clock,
+            replica: replica.into(),
         })
 }
 
@@ -48,16 +51,26 @@ async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ops.metrics.render(gauges),
+        crate::metrics::label_every_sample(&ops.metrics.render(gauges), "replica", &ops.replica),
     )
 }
+
+/// How long readiness waits for the database to answer.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Ready when the database answers and takes writes. While the last write
 /// failed for lack of space (or a read-only file), each check probes with a
 /// small write, so readiness returns by itself when space does.
 async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
     let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
-    if let Err(e) = ops.store.ping().await {
+    // A database that does not answer at all must not hold the probe.
+    let answered = tokio::time::timeout(PING_TIMEOUT, ops.store.ping()).await;
+    let pinged = answered.unwrap_or_else(|_| {
+        Err(crate::store::StoreError::Unwritable(
+            "the database did not answer in time".to_owned(),
+        ))
+    });
+    if let Err(e) = pinged {
         return unavailable(format!("database unavailable: {e}"));
     }
     if ops.store.write_failure().is_some() {

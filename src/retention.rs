@@ -77,10 +77,21 @@ impl Pruner {
     }
 
     /// Prunes every `interval` until `shutdown`.
-    pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
+    /// With several replicas only the leader of `retention` prunes.
+    pub fn spawn(
+        self,
+        shutdown: CancellationToken,
+        leadership: crate::fleet::Leadership,
+    ) -> JoinHandle<()> {
         let interval = self.settings.interval;
         tokio::spawn(async move {
             loop {
+                if !leadership.leads("retention").await {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(crate::fleet::RENEW_EVERY) => continue,
+                    }
+                }
                 // Stopping mid-step is safe: an unfinished step rolls back.
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -106,6 +106,7 @@ impl AdminService for AdminApi {
                     response_excerpt: a.response_excerpt.clone().unwrap_or_default(),
                     error: a.error.clone().unwrap_or_default(),
                     verdict: a.verdict.clone(),
+                    replica: a.replica.clone().unwrap_or_default(),
                 })
                 .collect(),
         }))

@@ -187,7 +187,8 @@ async fn get(a: IdArgs) -> anyhow::Result<()> {
         .iter()
         .map(|t| {
             json!({"attempt": t.attempt, "started_at": time(&t.started_at), "duration_ms": t.duration_ms,
-                   "status_code": t.status_code, "verdict": t.verdict, "error": t.error, "response_excerpt": t.response_excerpt})
+                   "status_code": t.status_code, "verdict": t.verdict, "error": t.error, "response_excerpt": t.response_excerpt,
+                   "replica": t.replica})
         })
         .collect();
     let mut out = detail

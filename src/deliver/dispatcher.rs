@@ -54,6 +54,10 @@ pub struct DispatcherParts {
     /// subscriptions) as events.
     pub ingestor: Ingestor,
     pub metrics: crate::metrics::Metrics,
+    /// Who sends each email rule's mails and writes each Git archive.
+    pub leadership: crate::fleet::Leadership,
+    /// This replica's name, the prefix of its leases.
+    pub replica: String,
 }
 
 pub(super) struct Inner {
@@ -72,6 +76,7 @@ pub(super) struct Inner {
     ingestor: Ingestor,
     recorder: Recorder,
     metrics: crate::metrics::Metrics,
+    leadership: crate::fleet::Leadership,
 }
 
 pub(super) struct Lane {
@@ -106,7 +111,7 @@ pub(super) struct Outcome<'a> {
 impl Dispatcher {
     /// Builds the dispatcher with a lane per subscription in the registry.
     pub async fn new(parts: DispatcherParts, registry: Registry) -> Result<Self, StoreError> {
-        let owner = format!("herald-{}", uuid::Uuid::now_v7().simple());
+        let owner = format!("{}/{}", parts.replica, uuid::Uuid::now_v7().simple());
         let recorder = Recorder::start(parts.store.clone(), owner.clone(), parts.clock.clone());
         let inner = Inner {
             store: parts.store,
@@ -122,6 +127,7 @@ impl Dispatcher {
             ingestor: parts.ingestor,
             recorder,
             metrics: parts.metrics,
+            leadership: parts.leadership,
         };
         let dispatcher = Self {
             inner: Arc::new(inner),
@@ -263,7 +269,10 @@ impl Inner {
         let mut backoff = StoreBackoff::default();
         while !shutdown.is_cancelled() {
             let mut pause = self.settings.poll_interval;
-            if let Target::Email(rule) = &lane.sub.target {
+            let leads = self.leadership.leads(&lane_work(&lane.sub)).await;
+            if !leads {
+                pause = pause.min(crate::fleet::RENEW_EVERY);
+            } else if let Target::Email(rule) = &lane.sub.target {
                 match self.run_email_once(&lane, rule).await {
                     Ok(_) => backoff.succeeded(&lane.sub.name),
                     Err(e) => pause = backoff.failed(&lane.sub.name, &e).max(pause),
@@ -380,6 +389,10 @@ impl Inner {
         }
         let now = self.clock.now();
         if matches!(lane.sub.target, Target::GitArchive(_)) {
+            // One writer per archive across replicas.
+            if !self.leadership.leads(&lane_work(&lane.sub)).await {
+                return Ok(Vec::new());
+            }
             // Commits go in event order: only the oldest pending delivery
             // may be attempted, even when a newer one is due first.
             let claimed = self
@@ -699,4 +712,9 @@ fn log_failure(lane: &Lane, done: Result<Result<(), StoreError>, tokio::task::Jo
             tracing::error!(subscription = %lane.sub.name, error = %e, "delivery task panicked")
         }
     }
+}
+
+/// The leadership name of a lane whose work must happen on one replica.
+fn lane_work(sub: &Subscription) -> String {
+    format!("lane:{}", sub.name)
 }

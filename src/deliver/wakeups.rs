@@ -19,6 +19,18 @@ impl Wakeups {
         self.signal(subscription).notify_one();
     }
 
+    /// Wakes every lane (after a change that may concern any of them).
+    pub fn wake_all(&self) {
+        for notify in self
+            .lanes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            notify.notify_one();
+        }
+    }
+
     /// The signal a lane waits on.
     pub fn signal(&self, subscription: &str) -> Arc<Notify> {
         // Entries are only ever added: a poisoned lock still holds a usable map.

@@ -29,7 +29,9 @@ use crate::core::document::StoredDocument;
 use crate::core::email::AlertState;
 use crate::core::event::{EnvironmentEvent, SchemaEvent};
 
-pub use postgres::{masked_url, PgStore};
+pub use postgres::{
+    masked_url, PgStore, CHANGES_CHANNEL, DELIVERIES_CHANNEL, SUBSCRIPTIONS_CHANNEL,
+};
 pub use sqlite::{SqliteStore, WriteTx};
 pub use types::{
     AttemptRecord, AttemptRow, BatchChange, BatchFilter, BatchPage, ClaimedDelivery,

@@ -250,3 +250,28 @@ async fn a_receiver_that_never_answers_delays_neither_acks_nor_other_subscriptio
         .all(|d| d.state == DeliveryState::Pending && d.attempts == 0));
     app.stop().await;
 }
+
+/// A slow receiver gets at most `max_in_flight` requests at once from one
+/// Herald, and the lane uses all of them.
+#[tokio::test]
+async fn a_slow_receiver_gets_max_in_flight_requests_at_once_and_no_more() {
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::Slow(Duration::from_millis(150)));
+    let app = Spawn {
+        webhooks: webhook(
+            "slow",
+            &receiver.url(),
+            "events = [\"*\"]\nmax_in_flight = 3",
+        ),
+        background: true,
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    for i in 0..12 {
+        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
+            .await;
+    }
+    assert!(eventually(Duration::from_secs(30), || receiver.received().len() == 12).await);
+    assert_eq!(receiver.most_concurrent(), 3);
+}

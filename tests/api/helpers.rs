@@ -534,6 +534,11 @@ pub struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     default_reply: Arc<Mutex<Reply>>,
+    /// Requests being answered now, and the most there ever were at once.
+    concurrent: Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
 }
 
 impl Receiver {
@@ -556,6 +561,7 @@ impl Receiver {
             received: Arc::default(),
             script: Arc::default(),
             default_reply: Arc::new(Mutex::new(Reply::Status(204))),
+            concurrent: Arc::default(),
         };
         let state = receiver.clone();
         let app = Router::new()
@@ -582,6 +588,26 @@ impl Receiver {
     }
 
     async fn answer(&self, request: Received) -> Response {
+        use std::sync::atomic::Ordering::SeqCst;
+        /// Counts a request out when it ends, answered or abandoned.
+        struct Leaving<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Leaving<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
+        let (now, most) = &*self.concurrent;
+        most.fetch_max(now.fetch_add(1, SeqCst) + 1, SeqCst);
+        let _leaving = Leaving(now);
+        self.reply(request).await
+    }
+
+    /// The most requests this receiver was answering at one time.
+    pub fn most_concurrent(&self) -> usize {
+        self.concurrent.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn reply(&self, request: Received) -> Response {
         self.received.lock().unwrap().push(request);
         let next = self.script.lock().unwrap().pop_front();
         let reply = next.unwrap_or_else(|| self.default_reply.lock().unwrap().clone());
