@@ -188,6 +188,10 @@ pub struct Spawn {
     pub server: String,
     /// Connect the test's clients over TLS (as `localhost`) with this.
     pub client_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Another store URL than the test directory's (a proxy in front of it).
+    pub store_url: Option<String>,
+    /// Extra lines for the `[store]` section.
+    pub store: String,
 }
 
 pub async fn spawn_app(webhooks: &str) -> TestApp {
@@ -210,10 +214,11 @@ impl Spawn {
         });
         let toml = format!(
             "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nshutdown_grace = \"200ms\"\n{}\n\
-             [store]\nurl = \"{}\"\n\
+             [store]\nurl = \"{}\"\n{}\n\
              [delivery]\npoll_interval = \"50ms\"\n{}\n{}",
             self.server,
-            dir.store_url(),
+            self.store_url.unwrap_or_else(|| dir.store_url()),
+            self.store,
             self.egress.as_deref().unwrap_or("[egress]\nallow = [\"127.0.0.0/8\"]"),
             self.webhooks
         );

@@ -223,3 +223,30 @@ async fn sigterm_lets_an_in_flight_delivery_finish_and_exits_cleanly() {
         "the in-flight send was let finish and recorded"
     );
 }
+
+/// SQLite takes one Herald: a second one on the same file is refused at
+/// start with a message that says why, and the file is free again once
+/// the first has stopped.
+#[tokio::test]
+async fn a_second_herald_on_the_same_sqlite_file_is_refused() {
+    let file = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", file.path().display());
+    let app = crate::helpers::Spawn {
+        store_url: Some(url.clone()),
+        ..Default::default()
+    }
+    .start()
+    .await;
+    let refused = herald::store::Store::open(&url)
+        .await
+        .expect_err("the file is taken");
+    let message = refused.to_string();
+    assert!(
+        message.contains("another Herald process") && message.contains("PostgreSQL"),
+        "{message}"
+    );
+    let (dir, _) = app.stop().await;
+    let reopened = herald::store::Store::open(&url).await;
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+    drop(dir);
+}

@@ -28,6 +28,7 @@ mod integrations;
 mod monitor;
 #[path = "../api/ops.rs"]
 mod ops;
+mod outage;
 #[path = "../api/projects.rs"]
 mod projects;
 #[path = "../api/query.rs"]

@@ -461,3 +461,86 @@ async fn max_in_flight_holds_across_the_fleet() {
     );
     assert_eq!(receiver.most_concurrent(), 2, "the fleet used both slots");
 }
+
+/// Email grouping and the Git archive with three replicas: a burst of
+/// failures from all of them is one mail; project versions published
+/// through all of them are one commit each, in order.
+#[tokio::test]
+async fn three_replicas_send_one_mail_per_group_and_one_commit_per_event_in_order() {
+    let smtp = crate::smtp::SmtpServer::start().await;
+    let archive = tempfile::tempdir().unwrap();
+    let repo = archive.path().join("archive");
+    let config = format!(
+        "{}[[email]]\nname = \"dataops\"\nto = [\"dataops@example.com\"]\n\
+         group_by = [\"environment\"]\ngroup_wait = \"2s\"\nretry_schedule = [\"1s\"]\n\
+         [[git_archives]]\nname = \"archive\"\npath = \"{}\"\nretry_schedule = [\"1s\"]\n",
+        smtp.config(""),
+        repo.display()
+    );
+    let fleet = Fleet::start(3, &config).await;
+    for n in 0..6 {
+        let mut client = fleet.client(n % 3).await;
+        let batch = format!("mb-{n}");
+        let cube = format!("cube-{n}");
+        client
+            .batch_failed(failed(&format!("mf-{n}"), &batch, &cube))
+            .await
+            .unwrap();
+    }
+    for n in 0..6 {
+        let mut client = fleet.client(n % 3).await;
+        client
+            .project_event(pb::ProjectEventRequest {
+                meta: meta(&format!("pv-{n}")),
+                kind: pb::ProjectEventKind::Published as i32,
+                organization_id: "acme".into(),
+                project_id: "finance".into(),
+                project_name: "Finance".into(),
+                user: "ada@example.com".into(),
+                snapshot_id: format!("snap-{n}"),
+                snapshot_tag: format!("v{n}"),
+                project_xml: format!("<project v=\"{n}\"/>").into_bytes().into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let commits = || {
+        Command::new("git")
+            .args(["log", "--reverse", "--format=%B"])
+            .current_dir(&repo)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let trailers = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.strip_prefix("Herald-Event: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || trailers(&commits()).len() >= 6).await,
+        "six commits: {}",
+        commits()
+    );
+    assert!(eventually(Duration::from_secs(60), || !smtp.mails().is_empty()).await);
+    // Every replica has had time to mail or commit again if it would.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let expected: Vec<String> = (0..6).map(|n| format!("pv-{n}")).collect();
+    assert_eq!(
+        trailers(&commits()),
+        expected,
+        "one commit per event, in order"
+    );
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "one mail for the group");
+    let parsed = mails[0].parsed();
+    let text = parsed.body_text(0).unwrap_or_default().to_lowercase();
+    for n in 0..6 {
+        assert!(
+            text.contains(&format!("cube-{n}")),
+            "the mail names cube-{n}: {text}"
+        );
+    }
+}

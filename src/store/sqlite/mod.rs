@@ -38,6 +38,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// This process's name in attempts.
     replica: String,
+    /// The exclusive lock on `<file>.lock` while the store is open.
+    owner: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 impl SqliteStore {
@@ -45,7 +47,9 @@ impl SqliteStore {
     /// pending migrations.
     pub async fn open(settings: &StoreSettings) -> Result<SqliteStore, StoreError> {
         let url = settings.url.as_str();
-        let options = SqliteConnectOptions::from_str(url)?
+        let options = SqliteConnectOptions::from_str(url)?;
+        let owner = claim_file(options.get_filename())?;
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: an acked event survives power loss, not just a crash.
@@ -84,6 +88,7 @@ impl SqliteStore {
             writer: Writer::new(writer, state),
             reader,
             replica: settings.replica.clone(),
+            owner: Arc::new(std::sync::Mutex::new(owner)),
         })
     }
 
@@ -134,7 +139,55 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.writer.pool().close().await;
         self.reader.close().await;
+        // Another Herald may open the file now.
+        self.owner.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+}
+
+/// Takes `<file>.lock` exclusively for this process, so a second Herald on
+/// the same file is refused at start instead of sharing a file it cannot
+/// share safely (its leases and wake-ups are in-process). The lock goes
+/// with the process, however it ends. An in-memory database has no file.
+fn claim_file(path: &std::path::Path) -> Result<Option<std::fs::File>, StoreError> {
+    use std::io::Write;
+    if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
+        return Ok(None);
+    }
+    let lock_path = path.with_extension(match path.extension() {
+        Some(ext) => format!("{}.lock", ext.to_string_lossy()),
+        None => "lock".to_owned(),
+    });
+    let refused = |reason: String| StoreError::Connect {
+        url: format!("sqlite://{}", path.display()),
+        reason,
+    };
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| refused(format!("creating {}: {e}", dir.display())))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| refused(format!("opening {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            return Err(refused(format!(
+                "another Herald process ({}) is using this file; SQLite takes one Herald — run several replicas on PostgreSQL",
+                holder.trim()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(refused(format!("locking {}: {e}", lock_path.display())))
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = write!(file, "pid {}", std::process::id());
+    Ok(Some(file))
 }
 
 /// A database created before Herald pruned anything has no auto-vacuum;
