@@ -44,7 +44,14 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         let value: f64 = value
             .parse()
             .unwrap_or_else(|_| panic!("bad value in {line}"));
-        samples.insert(series.to_owned(), value);
+        // Every sample names its replica; the rest of the test reads the
+        // series without it.
+        let replica = format!("replica=\"{}\"", herald::config::default_replica_name());
+        assert!(series.contains(&replica), "no {replica} in {line}");
+        let series = series
+            .replace(&format!("{replica},"), "")
+            .replace(&format!("{{{replica}}}"), "");
+        samples.insert(series, value);
     }
     samples
 }

@@ -272,3 +272,25 @@ fn is_unreachable(e: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::masked_url;
+
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            masked_url("postgres://herald:s3cret@db:5432/herald?sslmode=require"),
+            "postgres://herald:***@db:5432/herald?sslmode=require"
+        );
+        assert_eq!(
+            masked_url("postgres://herald@db/herald"),
+            "postgres://herald@db/herald"
+        );
+        assert_eq!(
+            masked_url("postgres://u:p@ss@db/x"),
+            "postgres://u:***@db/x"
+        );
+        assert_eq!(masked_url("sqlite://herald.db"), "sqlite://herald.db");
+    }
+}
