@@ -18,7 +18,9 @@ use crate::clock::Clock;
 use crate::core::batch::{self, BatchRecord, BatchState};
 use crate::core::cloudevent::{self, Envelope, HERALD_SOURCE};
 use crate::core::document::PreparedDocument;
-use crate::core::event::{EnvironmentEvent, Event, EventType, Payload, SchemaEvent, Scope};
+use crate::core::event::{
+    BatchOutcome, EnvironmentEvent, Event, EventType, Payload, SchemaEvent, Scope,
+};
 use crate::core::model::Model;
 use crate::core::subscription::Subscription;
 use crate::deliver::Wakeups;
@@ -157,7 +159,18 @@ impl Core {
             // until it commits (see `store::postgres`).
             let mut keys: Vec<String> = event_ids.iter().map(|id| format!("event:{id}")).collect();
             keys.extend(batch_ids.iter().map(|id| format!("batch:{id}")));
-            keys.extend(cubes.iter().map(|(env, cube)| format!("cube:{env}/{cube}")));
+            // A cube's outcomes matter to completions only (a recovery is
+            // the first success after a failure): starts do not wait on them.
+            keys.extend(works.iter().filter_map(|work| match work {
+                Work::Event(event) => match &event.payload {
+                    Payload::Batch(b) if b.outcome != BatchOutcome::Started => Some(format!(
+                        "cube:{}/{}",
+                        b.batch.environment_id, b.batch.cube_id
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            }));
             keys.extend(works.iter().filter_map(|work| match work {
                 Work::Event(event) => match &event.payload {
                     Payload::Project(p) => Some(format!("project:{}", p.project_id)),

@@ -12,33 +12,12 @@ use super::PgStore;
 use crate::core::batch::BatchRecord;
 use crate::core::document::StoredDocument;
 use crate::core::event::Scope;
-use crate::store::rows;
 use crate::store::types::{
     BatchChange, BatchFilter, BatchKey, BatchPage, Pruned, ScheduleState, SnapshotPage,
     SnapshotRest,
 };
+use crate::store::{portable, rows};
 use crate::store::{to_millis, StoreError};
-
-/// The columns of `batches` (or `events`) a filter applies to.
-fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &BatchFilter, table: &str) {
-    let columns = [
-        ("environment_id", &filter.environment_id),
-        ("project_id", &filter.project_id),
-        ("cube_id", &filter.cube_id),
-        ("batch_id", &filter.batch_id),
-    ];
-    for (column, value) in columns {
-        if let Some(value) = value {
-            query
-                .push(format!(" AND {table}.{column} = "))
-                .push_bind(value.clone());
-        }
-    }
-}
-
-fn key(r: &sqlx::postgres::PgRow) -> BatchKey {
-    (r.get("begun_at"), r.get("batch_id"))
-}
 
 impl PgStore {
     pub async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
@@ -55,35 +34,9 @@ impl PgStore {
         page_size: usize,
         after: Option<(i64, String)>,
     ) -> Result<BatchPage, StoreError> {
-        let mut query: QueryBuilder<Postgres> =
-            QueryBuilder::new("SELECT record, begun_at, batch_id FROM batches WHERE TRUE");
-        push_filter(&mut query, filter, "batches");
-        if let Some(state) = filter.state {
-            query.push(" AND state = ").push_bind(state.as_str());
-        }
-        if let Some(since) = filter.since {
-            query.push(" AND begun_at >= ").push_bind(to_millis(since));
-        }
-        if let Some(until) = filter.until {
-            query.push(" AND begun_at < ").push_bind(to_millis(until));
-        }
-        if let Some((begun_at, batch_id)) = after {
-            query
-                .push(" AND (begun_at, batch_id) < (")
-                .push_bind(begun_at)
-                .push(", ")
-                .push_bind(batch_id)
-                .push(")");
-        }
-        query
-            .push(" ORDER BY begun_at DESC, batch_id DESC LIMIT ")
-            .push_bind(page_size as i64 + 1);
+        let mut query = portable::list_batches::<Postgres>(filter, page_size, after);
         let found = query.build().fetch_all(&self.pool).await?;
-        let more = found.len() > page_size;
-        let found = &found[..found.len().min(page_size)];
-        let next = found.last().filter(|_| more).map(key);
-        let batches = found.iter().map(rows::batch).collect::<Result<_, _>>()?;
-        Ok(BatchPage { batches, next })
+        portable::batch_page(&found, page_size)
     }
 
     pub async fn first_batch_after(
@@ -163,7 +116,7 @@ impl PgStore {
              WHERE changes_batch AND seq > ",
         );
         query.push_bind(after_seq);
-        push_filter(&mut query, filter, "events");
+        portable::push_filter(&mut query, filter, "events");
         query.push(" ORDER BY seq LIMIT ").push_bind(limit as i64);
         let found = query.build().fetch_all(&self.pool).await?;
         found.iter().map(rows::change).collect()
@@ -456,14 +409,9 @@ async fn key_at(
     filter: &BatchFilter,
     offset: usize,
 ) -> Result<Option<BatchKey>, StoreError> {
-    let mut query: QueryBuilder<Postgres> =
-        QueryBuilder::new("SELECT begun_at, batch_id FROM batches WHERE TRUE");
-    push_filter(&mut query, filter, "batches");
-    query
-        .push(" ORDER BY begun_at DESC, batch_id DESC LIMIT 1 OFFSET ")
-        .push_bind(offset as i64);
+    let mut query = portable::key_at::<Postgres>(filter, offset);
     let row = query.build().fetch_optional(conn).await?;
-    Ok(row.as_ref().map(key))
+    Ok(row.as_ref().map(portable::key))
 }
 
 async fn snapshot_rows(
@@ -474,35 +422,7 @@ async fn snapshot_rows(
     last: BatchKey,
     page: usize,
 ) -> Result<(Vec<BatchRecord>, Option<SnapshotRest>), StoreError> {
-    let mut query: QueryBuilder<Postgres> =
-        QueryBuilder::new("SELECT record, begun_at, batch_id FROM batches WHERE TRUE");
-    push_filter(&mut query, filter, "batches");
-    if let Some((begun_at, batch_id)) = from {
-        query
-            .push(if inclusive {
-                " AND (begun_at, batch_id) >= ("
-            } else {
-                " AND (begun_at, batch_id) > ("
-            })
-            .push_bind(begun_at)
-            .push(", ")
-            .push_bind(batch_id)
-            .push(")");
-    }
-    query
-        .push(" AND (begun_at, batch_id) <= (")
-        .push_bind(last.0)
-        .push(", ")
-        .push_bind(last.1.clone())
-        .push(") ORDER BY begun_at, batch_id LIMIT ")
-        .push_bind(page as i64 + 1);
+    let mut query = portable::snapshot_rows::<Postgres>(filter, from, inclusive, &last, page);
     let found = query.build().fetch_all(conn).await?;
-    let more = found.len() > page;
-    let found = &found[..found.len().min(page)];
-    let rest = found.last().filter(|_| more).map(|r| SnapshotRest {
-        after: key(r),
-        last,
-    });
-    let batches = found.iter().map(rows::batch).collect::<Result<_, _>>()?;
-    Ok((batches, rest))
+    portable::snapshot_page(&found, page, last)
 }

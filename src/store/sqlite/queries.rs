@@ -6,26 +6,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{rows, to_millis, SqliteStore, StoreError};
 use crate::core::batch::BatchRecord;
+use crate::store::portable;
 use crate::store::types::{
     BatchChange, BatchFilter, BatchKey, BatchPage, SnapshotPage, SnapshotRest,
 };
-
-/// The columns of `batches` a filter applies to, with their values.
-fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &BatchFilter, table: &str) {
-    let columns = [
-        ("environment_id", &filter.environment_id),
-        ("project_id", &filter.project_id),
-        ("cube_id", &filter.cube_id),
-        ("batch_id", &filter.batch_id),
-    ];
-    for (column, value) in columns {
-        if let Some(value) = value {
-            query
-                .push(format!(" AND {table}.{column} = "))
-                .push_bind(value.clone());
-        }
-    }
-}
 
 impl SqliteStore {
     pub async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
@@ -44,38 +28,9 @@ impl SqliteStore {
         page_size: usize,
         after: Option<(i64, String)>,
     ) -> Result<BatchPage, StoreError> {
-        let mut query: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT record, begun_at, batch_id FROM batches WHERE 1 = 1");
-        push_filter(&mut query, filter, "batches");
-        if let Some(state) = filter.state {
-            query.push(" AND state = ").push_bind(state.as_str());
-        }
-        if let Some(since) = filter.since {
-            query.push(" AND begun_at >= ").push_bind(to_millis(since));
-        }
-        if let Some(until) = filter.until {
-            query.push(" AND begun_at < ").push_bind(to_millis(until));
-        }
-        if let Some((begun_at, batch_id)) = after {
-            query
-                .push(" AND (begun_at, batch_id) < (")
-                .push_bind(begun_at)
-                .push(", ")
-                .push_bind(batch_id)
-                .push(")");
-        }
-        query
-            .push(" ORDER BY begun_at DESC, batch_id DESC LIMIT ")
-            .push_bind(page_size as i64 + 1);
-        let rows = query.build().fetch_all(&self.reader).await?;
-        let more = rows.len() > page_size;
-        let rows = &rows[..rows.len().min(page_size)];
-        let next = match rows.last() {
-            Some(last) if more => Some((last.get("begun_at"), last.get("batch_id"))),
-            _ => None,
-        };
-        let batches = rows.iter().map(rows::batch).collect::<Result<_, _>>()?;
-        Ok(BatchPage { batches, next })
+        let mut query = portable::list_batches::<Sqlite>(filter, page_size, after);
+        let found = query.build().fetch_all(&self.reader).await?;
+        portable::batch_page(&found, page_size)
     }
 
     /// The earliest batch of a cube begun at or after `after` (in any
@@ -153,7 +108,7 @@ impl SqliteStore {
              WHERE changes_batch = 1 AND seq > ",
         );
         query.push_bind(after_seq);
-        push_filter(&mut query, filter, "events");
+        portable::push_filter(&mut query, filter, "events");
         query.push(" ORDER BY seq LIMIT ").push_bind(limit as i64);
         let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(rows::change).collect()
@@ -181,14 +136,9 @@ async fn key_at(
     filter: &BatchFilter,
     offset: usize,
 ) -> Result<Option<BatchKey>, StoreError> {
-    let mut query: QueryBuilder<Sqlite> =
-        QueryBuilder::new("SELECT begun_at, batch_id FROM batches WHERE 1 = 1");
-    push_filter(&mut query, filter, "batches");
-    query
-        .push(" ORDER BY begun_at DESC, batch_id DESC LIMIT 1 OFFSET ")
-        .push_bind(offset as i64);
+    let mut query = portable::key_at::<Sqlite>(filter, offset);
     let row = query.build().fetch_optional(conn).await?;
-    Ok(row.map(|r| (r.get("begun_at"), r.get("batch_id"))))
+    Ok(row.as_ref().map(portable::key))
 }
 
 /// Up to `page` batches matching `filter` from `from` (the oldest when
@@ -201,38 +151,7 @@ async fn snapshot_rows(
     last: BatchKey,
     page: usize,
 ) -> Result<(Vec<BatchRecord>, Option<SnapshotRest>), StoreError> {
-    let mut query: QueryBuilder<Sqlite> =
-        QueryBuilder::new("SELECT record, begun_at, batch_id FROM batches WHERE 1 = 1");
-    push_filter(&mut query, filter, "batches");
-    if let Some((begun_at, batch_id)) = from {
-        query
-            .push(if inclusive {
-                " AND (begun_at, batch_id) >= ("
-            } else {
-                " AND (begun_at, batch_id) > ("
-            })
-            .push_bind(begun_at)
-            .push(", ")
-            .push_bind(batch_id)
-            .push(")");
-    }
-    query
-        .push(" AND (begun_at, batch_id) <= (")
-        .push_bind(last.0)
-        .push(", ")
-        .push_bind(last.1.clone())
-        .push(") ORDER BY begun_at, batch_id LIMIT ")
-        .push_bind(page as i64 + 1);
-    let rows = query.build().fetch_all(conn).await?;
-    let more = rows.len() > page;
-    let rows = &rows[..rows.len().min(page)];
-    let rest = match rows.last() {
-        Some(r) if more => Some(SnapshotRest {
-            after: (r.get("begun_at"), r.get("batch_id")),
-            last,
-        }),
-        _ => None,
-    };
-    let batches = rows.iter().map(rows::batch).collect::<Result<_, _>>()?;
-    Ok((batches, rest))
+    let mut query = portable::snapshot_rows::<Sqlite>(filter, from, inclusive, &last, page);
+    let found = query.build().fetch_all(conn).await?;
+    portable::snapshot_page(&found, page, last)
 }

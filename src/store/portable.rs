@@ -1,0 +1,168 @@
+//! Queries whose text reads the same on both backends — batch filters,
+//! pages of batches and a watch's snapshot — built once over either
+//! database's `QueryBuilder`, and their rows read once through
+//! [`Columns`]. Each backend runs them on its own connections; SQL that
+//! differs between the two stays in the backend's own files.
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use super::rows::{self, Columns};
+use super::types::{BatchFilter, BatchKey, BatchPage, SnapshotRest};
+use super::StoreError;
+use crate::core::batch::BatchRecord;
+
+/// `AND {table}.{column} = ?` for each column the filter names.
+pub(super) fn push_filter<'a, DB>(
+    query: &mut QueryBuilder<'a, DB>,
+    filter: &BatchFilter,
+    table: &str,
+) where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let columns = [
+        ("environment_id", &filter.environment_id),
+        ("project_id", &filter.project_id),
+        ("cube_id", &filter.cube_id),
+        ("batch_id", &filter.batch_id),
+    ];
+    for (column, value) in columns {
+        if let Some(value) = value {
+            query
+                .push(format!(" AND {table}.{column} = "))
+                .push_bind(value.clone());
+        }
+    }
+}
+
+/// Batches matching `filter`, newest first, after `after`: one row more
+/// than a page, to tell whether another follows (see [`batch_page`]).
+pub(super) fn list_batches<'a, DB>(
+    filter: &BatchFilter,
+    page_size: usize,
+    after: Option<BatchKey>,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments<'a>: Default,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT record, begun_at, batch_id FROM batches WHERE 1 = 1");
+    push_filter(&mut query, filter, "batches");
+    if let Some(state) = filter.state {
+        query.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(since) = filter.since {
+        query
+            .push(" AND begun_at >= ")
+            .push_bind(super::to_millis(since));
+    }
+    if let Some(until) = filter.until {
+        query
+            .push(" AND begun_at < ")
+            .push_bind(super::to_millis(until));
+    }
+    if let Some((begun_at, batch_id)) = after {
+        query
+            .push(" AND (begun_at, batch_id) < (")
+            .push_bind(begun_at)
+            .push(", ")
+            .push_bind(batch_id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY begun_at DESC, batch_id DESC LIMIT ")
+        .push_bind(page_size as i64 + 1);
+    query
+}
+
+/// The page [`list_batches`] read.
+pub(super) fn batch_page(
+    found: &[impl Columns],
+    page_size: usize,
+) -> Result<BatchPage, StoreError> {
+    let more = found.len() > page_size;
+    let found = &found[..found.len().min(page_size)];
+    let next = found.last().filter(|_| more).map(key);
+    let batches = found.iter().map(rows::batch).collect::<Result<_, _>>()?;
+    Ok(BatchPage { batches, next })
+}
+
+/// The key of the `offset`-th newest batch matching `filter`.
+pub(super) fn key_at<'a, DB>(filter: &BatchFilter, offset: usize) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments<'a>: Default,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT begun_at, batch_id FROM batches WHERE 1 = 1");
+    push_filter(&mut query, filter, "batches");
+    query
+        .push(" ORDER BY begun_at DESC, batch_id DESC LIMIT 1 OFFSET ")
+        .push_bind(offset as i64);
+    query
+}
+
+/// A batch's place in "newest" order, from `begun_at, batch_id`.
+pub(super) fn key(r: &impl Columns) -> BatchKey {
+    (r.int("begun_at"), r.text("batch_id"))
+}
+
+/// Up to `page` batches matching `filter` from `from` (the oldest when
+/// `None`) to `last`, oldest first, and one more to tell whether the
+/// snapshot goes on (see [`snapshot_page`]).
+pub(super) fn snapshot_rows<'a, DB>(
+    filter: &BatchFilter,
+    from: Option<BatchKey>,
+    inclusive: bool,
+    last: &BatchKey,
+    page: usize,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments<'a>: Default,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT record, begun_at, batch_id FROM batches WHERE 1 = 1");
+    push_filter(&mut query, filter, "batches");
+    if let Some((begun_at, batch_id)) = from {
+        query
+            .push(if inclusive {
+                " AND (begun_at, batch_id) >= ("
+            } else {
+                " AND (begun_at, batch_id) > ("
+            })
+            .push_bind(begun_at)
+            .push(", ")
+            .push_bind(batch_id)
+            .push(")");
+    }
+    query
+        .push(" AND (begun_at, batch_id) <= (")
+        .push_bind(last.0)
+        .push(", ")
+        .push_bind(last.1.clone())
+        .push(") ORDER BY begun_at, batch_id LIMIT ")
+        .push_bind(page as i64 + 1);
+    query
+}
+
+/// The batches [`snapshot_rows`] read, and what remains after them.
+pub(super) fn snapshot_page(
+    found: &[impl Columns],
+    page: usize,
+    last: BatchKey,
+) -> Result<(Vec<BatchRecord>, Option<SnapshotRest>), StoreError> {
+    let more = found.len() > page;
+    let found = &found[..found.len().min(page)];
+    let rest = found.last().filter(|_| more).map(|r| SnapshotRest {
+        after: key(r),
+        last,
+    });
+    let batches = found.iter().map(rows::batch).collect::<Result<_, _>>()?;
+    Ok((batches, rest))
+}
