@@ -5,6 +5,7 @@ mod batches;
 mod deliveries;
 mod emit;
 mod listen;
+mod migrate;
 mod subs;
 mod wait;
 
@@ -59,6 +60,9 @@ enum Command {
     /// Measure throughput, latency, isolation, recovery and memory on this
     /// machine (loopback only).
     Bench(crate::bench::BenchArgs),
+    /// Copy a SQLite store into an empty PostgreSQL database and verify
+    /// the row counts (SQLite to PostgreSQL only).
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +173,7 @@ pub async fn run() -> ExitCode {
         Command::Subs(command) => subs::run(command).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
         Command::Secret => {
             println!("{}", SigningSecret::generate().expose());
             Ok(())

@@ -13,6 +13,7 @@
 //! implement. The `delegate!` lists below are the whole seam: a method
 //! missing from a backend is a compile error, not a runtime surprise.
 
+pub mod migrate;
 mod portable;
 mod postgres;
 mod rows;

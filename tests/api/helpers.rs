@@ -66,12 +66,40 @@ impl Deref for TestDir {
 
 impl TestDir {
     pub async fn create() -> Arc<TestDir> {
+        if !on_postgres() {
+            return TestDir::sqlite();
+        }
         let dir = tempfile::tempdir().expect("temp dir");
-        let database = match on_postgres() {
-            true => Some(create_database().await),
-            false => None,
-        };
+        let database = Some(create_database().await);
         Arc::new(TestDir { dir, database })
+    }
+
+    /// A SQLite store in a temporary directory, on either target (what
+    /// `herald migrate` copies from).
+    pub fn sqlite() -> Arc<TestDir> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Arc::new(TestDir {
+            dir,
+            database: None,
+        })
+    }
+
+    /// Rows in one of the store's tables, counted in the database itself.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let url = self.store_url();
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        if self.database.is_some() {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            return n;
+        }
+        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=ro"))
+            .await
+            .unwrap();
+        let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        n
     }
 
     /// The store URL Herald is given.
@@ -307,20 +335,7 @@ impl TestApp {
 
     /// Rows in one of the store's tables, counted in the database itself.
     pub async fn count_rows(&self, table: &str) -> i64 {
-        let url = self.dir.store_url();
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        if on_postgres() {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
-            pool.close().await;
-            return n;
-        }
-        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=ro"))
-            .await
-            .unwrap();
-        let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
-        pool.close().await;
-        n
+        self.dir.count_rows(table).await
     }
 
     /// The deliveries of one event, in subscription order.
@@ -357,6 +372,28 @@ impl TestApp {
             ))),
             source: "engine-test".to_owned(),
         })
+    }
+
+    /// An `environment.created` of `prod`, with one attribute.
+    pub fn environment_created(&self, event_id: &str) -> pb::EnvironmentRequest {
+        pb::EnvironmentRequest {
+            meta: self.meta(event_id),
+            environment_id: "prod".into(),
+            name: "Production".into(),
+            attributes: [("region".to_owned(), "eu-west".to_owned())].into(),
+        }
+    }
+
+    /// A `schema.published` of project `finance`'s cube Sales in `prod`.
+    pub fn schema_published(&self, event_id: &str) -> pb::SchemaRequest {
+        pb::SchemaRequest {
+            meta: self.meta(event_id),
+            environment_id: "prod".into(),
+            project_id: "finance".into(),
+            catalogs: vec!["Finance".into()],
+            cubes: vec!["Sales".into()],
+            version: "42".into(),
+        }
     }
 
     /// A `project.published` of project `finance` carrying `xml`.

@@ -154,21 +154,9 @@ async fn subscriptions_receive_only_the_events_and_scopes_they_filter_on() {
     dev.batch = Some(batch_ref("b-3", "dev", "sales"));
     app.ingest.clone().batch_failed(dev).await.unwrap();
     app.start_batch("ev-4", "b-4", "sales").await;
-    let env = pb::EnvironmentRequest {
-        meta: app.meta("ev-5"),
-        environment_id: "prod".into(),
-        name: "Production".into(),
-        attributes: [("region".to_owned(), "eu-west".to_owned())].into(),
-    };
+    let env = app.environment_created("ev-5");
     app.ingest.clone().environment_created(env).await.unwrap();
-    let schema = pb::SchemaRequest {
-        meta: app.meta("ev-6"),
-        environment_id: "prod".into(),
-        project_id: "finance".into(),
-        catalogs: vec!["Finance".into()],
-        cubes: vec!["Sales".into()],
-        version: "42".into(),
-    };
+    let schema = app.schema_published("ev-6");
     app.ingest.clone().schema_published(schema).await.unwrap();
     app.deliver().await;
 

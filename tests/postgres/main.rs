@@ -24,6 +24,7 @@ mod helpers;
 mod ingest;
 #[path = "../api/integrations.rs"]
 mod integrations;
+mod migrate;
 #[path = "../api/monitor.rs"]
 mod monitor;
 #[path = "../api/ops.rs"]

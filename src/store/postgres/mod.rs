@@ -123,6 +123,11 @@ impl PgStore {
         &self.shared.url
     }
 
+    /// The pool, for the store's own tools (`migrate`).
+    pub(in crate::store) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub(super) fn replica(&self) -> &str {
         &self.shared.replica
     }
