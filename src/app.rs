@@ -134,6 +134,30 @@ fn refuse_open_ports(server: &crate::config::ServerSettings) -> Result<(), Start
     }
 }
 
+/// Binds the gRPC port and, when enabled, the operations port.
+async fn bind_ports(
+    server: &crate::config::ServerSettings,
+) -> Result<(TcpListener, SocketAddr, Option<TcpListener>), StartError> {
+    let bind = |requested: SocketAddr| async move {
+        TcpListener::bind(requested)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: requested,
+                source,
+            })
+    };
+    let listener = bind(server.grpc_listen).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: server.grpc_listen,
+        source,
+    })?;
+    let http = match server.http_listen {
+        Some(requested) => Some(bind(requested).await?),
+        None => None,
+    };
+    Ok((listener, addr, http))
+}
+
 /// TLS for gRPC from the configured PEM files; with a client CA, clients
 /// must present a certificate that chains to it (mTLS).
 fn server_tls(tls: &crate::config::TlsSettings) -> tonic::transport::ServerTlsConfig {
@@ -211,6 +235,8 @@ impl Application {
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
         refuse_open_ports(&settings.server)?;
         check_target_names(&settings).await?;
+        // Ports first: a busy port leaves no database file behind.
+        let (listener, addr, http) = bind_ports(&settings.server).await?;
         let store = Store::open(&settings.store.url).await?;
         let context = ManagedContext {
             egress: settings.egress.clone(),
@@ -272,30 +298,6 @@ impl Application {
             settings.retention.clone(),
             metrics.clone(),
         );
-        let requested = settings.server.grpc_listen;
-        let listener = TcpListener::bind(requested)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: requested,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: requested,
-            source,
-        })?;
-        let http = match settings.server.http_listen {
-            Some(requested) => {
-                Some(
-                    TcpListener::bind(requested)
-                        .await
-                        .map_err(|source| StartError::Bind {
-                            addr: requested,
-                            source,
-                        })?,
-                )
-            }
-            None => None,
-        };
         Ok(Self {
             listener,
             addr,
