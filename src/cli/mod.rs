@@ -5,6 +5,7 @@ mod batches;
 mod deliveries;
 mod emit;
 mod listen;
+mod server;
 mod subs;
 mod wait;
 
@@ -18,7 +19,8 @@ use crate::config::{Overrides, Settings};
 use crate::core::signature::SigningSecret;
 use crate::telemetry::{self, LogFormat};
 
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+pub(crate) use server::{cause_chain, connect, status_error};
+pub use server::{Authed, Bearer, ServerArg, DEFAULT_SERVER};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,72 +79,6 @@ struct ServeArgs {
     insecure: bool,
 }
 
-/// Where client commands find the server, and how they prove who they are.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServerArg {
-    /// Herald's gRPC address.
-    #[arg(long, env = "HERALD_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
-    /// Bearer token, when the server requires one.
-    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// CA certificate (PEM) to verify an https:// server with.
-    #[arg(long, env = "HERALD_CA_CERT")]
-    pub ca_cert: Option<std::path::PathBuf>,
-    /// Client certificate (PEM), for servers that require one (mTLS).
-    #[arg(long, env = "HERALD_CLIENT_CERT", requires = "client_key")]
-    pub client_cert: Option<std::path::PathBuf>,
-    /// The client certificate's key (PEM).
-    #[arg(long, env = "HERALD_CLIENT_KEY", requires = "client_cert")]
-    pub client_key: Option<std::path::PathBuf>,
-}
-
-impl ServerArg {
-    /// TLS settings for an https:// server, from the files given.
-    fn tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        if !self.server.starts_with("https://") {
-            return Ok(None);
-        }
-        let read = |flag: &str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
-        };
-        let mut config = ClientTlsConfig::new().with_webpki_roots();
-        if let Some(ca) = &self.ca_cert {
-            config = config.ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));
-        }
-        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
-            config = config.identity(Identity::from_pem(
-                read("--client-cert", cert)?,
-                read("--client-key", key)?,
-            ));
-        }
-        Ok(Some(config))
-    }
-}
-
-/// Adds `authorization: Bearer <token>` to every call, when a token is set.
-#[derive(Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A channel to Herald that authenticates each call.
-pub type Authed =
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
-
 pub async fn run() -> ExitCode {
     // Usage errors exit 1, not clap's 2: for `herald wait`, 2 means "the
     // refresh failed", and a script must be able to tell the two apart.
@@ -177,7 +113,7 @@ pub async fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cause_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -233,41 +169,4 @@ pub(crate) fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, St
         .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like 6h"))?;
     crate::core::time::checked_before(chrono::Utc::now(), ago)
         .ok_or_else(|| format!("`{text}` ago is before any date Herald can represent"))
-}
-
-/// Turns a gRPC status into a one-line error: `INVALID_ARGUMENT: batch.batch_id: ...`.
-pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
-}
-
-pub(crate) async fn connect(arg: &ServerArg) -> anyhow::Result<Authed> {
-    let bearer = match &arg.token {
-        Some(token) => Some(
-            format!("Bearer {}", token.trim())
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--token: not a valid header value"))?,
-        ),
-        None => None,
-    };
-    let channel = open_channel(&arg.server, arg.tls()?).await?;
-    Ok(tonic::service::interceptor::InterceptedService::new(
-        channel,
-        Bearer(bearer),
-    ))
-}
-
-async fn open_channel(
-    server: &str,
-    tls: Option<tonic::transport::ClientTlsConfig>,
-) -> anyhow::Result<tonic::transport::Channel> {
-    let mut endpoint = tonic::transport::Endpoint::from_shared(server.to_owned()).map_err(|e| {
-        anyhow::anyhow!("--server `{server}` is not a URL like {DEFAULT_SERVER}: {e}")
-    })?;
-    if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls)?;
-    }
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Herald at {server}: {e}"))
 }

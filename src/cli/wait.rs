@@ -49,7 +49,7 @@ pub async fn run(args: WaitArgs) -> ExitCode {
             ExitCode::from(code)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::cause_chain(e.as_ref()));
             ExitCode::from(UNREACHABLE_OR_USAGE)
         }
     }

@@ -152,11 +152,98 @@ async fn emit_reports_a_reused_event_id_and_what_it_was_first_used_for() {
     assert_eq!(app.store.count_events().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn emit_without_a_server_says_herald_is_unreachable() {
-    let out = herald(&["emit", "batch-started", "--server", "http://127.0.0.1:9"]);
+/// Runs `herald` without blocking the runtime the test's server runs on.
+async fn herald_beside(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        herald(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim_end().to_owned()
+}
+
+#[test]
+fn emit_without_a_server_says_why_and_what_to_check() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = herald(&["emit", "batch-started", "--server", &addr.to_string()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Herald"));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: cannot reach Herald at http://{addr}: "))
+            && err.contains("Connection refused")
+            && err.ends_with(&format!("is herald serve running on {addr}?")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_loopback_address_without_scheme_is_plaintext_and_https_against_it_is_explained() {
+    let app = spawn_app("").await;
+    let plain = herald_beside(vec![
+        "batches".into(),
+        "list".into(),
+        "--server".into(),
+        app.addr.to_string(),
+    ])
+    .await;
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(String::from_utf8_lossy(&plain.stdout).starts_with("BATCH"));
+
+    let tls = herald_beside(vec![
+        "batches".into(),
+        "list".into(),
+        "--server".into(),
+        format!("https://{}", app.addr),
+    ])
+    .await;
+    assert_eq!(tls.status.code(), Some(1));
+    assert!(
+        stderr(&tls).ends_with("the server speaks plaintext: use http://"),
+        "{}",
+        stderr(&tls)
+    );
+}
+
+#[test]
+fn serve_names_a_busy_address_once_and_leaves_no_database_behind() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--grpc-listen", &addr])
+        .current_dir(dir.path())
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_STORE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: cannot listen on {addr}: ")),
+        "{err}"
+    );
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn listen_names_a_busy_port() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let out = herald(&["listen", "--port", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: cannot listen on 127.0.0.1:{port}: ")),
+        "{err}"
+    );
 }
 
 #[tokio::test]

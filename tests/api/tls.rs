@@ -189,3 +189,61 @@ async fn unreadable_certificate_files_name_the_key() {
         herald::config::Settings::from_toml(config, &Default::default(), &|_| None).unwrap_err();
     assert!(err.to_string().contains("server.tls.cert"), "{err}");
 }
+
+/// Each way a TLS connection goes wrong gets its cause and what to try.
+#[tokio::test]
+async fn cli_errors_say_why_a_tls_connection_failed() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.issue(&["engine-1"]);
+    let trusted = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_cert))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&cert, &key));
+    let app = app(&pki, dir.path(), true, trusted).await;
+    let ca = write(dir.path(), "ca-for-cli.pem", &pki.ca_cert);
+    let port = app.addr.port();
+    let cases = [
+        (vec![format!("http://localhost:{port}")], "use https:// and --ca-cert"),
+        (vec![format!("https://localhost:{port}")], "UnknownIssuer — the server's certificate is not trusted: pass its CA with --ca-cert"),
+        (
+            vec![format!("https://localhost:{port}"), "--ca-cert".into(), ca],
+            "CertificateRequired — the server requires a client certificate: --client-cert and --client-key",
+        ),
+    ];
+    for (args, hint) in cases {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args(["batches", "list", "--server"])
+                .args(&args)
+                .env_remove("HERALD_CA_CERT")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(err.trim_end().ends_with(hint), "{err}");
+    }
+}
+
+#[test]
+fn a_key_that_does_not_fit_its_certificate_is_refused_at_load() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = pki.issue(&["localhost"]);
+    let (_, other_key) = pki.issue(&["localhost"]);
+    let config = format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        write(dir.path(), "server.pem", &cert),
+        write(dir.path(), "other-key.pem", &other_key)
+    );
+    let err = herald::config::Settings::from_toml(&config, &Default::default(), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config key `server.tls.key`: does not fit the certificate"),
+        "{err}"
+    );
+}
