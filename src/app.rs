@@ -397,10 +397,8 @@ impl Application {
         health_reporter
             .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let reflection = crate::api::reflection().build_v1()?;
+        let reflection_v1alpha = crate::api::reflection().build_v1alpha()?;
         tracing::info!(grpc = %self.addr, store = %self.settings.store.url, subscriptions = self.settings.subscriptions.len(), "Herald is serving");
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &self.settings.server.tls {
@@ -409,6 +407,7 @@ impl Application {
         let served = builder
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(
                 DocumentGate::new(
                     IngestServiceServer::new(IngestApi::new(self.ingestor))
