@@ -205,8 +205,10 @@ pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
             line = format!("{line}: {causes}");
         }
     }
-    let transport = matches!(status.code(), tonic::Code::Unknown | tonic::Code::Internal)
-        && (status.source().is_some() || status.message().contains("protocol error"));
+    let transport = matches!(
+        status.code(),
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+    ) && (status.source().is_some() || status.message().contains("protocol error"));
     match transport.then(|| hint_for_status(&line)).flatten() {
         Some(hint) => anyhow::anyhow!("{line} — {hint}"),
         None => anyhow::anyhow!("{line}"),
@@ -229,6 +231,13 @@ fn hint_for_status(line: &str) -> Option<String> {
         Some("if the server speaks TLS: use https:// and --ca-cert".into())
     } else if has(&["certificate", "alert"]) {
         Some("the server refused the TLS session: check --client-cert and --client-key".into())
+    } else if has(&["connection closed", "canceled"]) {
+        // Which it was depends on who closed first; name both.
+        Some(
+            "the server closed the connection: if it speaks TLS, use https:// and --ca-cert; \
+             if it requires a client certificate, --client-cert and --client-key"
+                .into(),
+        )
     } else {
         None
     }
