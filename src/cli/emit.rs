@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 
+use super::batches::state_text;
+use super::output::OutputArg;
 use super::{connect, status_error, ServerArg};
-use crate::api::pb::BatchState;
 use crate::api::pb::{self, ingest_service_client::IngestServiceClient};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -36,27 +37,37 @@ pub struct EmitArgs {
     /// When it happened (RFC 3339); now when omitted.
     #[arg(long)]
     occurred_at: Option<DateTime<Utc>>,
+    /// Which engine instance sends it (meta.source).
     #[arg(long, default_value = "herald-cli")]
     source: String,
+    /// The batch's id (batch events).
     #[arg(long, alias = "batch")]
     batch_id: Option<String>,
+    /// The environment's id.
     #[arg(long, alias = "environment")]
     environment_id: Option<String>,
+    /// The project's id.
     #[arg(long, alias = "project")]
     project_id: Option<String>,
+    /// The cube's id (batch events).
     #[arg(long)]
     cube_id: Option<String>,
+    /// The cube's display name (batch events; the cube id when omitted).
     #[arg(long)]
     cube_name: Option<String>,
     /// full or incremental.
     #[arg(long, default_value = "full")]
     build_kind: String,
+    /// How many aggregates the batch builds (0: unknown).
     #[arg(long, default_value_t = 0)]
     aggregate_count: u32,
+    /// How many it built (batch-succeeded).
     #[arg(long, default_value_t = 0)]
     aggregates_built: u32,
+    /// Rows written (batch-succeeded).
     #[arg(long, default_value_t = 0)]
     rows_written: u64,
+    /// Why the batch failed (required by batch-failed).
     #[arg(long)]
     error_message: Option<String>,
     /// A failed aggregate as `ID=ERROR`; repeat for several.
@@ -77,9 +88,8 @@ pub struct EmitArgs {
     /// Schema version.
     #[arg(long)]
     version: Option<String>,
-    /// Print the reply as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
@@ -87,12 +97,8 @@ pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
     let reply = send(&mut client, &args)
         .await
         .map_err(|status| refused(status, &args))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&reply_json(&reply))?);
-    } else {
-        println!("{}", describe(&reply));
-    }
-    Ok(())
+    args.output
+        .print(&reply_json(&reply), |_| println!("{}", describe(&reply)))
 }
 
 async fn send(
@@ -256,22 +262,12 @@ fn describe(r: &pb::IngestReply) -> String {
     let batch = r
         .batch
         .as_ref()
-        .map(|b| format!(", batch {} {}", b.batch_id, state_name(b.state)))
+        .map(|b| format!(", batch {} {}", b.batch_id, state_text(b.state)))
         .unwrap_or_default();
     format!(
         "ok: {novelty}, sequence {}{batch}, {} deliveries enqueued",
         r.sequence, r.deliveries
     )
-}
-
-pub(crate) fn state_name(state: i32) -> &'static str {
-    match BatchState::try_from(state) {
-        Ok(BatchState::Running) => "RUNNING",
-        Ok(BatchState::Succeeded) => "SUCCEEDED",
-        Ok(BatchState::Failed) => "FAILED",
-        Ok(BatchState::Stalled) => "STALLED",
-        _ => "UNKNOWN",
-    }
 }
 
 fn reply_json(r: &pb::IngestReply) -> serde_json::Value {

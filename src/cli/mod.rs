@@ -5,6 +5,7 @@ mod batches;
 mod deliveries;
 mod emit;
 mod listen;
+mod output;
 mod server;
 mod subs;
 mod wait;
@@ -52,7 +53,8 @@ enum Command {
     #[command(subcommand)]
     Subs(subs::SubsCommand),
     /// Wait until a cube's refresh finishes. Exit 0 succeeded, 2 failed,
-    /// 3 timed out or stalled, 1 Herald unreachable or bad usage.
+    /// 3 timed out or stalled, 1 Herald unreachable or bad usage. With
+    /// -o json|yaml: the outcome and the batch as it stands.
     Wait(wait::WaitArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
@@ -61,6 +63,43 @@ enum Command {
     /// Measure throughput, latency, isolation, recovery and memory on this
     /// machine (loopback only).
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script, e.g.
+    /// `herald completions bash > /etc/bash_completion.d/herald`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff), e.g. `herald man | man -l -`.
+    Man,
+}
+
+/// The shells `herald completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The command line as clap sees it: for completions, the man page and
+/// the tests of its help texts.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+fn print_completions(shell: Shell) {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut command(), "herald", &mut std::io::stdout());
+}
+
+fn print_man_page() -> anyhow::Result<()> {
+    clap_mangen::Man::new(command()).render(&mut std::io::stdout())?;
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +144,11 @@ pub async fn run() -> ExitCode {
         Command::Subs(command) => subs::run(command).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Completions { shell } => {
+            print_completions(shell);
+            Ok(())
+        }
+        Command::Man => print_man_page(),
         Command::Secret => {
             println!("{}", SigningSecret::generate().expose());
             Ok(())
@@ -169,4 +213,60 @@ pub(crate) fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, St
         .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like 6h"))?;
     crate::core::time::checked_before(chrono::Utc::now(), ago)
         .ok_or_else(|| format!("`{text}` ago is before any date Herald can represent"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every flag and argument of every command, with the path to it.
+    fn arguments(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in command.get_subcommands() {
+            arguments(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_command_has_help_text() {
+        let mut command = super::command();
+        command.build();
+        let mut all = Vec::new();
+        arguments(&command, "herald", &mut all);
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|(_, arg)| arg.get_help().is_none())
+            .map(|(path, arg)| format!("{path} --{}", arg.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        fn commands_without_about(command: &clap::Command, out: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    out.push(sub.get_name().to_owned());
+                }
+                commands_without_about(sub, out);
+            }
+        }
+        let mut bare = Vec::new();
+        commands_without_about(&command, &mut bare);
+        assert!(bare.is_empty(), "no about text: {bare:?}");
+    }
+
+    #[test]
+    fn subs_enable_and_disable_describe_themselves() {
+        let command = super::command();
+        let subs = command.find_subcommand("subs").unwrap();
+        let about = |name: &str| {
+            subs.find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        };
+        assert!(about("enable").starts_with("Resume"), "{}", about("enable"));
+        assert!(
+            about("disable").starts_with("Pause"),
+            "{}",
+            about("disable")
+        );
+    }
 }

@@ -52,7 +52,7 @@ async fn emit_then_batches_get_shows_the_batch() {
     );
     let out = String::from_utf8_lossy(&emit.stdout);
     assert!(
-        out.contains("new event") && out.contains("b-7 FAILED"),
+        out.contains("new event") && out.contains("b-7 failed"),
         "{out}"
     );
 
@@ -63,7 +63,9 @@ async fn emit_then_batches_get_shows_the_batch() {
     .unwrap();
     assert!(get.status.success());
     let json: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
-    assert_eq!(json["state"], "FAILED");
+    assert_eq!(json["state"], "failed");
+    assert_eq!(json["build_kind"], "full");
+    assert_eq!(json["finished_at"], "2026-03-01T11:59:00.000Z");
     assert_eq!(json["failed_aggregates"][0]["error"], "boom");
     assert_eq!(json["start_seen"], false);
 }
@@ -330,4 +332,49 @@ async fn serve_logs_json_lines_when_asked() {
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["fields"]["message"], "Herald is serving");
+}
+
+/// `-o yaml` and `-o json` print the same document; `--json` is `-o json`.
+#[tokio::test]
+async fn every_format_prints_the_same_batch() {
+    let app = spawn_app("").await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    let get = |format: &[&str]| {
+        let mut args = vec!["batches".to_owned(), "get".into(), "b-1".into()];
+        args.extend(["--server".into(), app.addr.to_string()]);
+        args.extend(format.iter().map(|s| s.to_string()));
+        herald_beside(args)
+    };
+    let json = get(&["--json"]).await;
+    let long = get(&["--output", "json"]).await;
+    assert_eq!(json.stdout, long.stdout);
+    let batch: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(batch["state"], "failed");
+
+    let yaml = String::from_utf8(get(&["-o", "yaml"]).await.stdout).unwrap();
+    assert!(yaml.contains("state: \"failed\"\n"), "{yaml}");
+    assert!(yaml.contains("failed_aggregates:\n  - "), "{yaml}");
+
+    let table = String::from_utf8(get(&[]).await.stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().eq(["state", "failed"])),
+        "{table}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = herald(&["completions", shell]);
+        assert!(out.status.success());
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("deliveries"), "{shell}: {script}");
+    }
+    let man = String::from_utf8(herald(&["man"]).stdout).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH herald"),
+        "{man}"
+    );
 }
