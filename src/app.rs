@@ -428,7 +428,8 @@ impl Application {
                     self.feed.clone(),
                     self.options.clock.clone(),
                     self.settings.server.watch_send_timeout,
-                ),
+                )
+                .with_schedules(self.settings.schedules.clone()),
                 Auth::new(&self.settings.server.tokens, Service::Query),
             ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)

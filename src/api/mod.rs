@@ -9,6 +9,7 @@ mod gate;
 mod ingest;
 mod paging;
 mod query;
+mod schedules;
 mod subscriptions;
 mod watch;
 

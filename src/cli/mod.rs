@@ -6,6 +6,7 @@ mod deliveries;
 mod emit;
 mod listen;
 mod output;
+mod schedules;
 mod server;
 mod subs;
 mod wait;
@@ -56,6 +57,9 @@ enum Command {
     /// 3 timed out or stalled, 1 Herald unreachable or bad usage. With
     /// -o json|yaml: the outcome and the batch as it stands.
     Wait(wait::WaitArgs),
+    /// Each refresh schedule: last success, when it becomes overdue, and
+    /// whether it is.
+    Schedules(schedules::SchedulesArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
     /// Print a new random webhook signing secret (`whsec_…`).
@@ -143,6 +147,7 @@ pub async fn run() -> ExitCode {
         Command::Deliveries(command) => deliveries::run(command).await,
         Command::Subs(command) => subs::run(command).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Schedules(args) => schedules::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Completions { shell } => {
             print_completions(shell);
