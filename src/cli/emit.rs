@@ -20,6 +20,66 @@ pub enum EventKind {
     EnvironmentDeleted,
     SchemaPublished,
     SchemaUnpublished,
+    /// project.snapshot_created (from the design tool).
+    SnapshotCreated,
+    /// project.snapshot_restored.
+    SnapshotRestored,
+    /// project.published.
+    ProjectPublished,
+    /// project.promoted (needs --target-environment).
+    ProjectPromoted,
+    /// project.imported.
+    ProjectImported,
+    /// project.deleted.
+    ProjectDeleted,
+    /// project.deleted_unpublished.
+    ProjectDeletedUnpublished,
+}
+
+impl EventKind {
+    /// The project event kind, for the design tool's events.
+    fn project(self) -> Option<pb::ProjectEventKind> {
+        use pb::ProjectEventKind as P;
+        Some(match self {
+            EventKind::SnapshotCreated => P::SnapshotCreated,
+            EventKind::SnapshotRestored => P::SnapshotRestored,
+            EventKind::ProjectPublished => P::Published,
+            EventKind::ProjectPromoted => P::Promoted,
+            EventKind::ProjectImported => P::Imported,
+            EventKind::ProjectDeleted => P::Deleted,
+            EventKind::ProjectDeletedUnpublished => P::DeletedUnpublished,
+            _ => return None,
+        })
+    }
+}
+
+/// The flags of the design tool's project events.
+#[derive(Debug, clap::Args)]
+pub struct ProjectArgs {
+    /// The project's organization (project events).
+    #[arg(long)]
+    organization_id: Option<String>,
+    /// The organization's display name (project events).
+    #[arg(long)]
+    organization_name: Option<String>,
+    /// The project's display name (project events).
+    #[arg(long)]
+    project_name: Option<String>,
+    /// Who did it: a name, an email, or `Name <email>` (project events).
+    #[arg(long)]
+    user: Option<String>,
+    /// The snapshot taken or restored (project events).
+    #[arg(long)]
+    snapshot_id: Option<String>,
+    /// The snapshot's tag (project events).
+    #[arg(long)]
+    snapshot_tag: Option<String>,
+    /// The environment promoted to (project-promoted).
+    #[arg(long)]
+    target_environment: Option<String>,
+    /// A file holding the project's XML document (project events).
+    #[arg(long)]
+    project_xml: Option<std::path::PathBuf>,
 }
 
 /// Flags are named after the request fields; the server checks which are
@@ -88,6 +148,8 @@ pub struct EmitArgs {
     /// Schema version.
     #[arg(long)]
     version: Option<String>,
+    #[command(flatten)]
+    project: ProjectArgs,
     #[command(flatten)]
     output: OutputArg,
 }
@@ -162,6 +224,15 @@ async fn send(
         }
         EventKind::SchemaPublished => client.schema_published(schema(a)).await?,
         EventKind::SchemaUnpublished => client.schema_unpublished(schema(a)).await?,
+        other => {
+            // Every other kind is one of the design tool's project events.
+            let kind = other.project().ok_or_else(|| {
+                tonic::Status::invalid_argument(format!("{other:?} cannot be sent"))
+            })?;
+            client
+                .project_event(project_event(a, kind).map_err(bad)?)
+                .await?
+        }
     };
     Ok(reply.into_inner())
 }
@@ -251,6 +322,33 @@ fn schema(a: &EmitArgs) -> pb::SchemaRequest {
         cubes: a.cubes.clone(),
         version: a.version.clone().unwrap_or_default(),
     }
+}
+
+fn project_event(
+    a: &EmitArgs,
+    kind: pb::ProjectEventKind,
+) -> anyhow::Result<pb::ProjectEventRequest> {
+    let p = &a.project;
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let project_xml = match &p.project_xml {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("--project-xml {}", path.display()))?
+            .into(),
+        None => Default::default(),
+    };
+    Ok(pb::ProjectEventRequest {
+        meta: Some(meta(a)),
+        kind: kind as i32,
+        organization_id: text(&p.organization_id),
+        organization_name: text(&p.organization_name),
+        project_id: text(&a.project_id),
+        project_name: text(&p.project_name),
+        user: text(&p.user),
+        snapshot_id: text(&p.snapshot_id),
+        snapshot_tag: text(&p.snapshot_tag),
+        target_environment: text(&p.target_environment),
+        project_xml,
+    })
 }
 
 fn describe(r: &pb::IngestReply) -> String {
