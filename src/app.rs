@@ -62,6 +62,13 @@ pub enum StartError {
     Egress { key: String, reason: String },
 }
 
+/// What start-up refuses before it touches the store or a port (also
+/// `herald check-config`).
+pub async fn check_settings(settings: &Settings) -> Result<(), StartError> {
+    refuse_open_ports(&settings.server)?;
+    check_target_names(settings).await
+}
+
 /// Refuses subscriptions whose host name resolves only to addresses the
 /// egress policy blocks. A name that does not resolve now is only a
 /// warning: DNS may be back before the first delivery, which is checked
@@ -232,8 +239,7 @@ impl Application {
     }
 
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
-        refuse_open_ports(&settings.server)?;
-        check_target_names(&settings).await?;
+        check_settings(&settings).await?;
         // Ports first: a busy port leaves no database file behind.
         let (listener, addr, http) = bind_ports(&settings.server).await?;
         let store = Store::open(&settings.store.url).await?;

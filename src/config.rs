@@ -183,6 +183,8 @@ pub struct DeliverySettings {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub grpc_listen: Option<String>,
+    /// `--http-listen` / `HERALD_HTTP_LISTEN`: an address, or "off".
+    pub http_listen: Option<String>,
     pub store_url: Option<String>,
     /// `--insecure`: allow a non-loopback address without tokens.
     pub insecure: bool,
@@ -281,7 +283,12 @@ impl Settings {
                     "10s",
                     limits::WATCH_SEND_TIMEOUT,
                 )?,
-                http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
+                http_listen: match overrides
+                    .http_listen
+                    .as_deref()
+                    .or(server.http_listen.as_deref())
+                    .unwrap_or(DEFAULT_HTTP_LISTEN)
+                {
                     "off" => None,
                     text => Some(parse_listen_address(
                         "server.http_listen",
@@ -1713,6 +1720,7 @@ mod tests {
     fn overrides_win_over_the_file() {
         let overrides = Overrides {
             grpc_listen: Some("127.0.0.1:7000".into()),
+            http_listen: Some("off".into()),
             store_url: Some("sqlite://other.db".into()),
             insecure: false,
         };

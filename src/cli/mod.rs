@@ -62,6 +62,9 @@ enum Command {
     Schedules(schedules::SchedulesArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
+    /// Check the configuration as `serve` would, without starting: exit 0
+    /// when it is valid, 1 with the same message as `serve` when not.
+    CheckConfig(ServeArgs),
     /// Print a new random webhook signing secret (`whsec_…`).
     Secret,
     /// Measure throughput, latency, isolation, recovery and memory on this
@@ -114,6 +117,10 @@ struct ServeArgs {
     /// gRPC listen address (overrides `server.grpc_listen`).
     #[arg(long, env = "HERALD_GRPC_LISTEN")]
     grpc_listen: Option<String>,
+    /// Operations HTTP address for /metrics, /healthz, /readyz, or "off"
+    /// (overrides `server.http_listen`).
+    #[arg(long, env = "HERALD_HTTP_LISTEN")]
+    http_listen: Option<String>,
     /// Database URL (overrides `store.url`).
     #[arg(long, env = "HERALD_STORE_URL")]
     store_url: Option<String>,
@@ -142,6 +149,7 @@ pub async fn run() -> ExitCode {
             telemetry::init(cli.log_format);
             serve(args).await
         }
+        Command::CheckConfig(args) => check_config(args).await,
         Command::Emit(args) => emit::run(*args).await,
         Command::Batches(command) => batches::run(command).await,
         Command::Deliveries(command) => deliveries::run(command).await,
@@ -168,13 +176,34 @@ pub async fn run() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The settings `serve` would run with: the file, then environment
+/// variables and flags.
+fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let overrides = Overrides {
         grpc_listen: args.grpc_listen,
+        http_listen: args.http_listen,
         store_url: args.store_url,
         insecure: args.insecure,
     };
-    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    Ok(Settings::load(args.config.as_deref(), &overrides)?)
+}
+
+/// Everything `serve` checks before it opens the store and the ports,
+/// with the same messages; nothing is started or written.
+async fn check_config(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(args)?;
+    crate::app::check_settings(&settings).await?;
+    println!(
+        "ok: {} subscriptions, {} schedules, store {}",
+        settings.subscriptions.len(),
+        settings.schedules.len(),
+        settings.store.url
+    );
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(args)?;
     let app = Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())

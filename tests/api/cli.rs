@@ -378,3 +378,47 @@ fn completions_and_the_man_page_are_printed() {
         "{man}"
     );
 }
+
+#[test]
+fn check_config_says_ok_or_what_serve_would_refuse_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\ngrpc_listen = \"localhost:50051\"\n").unwrap();
+    let run = |path: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .current_dir(dir.path())
+            .env_remove("HERALD_STORE_URL")
+            .output()
+            .unwrap()
+    };
+    let ok = run(&good);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 0 subscriptions"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[webhooks]]\nname = \"a\"\nurl = \"not a url\"\nevents = [\"*\"]\n",
+    )
+    .unwrap();
+    let refused = run(&bad);
+    assert_eq!(refused.status.code(), Some(1));
+    let serve = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config", bad.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&refused), stderr(&serve));
+    assert!(
+        stderr(&refused).starts_with("error: config key `webhooks[0]"),
+        "{}",
+        stderr(&refused)
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.ends_with(".toml"))
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+}
