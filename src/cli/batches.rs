@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::output::{
-    cell, duration_text, enum_text, print_fields, print_table, time_of, time_text, OutputArg,
+    cell, duration_text, enum_text, items, print_fields, print_table, time_of, time_text, OutputArg,
 };
 use super::{connect, parse_time, status_error, ServerArg};
 use crate::api::pb::{self, query_service_client::QueryServiceClient};
@@ -207,10 +207,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
 }
 
 fn print_batches(list: &Value) {
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(list)
         .map(|b| {
             [
                 "batch_id",

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::output::{cell, enum_text, print_fields, print_table, time_text, OutputArg};
+use super::output::{cell, enum_text, items, print_fields, print_table, time_text, OutputArg};
 use super::{connect, parse_time, status_error, Authed, ServerArg};
 use crate::api::pb::{self, admin_service_client::AdminServiceClient};
 use crate::api::timestamp_to_proto;
@@ -233,10 +233,7 @@ fn print_deliveries(list: &Value) {
         "last_status",
         "last_error",
     ];
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(list)
         .map(|d| keys.iter().map(|k| cell(&d[*k])).collect())
         .collect();
     print_table(
@@ -336,10 +333,7 @@ async fn get(a: IdArgs) -> anyhow::Result<()> {
             "verdict",
             "error",
         ];
-        let rows: Vec<Vec<String>> = out["attempts"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let rows: Vec<Vec<String>> = items(&out["attempts"])
             .map(|t| keys.iter().map(|k| cell(&t[*k])).collect())
             .collect();
         print_table(

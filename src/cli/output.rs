@@ -95,6 +95,11 @@ pub fn table_text(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The items of a list document (none when it is not a list).
+pub fn items(list: &Value) -> impl Iterator<Item = &Value> {
+    list.as_array().into_iter().flatten()
+}
+
 /// A table cell from a document field: strings as they are, null as `-`.
 pub fn cell(value: &Value) -> String {
     match value {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::output::{cell, duration_text, print_table, time_text, OutputArg};
+use super::output::{cell, duration_text, items, print_table, time_text, OutputArg};
 use super::{connect, status_error, ServerArg};
 use crate::api::pb::{self, query_service_client::QueryServiceClient};
 
@@ -39,10 +39,7 @@ fn schedule_json(s: &pb::ScheduleStatus) -> Value {
 }
 
 fn print_schedules(list: &Value) {
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(list)
         .map(|s| {
             let last = match &s["last_success_at"] {
                 Value::Null => "never succeeded".to_owned(),

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::output::{cell, enum_text, print_fields, print_table, OutputArg};
+use super::output::{cell, enum_text, items, print_fields, print_table, OutputArg};
 use super::{connect, status_error, ServerArg};
 use crate::api::pb::{self, subscription_service_client::SubscriptionServiceClient};
 
@@ -284,17 +284,11 @@ async fn switch(n: Named, enable: bool) -> anyhow::Result<()> {
 }
 
 fn print_subscriptions(list: &Value) {
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(list)
         .map(|s| {
             let target = match &s["url"] {
                 Value::String(url) => url.clone(),
-                _ => cell(&json!(s["to"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                _ => cell(&json!(items(&s["to"])
                     .filter_map(Value::as_str)
                     .collect::<Vec<_>>()
                     .join(", "))),

@@ -208,13 +208,10 @@ async fn the_cli_lists_dead_deliveries() {
     assert_eq!(list[0]["last_status"], 400);
 }
 
-/// Runs the CLI against the app, off the test's runtime.
+/// Runs the CLI against the app.
 async fn herald_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-    command.args(args).args(["--server", &app.addr.to_string()]);
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
+    let server = app.addr.to_string();
+    crate::helpers::herald_cli(args.iter().copied().chain(["--server", server.as_str()])).await
 }
 
 fn listed(out: &std::process::Output) -> Vec<String> {

@@ -154,14 +154,7 @@ async fn emit_reports_a_reused_event_id_and_what_it_was_first_used_for() {
     assert_eq!(app.store.count_events().await.unwrap(), 1);
 }
 
-/// Runs `herald` without blocking the runtime the test's server runs on.
-async fn herald_beside(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        herald(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap()
-}
+use crate::helpers::herald_cli as herald_beside;
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim_end().to_owned()

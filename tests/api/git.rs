@@ -238,7 +238,8 @@ async fn the_cli_emits_a_project_event_that_reaches_the_archive() {
     let app = archive_app(&repo, None).await;
     let xml = dir.path().join("finance.xml");
     std::fs::write(&xml, "<project><cube name=\"Sales\"/></project>").unwrap();
-    let args: Vec<String> = [
+    let server = app.addr.to_string();
+    let args = [
         "emit",
         "project-published",
         "--organization-id",
@@ -252,19 +253,9 @@ async fn the_cli_emits_a_project_event_that_reaches_the_archive() {
         "--occurred-at",
         "2026-03-01T12:00:00Z",
         "--server",
-        &app.addr.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+        &server,
+    ];
+    let out = crate::helpers::herald_cli(args).await;
     assert!(
         out.status.success(),
         "{}",

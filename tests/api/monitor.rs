@@ -272,14 +272,7 @@ async fn herald_schedules_shows_each_schedule_and_whether_it_is_overdue() {
     app.check().await;
 
     let server = app.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["schedules", "--server", &server, "-o", "json"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = crate::helpers::herald_cli(["schedules", "--server", &server, "-o", "json"]).await;
     assert!(
         out.status.success(),
         "{}",

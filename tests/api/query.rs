@@ -357,13 +357,17 @@ async fn herald_wait_prints_the_outcome_as_json_even_when_no_batch_came() {
 async fn herald_wait_refuses_a_batch_of_another_cube_and_reports_a_missing_one() {
     let app = spawn_app("").await;
     app.start_batch("ev-1", "b-1", "sales").await;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command
-        .args(["wait", "--server", &format!("http://{}", app.addr)])
-        .args(["--cube-id", "stock", "--batch-id", "b-1"]);
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let server = app.addr.to_string();
+    let args = [
+        "wait",
+        "--server",
+        &server,
+        "--cube-id",
+        "stock",
+        "--batch-id",
+        "b-1",
+    ];
+    let out = crate::helpers::herald_cli(args).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim_end(),
@@ -396,22 +400,19 @@ async fn herald_batches_latest_shows_the_newest_batch_of_a_cube() {
     app.advance(Duration::from_secs(60));
     app.start_batch("ev-2", "b-2", "sales").await;
     let server = app.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args([
-                "batches",
-                "latest",
-                "--cube",
-                "sales",
-                "--environment",
-                "prod",
-            ])
-            .args(["--server", &server, "-o", "json"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = crate::helpers::herald_cli([
+        "batches",
+        "latest",
+        "--cube",
+        "sales",
+        "--environment",
+        "prod",
+        "--server",
+        &server,
+        "-o",
+        "json",
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{}",

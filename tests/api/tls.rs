@@ -190,17 +190,23 @@ async fn unreadable_certificate_files_name_the_key() {
     assert!(err.to_string().contains("server.tls.cert"), "{err}");
 }
 
-/// Each way a TLS connection goes wrong gets its cause and what to try.
-#[tokio::test]
-async fn cli_errors_say_why_a_tls_connection_failed() {
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
+/// Herald requiring client certificates from `pki`; the test app's own
+/// clients present one.
+async fn mtls_app(pki: &Pki, dir: &Path) -> TestApp {
     let (cert, key) = pki.issue(&["engine-1"]);
     let trusted = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&pki.ca_cert))
         .domain_name("localhost")
         .identity(Identity::from_pem(&cert, &key));
-    let app = app(&pki, dir.path(), true, trusted).await;
+    app(pki, dir, true, trusted).await
+}
+
+/// Each way a TLS connection goes wrong gets its cause and what to try.
+#[tokio::test]
+async fn cli_errors_say_why_a_tls_connection_failed() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let app = mtls_app(&pki, dir.path()).await;
     let ca = write(dir.path(), "ca-for-cli.pem", &pki.ca_cert);
     let port = app.addr.port();
     // When the server closes a refused connection before the client reads
@@ -220,16 +226,12 @@ async fn cli_errors_say_why_a_tls_connection_failed() {
         ),
     ];
     for (args, hint) in cases {
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-                .args(["batches", "list", "--server"])
-                .args(&args)
-                .env_remove("HERALD_CA_CERT")
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let out = crate::helpers::herald_cli(
+            ["batches".to_owned(), "list".into(), "--server".into()]
+                .into_iter()
+                .chain(args),
+        )
+        .await;
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1));
         let closed = err.contains("the server closed the connection")
