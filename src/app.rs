@@ -18,8 +18,7 @@ use crate::api::pb::ingest_service_server::IngestServiceServer;
 use crate::api::pb::query_service_server::QueryServiceServer;
 use crate::api::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::api::{
-    pb, AdminApi, Auth, DocumentGate, IngestApi, QueryApi, Service, SubscriptionApi,
-    SubscriptionParts,
+    AdminApi, Auth, DocumentGate, IngestApi, QueryApi, Service, SubscriptionApi, SubscriptionParts,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -62,6 +61,13 @@ pub enum StartError {
     /// its URL's configuration key, e.g. `webhooks[0].url`.
     #[error("config key `{key}`: {reason}")]
     Egress { key: String, reason: String },
+}
+
+/// What start-up refuses before it touches the store or a port (also
+/// `herald check-config`).
+pub async fn check_settings(settings: &Settings) -> Result<(), StartError> {
+    refuse_open_ports(&settings.server)?;
+    check_target_names(settings).await
 }
 
 /// Refuses subscriptions whose host name resolves only to addresses the
@@ -133,6 +139,30 @@ fn refuse_open_ports(server: &crate::config::ServerSettings) -> Result<(), Start
         Some(addr) => Err(StartError::Insecure(addr)),
         None => Ok(()),
     }
+}
+
+/// Binds the gRPC port and, when enabled, the operations port.
+async fn bind_ports(
+    server: &crate::config::ServerSettings,
+) -> Result<(TcpListener, SocketAddr, Option<TcpListener>), StartError> {
+    let bind = |requested: SocketAddr| async move {
+        TcpListener::bind(requested)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: requested,
+                source,
+            })
+    };
+    let listener = bind(server.grpc_listen).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: server.grpc_listen,
+        source,
+    })?;
+    let http = match server.http_listen {
+        Some(requested) => Some(bind(requested).await?),
+        None => None,
+    };
+    Ok((listener, addr, http))
 }
 
 /// TLS for gRPC from the configured PEM files; with a client CA, clients
@@ -213,8 +243,9 @@ impl Application {
     }
 
     pub async fn build_with(settings: Settings, options: BuildOptions) -> Result<Self, StartError> {
-        refuse_open_ports(&settings.server)?;
-        check_target_names(&settings).await?;
+        check_settings(&settings).await?;
+        // Ports first: a busy port leaves no database file behind.
+        let (listener, addr, http) = bind_ports(&settings.server).await?;
         let store = Store::connect(&settings.store).await?;
         let context = ManagedContext {
             egress: settings.egress.clone(),
@@ -279,30 +310,6 @@ impl Application {
             settings.retention.clone(),
             metrics.clone(),
         );
-        let requested = settings.server.grpc_listen;
-        let listener = TcpListener::bind(requested)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: requested,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: requested,
-            source,
-        })?;
-        let http = match settings.server.http_listen {
-            Some(requested) => {
-                Some(
-                    TcpListener::bind(requested)
-                        .await
-                        .map_err(|source| StartError::Bind {
-                            addr: requested,
-                            source,
-                        })?,
-                )
-            }
-            None => None,
-        };
         let listening = Listening {
             store: store.clone(),
             wakeups: wakeups.clone(),
@@ -421,10 +428,8 @@ impl Application {
         health_reporter
             .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let reflection = crate::api::reflection().build_v1()?;
+        let reflection_v1alpha = crate::api::reflection().build_v1alpha()?;
         tracing::info!(grpc = %self.addr, store = %crate::store::masked_url(&self.settings.store.url), replica = %self.settings.store.replica, subscriptions = self.settings.subscriptions.len(), "Herald is serving");
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &self.settings.server.tls {
@@ -433,6 +438,7 @@ impl Application {
         let served = builder
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(
                 DocumentGate::new(
                     IngestServiceServer::new(IngestApi::new(self.ingestor))
@@ -454,7 +460,8 @@ impl Application {
                     self.feed.clone(),
                     self.options.clock.clone(),
                     self.settings.server.watch_send_timeout,
-                ),
+                )
+                .with_schedules(self.settings.schedules.clone()),
                 Auth::new(&self.settings.server.tokens, Service::Query),
             ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)

@@ -177,6 +177,8 @@ pub struct DeliverySettings {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub grpc_listen: Option<String>,
+    /// `--http-listen` / `HERALD_HTTP_LISTEN`: an address, or "off".
+    pub http_listen: Option<String>,
     pub store_url: Option<String>,
     /// `--insecure`: allow a non-loopback address without tokens.
     pub insecure: bool,
@@ -257,12 +259,7 @@ impl Settings {
         let stalls = raw.stalls.take().unwrap_or_default();
         Ok(Settings {
             server: ServerSettings {
-                grpc_listen: grpc_listen.parse().map_err(|_| {
-                    invalid(
-                        "server.grpc_listen",
-                        format!("`{grpc_listen}` is not an address like 127.0.0.1:50051"),
-                    )
-                })?,
+                grpc_listen: parse_listen_address("server.grpc_listen", &grpc_listen, "")?,
                 shutdown_grace: duration_in(
                     "server.shutdown_grace",
                     server.shutdown_grace,
@@ -288,14 +285,18 @@ impl Settings {
                     "10s",
                     limits::WATCH_SEND_TIMEOUT,
                 )?,
-                http_listen: match server.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
+                http_listen: match overrides
+                    .http_listen
+                    .as_deref()
+                    .or(server.http_listen.as_deref())
+                    .unwrap_or(DEFAULT_HTTP_LISTEN)
+                {
                     "off" => None,
-                    text => Some(text.parse().map_err(|_| {
-                        invalid(
-                            "server.http_listen",
-                            format!("`{text}` is not an address like 127.0.0.1:9090, or \"off\""),
-                        )
-                    })?),
+                    text => Some(parse_listen_address(
+                        "server.http_listen",
+                        text,
+                        ", or \"off\"",
+                    )?),
                 },
             },
             store: store::parse_store(raw_store, store_url, replica)?,
@@ -679,6 +680,50 @@ fn parse_secret(
         .map_err(|e| invalid(field, e.to_string()))
 }
 
+/// A listen address: `IP:PORT`, or `HOST:PORT` resolved now (`localhost`
+/// binds its IPv4 address when it has one, which is what most clients try
+/// first). `or_else` completes the "an address like …" message.
+fn parse_listen_address(key: &str, text: &str, or_else: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let example = format!("`{text}` is not an address like 127.0.0.1:50051{or_else}");
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(invalid(key, example));
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| invalid(key, format!("cannot resolve `{text}`: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| invalid(key, format!("`{text}` resolves to no address")))
+}
+
+/// Refuses a TLS key that does not belong to its certificate now, rather
+/// than after Herald has said it is serving.
+fn check_tls_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), ConfigError> {
+    use tonic::transport::{Identity, Server, ServerTlsConfig};
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+    match Server::builder().tls_config(config) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(invalid(
+            "server.tls.key",
+            format!(
+                "does not fit the certificate of server.tls.cert: {}",
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+            ),
+        )),
+    }
+}
+
 fn parse_tls(raw: RawTls) -> Result<TlsSettings, ConfigError> {
     let read = |key: &str, path: &Path| {
         let pem = std::fs::read(path)
@@ -688,9 +733,12 @@ fn parse_tls(raw: RawTls) -> Result<TlsSettings, ConfigError> {
         }
         Ok(pem)
     };
+    let cert_pem = read("server.tls.cert", &raw.cert)?;
+    let key_pem = read("server.tls.key", &raw.key)?;
+    check_tls_identity(&cert_pem, &key_pem)?;
     Ok(TlsSettings {
-        cert_pem: read("server.tls.cert", &raw.cert)?,
-        key_pem: read("server.tls.key", &raw.key)?,
+        cert_pem,
+        key_pem,
         client_ca_pem: raw
             .client_ca
             .as_deref()
@@ -1656,6 +1704,7 @@ mod tests {
     fn overrides_win_over_the_file() {
         let overrides = Overrides {
             grpc_listen: Some("127.0.0.1:7000".into()),
+            http_listen: Some("off".into()),
             store_url: Some("sqlite://other.db".into()),
             insecure: false,
         };
@@ -1667,6 +1716,19 @@ mod tests {
         .unwrap();
         assert_eq!(s.server.grpc_listen.port(), 7000);
         assert_eq!(s.store.url, "sqlite://other.db");
+    }
+
+    #[test]
+    fn a_listen_address_may_name_a_host() {
+        let s = load("[server]\ngrpc_listen = \"localhost:50051\"\nhttp_listen = \"localhost:0\"")
+            .unwrap();
+        assert_eq!(s.server.grpc_listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(s.server.http_listen.unwrap().to_string(), "127.0.0.1:0");
+        assert_key(
+            "[server]\ngrpc_listen = \"localhost\"",
+            "server.grpc_listen",
+        );
+        assert_key("[server]\ngrpc_listen = \":50051\"", "server.grpc_listen");
     }
 
     #[test]

@@ -192,7 +192,7 @@ pub fn listen(parts: Listening, shutdown: CancellationToken) -> Option<JoinHandl
                     Ok(Some(note)) => match note.channel() {
                         crate::store::DELIVERIES_CHANNEL => parts.wake_lanes(note.payload()),
                         crate::store::CHANGES_CHANNEL => seen = parts.publish_changes(&pg, seen).await,
-                        crate::store::SUBSCRIPTIONS_CHANNEL => parts.reload_subscriptions().await,
+                        crate::store::SUBSCRIPTIONS_CHANNEL => parts.reload_subscriptions(true).await,
                         _ => {}
                     },
                     // The connection was lost and is being re-established.
@@ -245,15 +245,24 @@ impl Listening {
         }
     }
 
-    async fn reload_subscriptions(&self) {
+    /// Reloads the registry. After a notification (`changed`) it is always
+    /// replaced, so lanes also re-read which subscriptions are disabled;
+    /// otherwise only when the set differs, since replacing restarts every
+    /// lane.
+    async fn reload_subscriptions(&self, changed: bool) {
         match crate::registry::load(&self.config, &self.store, &self.context).await {
-            Ok(all) => self.registry.replace(all),
+            Ok(all) => {
+                let same = || format!("{:?}", &*self.registry.current()) == format!("{all:?}");
+                if changed || !same() {
+                    self.registry.replace(all);
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "reloading subscriptions failed"),
         }
     }
 
     async fn wake_everything(&self) {
-        self.reload_subscriptions().await;
+        self.reload_subscriptions(false).await;
         self.wakeups.wake_all();
         self.feed.publish_all();
     }

@@ -183,8 +183,7 @@ impl Inner {
             }
             return Ok(());
         }
-        let reference = last_success.map_or(state.baseline_at, |at| at.max(state.baseline_at));
-        let Some(overdue_at) = schedule.overdue_at(reference) else {
+        let Some(overdue_at) = schedule.overdue_after(last_success, state.baseline_at) else {
             return Ok(());
         };
         if self.clock.now() >= overdue_at {

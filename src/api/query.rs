@@ -15,6 +15,7 @@ use super::pb::{self, query_service_server::QueryService};
 use super::watch::{self, ChangeStream, Start, WatchParts, PAGE, SNAPSHOT_LIMIT};
 use crate::clock::Clock;
 use crate::core::batch::{BatchRecord, BatchState};
+use crate::core::schedule::Schedule;
 use crate::core::validate::{parse_id, parse_optional_id, FieldError};
 use crate::feed::{ChangeFeed, Interest, StreamSlot};
 use crate::store::{BatchFilter, Store, StoreError};
@@ -28,6 +29,8 @@ pub struct QueryApi {
     clock: Arc<dyn Clock>,
     /// How long a watch may leave its buffer full before it is ended.
     send_timeout: Duration,
+    /// The configured refresh schedules, for `ListSchedules`.
+    schedules: Arc<[Schedule]>,
 }
 
 impl QueryApi {
@@ -42,7 +45,14 @@ impl QueryApi {
             feed,
             clock,
             send_timeout,
+            schedules: Arc::from([]),
         }
+    }
+
+    /// Answers `ListSchedules` with these schedules.
+    pub fn with_schedules(mut self, schedules: Vec<Schedule>) -> Self {
+        self.schedules = schedules.into();
+        self
     }
 
     /// One of the caller's stream slots, or `RESOURCE_EXHAUSTED`.
@@ -152,6 +162,17 @@ impl QueryService for QueryApi {
             slot,
         };
         Ok(Response::new(watch::open(parts, start)))
+    }
+
+    async fn list_schedules(
+        &self,
+        _request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let schedules =
+            super::schedules::schedule_statuses(&self.store, &self.schedules, self.clock.now())
+                .await
+                .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListSchedulesResponse { schedules }))
     }
 
     async fn await_batch(

@@ -184,8 +184,8 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::UpdateSubscriptionRequest>,
     ) -> Result<Response<pb::SubscriptionInfo>, Status> {
-        let spec = request
-            .into_inner()
+        let request = request.into_inner();
+        let mut spec = request
             .spec
             .ok_or_else(|| ApiError::from(FieldError::new("spec", "is required")))?;
         let mut managed = self.managed(&spec.name).await?;
@@ -196,6 +196,10 @@ impl SubscriptionService for SubscriptionApi {
             ))
             .into());
         }
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        if !paths.is_empty() && spec.kind == pb::SubscriptionKind::Unspecified as i32 {
+            spec.kind = kind_of(&managed.kind) as i32;
+        }
         let (kind, json) = spec_json(&spec).map_err(ApiError::from)?;
         if kind != managed.kind {
             return Err(ApiError::from(FieldError::new(
@@ -204,7 +208,11 @@ impl SubscriptionService for SubscriptionApi {
             ))
             .into());
         }
-        managed.spec = json;
+        managed.spec = if paths.is_empty() {
+            json
+        } else {
+            patch_spec(&managed.spec, &json, &paths).map_err(ApiError::from)?
+        };
         self.save(&managed).await?;
         Ok(Response::new(self.info(&managed.name).await?))
     }
@@ -320,6 +328,61 @@ fn spec_error(e: ConfigError) -> ApiError {
             ApiError::InvalidArgument(FieldError::new(key, reason))
         }
         other => ApiError::InvalidArgument(FieldError::new("spec", other.to_string())),
+    }
+}
+
+/// The SubscriptionSpec fields an update mask may name: those that are
+/// configuration keys (`name`, `kind` and `secret` are not changed by an
+/// update).
+const PATCHABLE: [&str; 19] = [
+    "url",
+    "events",
+    "environments",
+    "projects",
+    "cubes",
+    "headers",
+    "timeout",
+    "retry_schedule",
+    "max_in_flight",
+    "method",
+    "content_type",
+    "body_template",
+    "to",
+    "group_by",
+    "group_wait",
+    "group_interval",
+    "repeat_interval",
+    "send_resolved",
+    "link_template",
+];
+
+/// The stored spec with the masked keys taken from `new`: a key `new`
+/// leaves out (an empty field) is removed, i.e. back to its default. Keys
+/// not named keep their stored values, header values included (the API
+/// never shows those, so a read-modify-write could not keep them).
+fn patch_spec(stored: &Value, new: &Value, paths: &[String]) -> Result<Value, FieldError> {
+    let mut patched = stored.as_object().cloned().unwrap_or_default();
+    for (i, path) in paths.iter().enumerate() {
+        if !PATCHABLE.contains(&path.as_str()) {
+            return Err(FieldError::new(
+                format!("update_mask.paths[{i}]"),
+                format!("`{path}` is not a SubscriptionSpec field an update can change"),
+            ));
+        }
+        match new.get(path) {
+            Some(value) => patched.insert(path.clone(), value.clone()),
+            None => patched.remove(path),
+        };
+    }
+    Ok(Value::Object(patched))
+}
+
+fn kind_of(stored: &str) -> pb::SubscriptionKind {
+    match stored {
+        "webhook" => pb::SubscriptionKind::Webhook,
+        "healthcheck" => pb::SubscriptionKind::Healthcheck,
+        "email" => pb::SubscriptionKind::Email,
+        _ => pb::SubscriptionKind::Unspecified,
     }
 }
 

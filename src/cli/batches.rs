@@ -1,30 +1,38 @@
-//! `herald batches list|get`: read batch state, as a table or JSON.
+//! `herald batches list|get|latest|watch`: read batch state.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::emit::state_name;
+use super::output::{
+    cell, duration_text, enum_text, items, print_fields, print_table, time_of, time_text, OutputArg,
+};
 use super::{connect, parse_time, status_error, ServerArg};
 use crate::api::pb::{self, query_service_client::QueryServiceClient};
 use crate::api::timestamp_to_proto;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BatchesCommand {
-    /// List batches, most recently changed first.
+    /// List batches, newest first (by when each began).
     List(ListArgs),
     /// Show one batch.
     Get(GetArgs),
-    /// Print the current state of matching batches, then every change.
+    /// Show the newest batch of a cube.
+    Latest(LatestArgs),
+    /// Print the current state of matching batches, then every change
+    /// (with -o json one object per line, with -o yaml one document each).
     Watch(WatchArgs),
 }
 
 /// The scope filters `list` and `watch` share.
 #[derive(Debug, clap::Args)]
 pub struct Scope {
+    /// Only this environment's batches.
     #[arg(long, alias = "environment")]
     environment_id: Option<String>,
+    /// Only this project's batches.
     #[arg(long, alias = "project")]
     project_id: Option<String>,
+    /// Only this cube's batches.
     #[arg(long, alias = "cube")]
     cube_id: Option<String>,
 }
@@ -47,8 +55,8 @@ pub struct ListArgs {
     /// At most this many batches (up to 1000).
     #[arg(long, default_value_t = 50)]
     limit: u32,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,30 +65,46 @@ pub struct WatchArgs {
     server: ServerArg,
     #[command(flatten)]
     scope: Scope,
+    /// Only this batch.
     #[arg(long, alias = "batch")]
     batch_id: Option<String>,
     /// Resume after this cursor (printed with every change) instead of
     /// starting with the current state.
     #[arg(long)]
     cursor: Option<String>,
-    /// One JSON object per line.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
+    /// The batch's id.
     batch_id: String,
     #[command(flatten)]
     server: ServerArg,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LatestArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The cube.
+    #[arg(long, alias = "cube-id")]
+    cube: String,
+    /// Its environment (any when omitted).
+    #[arg(long, alias = "environment-id")]
+    environment: Option<String>,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 pub async fn run(command: BatchesCommand) -> anyhow::Result<()> {
     match command {
         BatchesCommand::List(args) => list(args).await,
         BatchesCommand::Get(args) => get(args).await,
+        BatchesCommand::Latest(args) => latest(args).await,
         BatchesCommand::Watch(args) => watch(args).await,
     }
 }
@@ -110,13 +134,8 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    if args.json {
-        let list: Vec<Value> = response.batches.iter().map(batch_json).collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
-    } else {
-        print_table(&response.batches);
-    }
-    Ok(())
+    let list = Value::Array(response.batches.iter().map(batch_json).collect());
+    args.output.print(&list, print_batches)
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<()> {
@@ -128,12 +147,20 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&batch_json(&batch))?);
-    } else {
-        print_details(&batch);
-    }
-    Ok(())
+    args.output.print(&batch_json(&batch), print_fields)
+}
+
+async fn latest(args: LatestArgs) -> anyhow::Result<()> {
+    let mut client = QueryServiceClient::new(connect(&args.server).await?);
+    let batch = client
+        .get_latest_batch(pb::GetLatestBatchRequest {
+            environment_id: args.environment.unwrap_or_default(),
+            cube_id: args.cube,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    args.output.print(&batch_json(&batch), print_fields)
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<()> {
@@ -149,95 +176,101 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
+    if args.output.format() == super::output::Format::Table {
+        println!(
+            "{:>8}  {:<28}  {:<24}  {:<20}  STATE",
+            "CURSOR", "CHANGE", "BATCH", "CUBE"
+        );
+    }
     while let Some(change) = stream.message().await.map_err(status_error)? {
         let batch = change.batch.as_ref().map(batch_json).unwrap_or(Value::Null);
-        if args.json {
-            let line = json!({"cursor": change.cursor, "event_type": change.event_type, "snapshot": change.snapshot, "batch": batch});
-            println!("{line}");
-        } else {
+        let item = json!({"cursor": change.cursor, "event_type": change.event_type, "snapshot": change.snapshot, "batch": batch});
+        args.output.print_item(&item, |item| {
             let what = if change.snapshot {
                 "current"
             } else {
                 change.event_type.as_str()
             };
+            let batch = &item["batch"];
             println!(
-                "{:>8} {:<28} {:<24} {:<20} {}",
+                "{:>8}  {:<28}  {:<24}  {:<20}  {}",
                 change.cursor,
                 what,
-                batch["batch_id"].as_str().unwrap_or(""),
-                batch["cube_name"].as_str().unwrap_or(""),
-                batch["state"].as_str().unwrap_or("")
+                cell(&batch["batch_id"]),
+                cell(&batch["cube_name"]),
+                cell(&batch["state"])
             );
-        }
+        });
         std::io::Write::flush(&mut std::io::stdout())?;
     }
     Ok(())
 }
 
-fn print_table(batches: &[pb::Batch]) {
-    println!(
-        "{:<24} {:<12} {:<20} {:<10} {:<20} {:>10}",
-        "BATCH", "ENVIRONMENT", "CUBE", "STATE", "FINISHED", "DURATION"
+fn print_batches(list: &Value) {
+    let rows: Vec<Vec<String>> = items(list)
+        .map(|b| {
+            [
+                "batch_id",
+                "environment_id",
+                "cube_name",
+                "state",
+                "started_at",
+                "finished_at",
+                "duration",
+            ]
+            .iter()
+            .map(|key| cell(&b[*key]))
+            .collect()
+        })
+        .collect();
+    print_table(
+        &[
+            "BATCH",
+            "ENVIRONMENT",
+            "CUBE",
+            "STATE",
+            "STARTED",
+            "FINISHED",
+            "DURATION",
+        ],
+        &rows,
     );
-    for b in batches {
-        println!(
-            "{:<24} {:<12} {:<20} {:<10} {:<20} {:>10}",
-            b.batch_id,
-            b.environment_id,
-            b.cube_name,
-            state_name(b.state),
-            time(&b.finished_at)
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_else(|| "-".into()),
-            duration(b)
-                .map(|s| format!("{s:.1}s"))
-                .unwrap_or_else(|| "-".into()),
-        );
-    }
 }
 
-fn print_details(b: &pb::Batch) {
-    let json = batch_json(b);
-    if let Value::Object(fields) = json {
-        for (key, value) in fields {
-            let text = match value {
-                Value::String(s) => s,
-                Value::Null => "-".to_owned(),
-                other => other.to_string(),
-            };
-            println!("{key:<18} {text}");
-        }
-    }
+fn duration(b: &pb::Batch) -> Option<std::time::Duration> {
+    let (start, end) = (time_of(&b.started_at)?, time_of(&b.finished_at)?);
+    (end - start).to_std().ok()
 }
 
-fn time(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.as_ref()
-        .and_then(|t| Utc.timestamp_opt(t.seconds, t.nanos.max(0) as u32).single())
-}
-
-fn duration(b: &pb::Batch) -> Option<f64> {
-    let (start, end) = (time(&b.started_at)?, time(&b.finished_at)?);
-    Some((end - start).num_milliseconds() as f64 / 1000.0)
+/// A batch's state as output shows it: `running`, `failed`, …
+pub(crate) fn state_text(state: i32) -> String {
+    enum_text(
+        pb::BatchState::try_from(state)
+            .ok()
+            .map(|s| s.as_str_name()),
+        "BATCH_STATE_",
+    )
 }
 
 pub(crate) fn batch_json(b: &pb::Batch) -> Value {
-    let rfc3339 = |t: &Option<prost_types::Timestamp>| time(t).map(|t| t.to_rfc3339());
     json!({
         "batch_id": b.batch_id,
         "environment_id": b.environment_id,
         "project_id": b.project_id,
         "cube_id": b.cube_id,
         "cube_name": b.cube_name,
-        "state": state_name(b.state),
-        "build_kind": pb::BuildKind::try_from(b.build_kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+        "state": state_text(b.state),
+        "build_kind": enum_text(pb::BuildKind::try_from(b.build_kind).ok().map(|k| k.as_str_name()), "BUILD_KIND_"),
         "aggregate_count": b.aggregate_count,
         "aggregates_built": b.aggregates_built,
         "rows_written": b.rows_written,
         "error_message": (!b.error_message.is_empty()).then_some(&b.error_message),
         "failed_aggregates": b.failed_aggregates.iter().map(|a| json!({"aggregate_id": a.aggregate_id, "error": a.error})).collect::<Vec<_>>(),
-        "started_at": rfc3339(&b.started_at),
-        "finished_at": rfc3339(&b.finished_at),
-        "duration_s": duration(b),
+        "started_at": time_text(&b.started_at),
+        "finished_at": time_text(&b.finished_at),
+        "duration": duration(b).map(duration_text),
+        "duration_ms": duration(b).map(|d| d.as_millis() as u64),
         "start_seen": b.start_seen,
+        "updated_at": time_text(&b.updated_at),
     })
 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 
+use super::batches::state_text;
+use super::output::OutputArg;
 use super::{connect, status_error, ServerArg};
-use crate::api::pb::BatchState;
 use crate::api::pb::{self, ingest_service_client::IngestServiceClient};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -19,6 +20,66 @@ pub enum EventKind {
     EnvironmentDeleted,
     SchemaPublished,
     SchemaUnpublished,
+    /// project.snapshot_created (from the design tool).
+    SnapshotCreated,
+    /// project.snapshot_restored.
+    SnapshotRestored,
+    /// project.published.
+    ProjectPublished,
+    /// project.promoted (needs --target-environment).
+    ProjectPromoted,
+    /// project.imported.
+    ProjectImported,
+    /// project.deleted.
+    ProjectDeleted,
+    /// project.deleted_unpublished.
+    ProjectDeletedUnpublished,
+}
+
+impl EventKind {
+    /// The project event kind, for the design tool's events.
+    fn project(self) -> Option<pb::ProjectEventKind> {
+        use pb::ProjectEventKind as P;
+        Some(match self {
+            EventKind::SnapshotCreated => P::SnapshotCreated,
+            EventKind::SnapshotRestored => P::SnapshotRestored,
+            EventKind::ProjectPublished => P::Published,
+            EventKind::ProjectPromoted => P::Promoted,
+            EventKind::ProjectImported => P::Imported,
+            EventKind::ProjectDeleted => P::Deleted,
+            EventKind::ProjectDeletedUnpublished => P::DeletedUnpublished,
+            _ => return None,
+        })
+    }
+}
+
+/// The flags of the design tool's project events.
+#[derive(Debug, clap::Args)]
+pub struct ProjectArgs {
+    /// The project's organization (project events).
+    #[arg(long)]
+    organization_id: Option<String>,
+    /// The organization's display name (project events).
+    #[arg(long)]
+    organization_name: Option<String>,
+    /// The project's display name (project events).
+    #[arg(long)]
+    project_name: Option<String>,
+    /// Who did it: a name, an email, or `Name <email>` (project events).
+    #[arg(long)]
+    user: Option<String>,
+    /// The snapshot taken or restored (project events).
+    #[arg(long)]
+    snapshot_id: Option<String>,
+    /// The snapshot's tag (project events).
+    #[arg(long)]
+    snapshot_tag: Option<String>,
+    /// The environment promoted to (project-promoted).
+    #[arg(long)]
+    target_environment: Option<String>,
+    /// A file holding the project's XML document (project events).
+    #[arg(long)]
+    project_xml: Option<std::path::PathBuf>,
 }
 
 /// Flags are named after the request fields; the server checks which are
@@ -36,27 +97,37 @@ pub struct EmitArgs {
     /// When it happened (RFC 3339); now when omitted.
     #[arg(long)]
     occurred_at: Option<DateTime<Utc>>,
+    /// Which engine instance sends it (meta.source).
     #[arg(long, default_value = "herald-cli")]
     source: String,
+    /// The batch's id (batch events).
     #[arg(long, alias = "batch")]
     batch_id: Option<String>,
+    /// The environment's id.
     #[arg(long, alias = "environment")]
     environment_id: Option<String>,
+    /// The project's id.
     #[arg(long, alias = "project")]
     project_id: Option<String>,
+    /// The cube's id (batch events).
     #[arg(long)]
     cube_id: Option<String>,
+    /// The cube's display name (batch events; the cube id when omitted).
     #[arg(long)]
     cube_name: Option<String>,
     /// full or incremental.
     #[arg(long, default_value = "full")]
     build_kind: String,
+    /// How many aggregates the batch builds (0: unknown).
     #[arg(long, default_value_t = 0)]
     aggregate_count: u32,
+    /// How many it built (batch-succeeded).
     #[arg(long, default_value_t = 0)]
     aggregates_built: u32,
+    /// Rows written (batch-succeeded).
     #[arg(long, default_value_t = 0)]
     rows_written: u64,
+    /// Why the batch failed (required by batch-failed).
     #[arg(long)]
     error_message: Option<String>,
     /// A failed aggregate as `ID=ERROR`; repeat for several.
@@ -77,9 +148,10 @@ pub struct EmitArgs {
     /// Schema version.
     #[arg(long)]
     version: Option<String>,
-    /// Print the reply as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    project: ProjectArgs,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
@@ -87,12 +159,8 @@ pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
     let reply = send(&mut client, &args)
         .await
         .map_err(|status| refused(status, &args))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&reply_json(&reply))?);
-    } else {
-        println!("{}", describe(&reply));
-    }
-    Ok(())
+    args.output
+        .print(&reply_json(&reply), |_| println!("{}", describe(&reply)))
 }
 
 async fn send(
@@ -156,6 +224,15 @@ async fn send(
         }
         EventKind::SchemaPublished => client.schema_published(schema(a)).await?,
         EventKind::SchemaUnpublished => client.schema_unpublished(schema(a)).await?,
+        other => {
+            // Every other kind is one of the design tool's project events.
+            let kind = other.project().ok_or_else(|| {
+                tonic::Status::invalid_argument(format!("{other:?} cannot be sent"))
+            })?;
+            client
+                .project_event(project_event(a, kind).map_err(bad)?)
+                .await?
+        }
     };
     Ok(reply.into_inner())
 }
@@ -247,6 +324,33 @@ fn schema(a: &EmitArgs) -> pb::SchemaRequest {
     }
 }
 
+fn project_event(
+    a: &EmitArgs,
+    kind: pb::ProjectEventKind,
+) -> anyhow::Result<pb::ProjectEventRequest> {
+    let p = &a.project;
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let project_xml = match &p.project_xml {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("--project-xml {}", path.display()))?
+            .into(),
+        None => Default::default(),
+    };
+    Ok(pb::ProjectEventRequest {
+        meta: Some(meta(a)),
+        kind: kind as i32,
+        organization_id: text(&p.organization_id),
+        organization_name: text(&p.organization_name),
+        project_id: text(&a.project_id),
+        project_name: text(&p.project_name),
+        user: text(&p.user),
+        snapshot_id: text(&p.snapshot_id),
+        snapshot_tag: text(&p.snapshot_tag),
+        target_environment: text(&p.target_environment),
+        project_xml,
+    })
+}
+
 fn describe(r: &pb::IngestReply) -> String {
     let novelty = if r.new_event {
         "new event"
@@ -256,22 +360,12 @@ fn describe(r: &pb::IngestReply) -> String {
     let batch = r
         .batch
         .as_ref()
-        .map(|b| format!(", batch {} {}", b.batch_id, state_name(b.state)))
+        .map(|b| format!(", batch {} {}", b.batch_id, state_text(b.state)))
         .unwrap_or_default();
     format!(
         "ok: {novelty}, sequence {}{batch}, {} deliveries enqueued",
         r.sequence, r.deliveries
     )
-}
-
-pub(crate) fn state_name(state: i32) -> &'static str {
-    match BatchState::try_from(state) {
-        Ok(BatchState::Running) => "RUNNING",
-        Ok(BatchState::Succeeded) => "SUCCEEDED",
-        Ok(BatchState::Failed) => "FAILED",
-        Ok(BatchState::Stalled) => "STALLED",
-        _ => "UNKNOWN",
-    }
 }
 
 fn reply_json(r: &pb::IngestReply) -> serde_json::Value {

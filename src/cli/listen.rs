@@ -35,7 +35,10 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         .map(SigningSecret::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
+    let requested = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(requested)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {requested}: {e}"))?;
     let addr = listener.local_addr()?;
     println!(
         "listening on http://{addr}/ ({})",

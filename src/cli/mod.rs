@@ -6,6 +6,9 @@ mod deliveries;
 mod emit;
 mod listen;
 mod migrate;
+mod output;
+mod schedules;
+mod server;
 mod subs;
 mod wait;
 
@@ -19,7 +22,8 @@ use crate::config::{Overrides, Settings};
 use crate::core::signature::SigningSecret;
 use crate::telemetry::{self, LogFormat};
 
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+pub(crate) use server::{cause_chain, connect, status_error};
+pub use server::{Authed, Bearer, ServerArg, DEFAULT_SERVER};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,10 +55,17 @@ enum Command {
     #[command(subcommand)]
     Subs(subs::SubsCommand),
     /// Wait until a cube's refresh finishes. Exit 0 succeeded, 2 failed,
-    /// 3 timed out or stalled, 1 Herald unreachable or bad usage.
+    /// 3 timed out or stalled, 1 Herald unreachable or bad usage. With
+    /// -o json|yaml: the outcome and the batch as it stands.
     Wait(wait::WaitArgs),
+    /// Each refresh schedule: last success, when it becomes overdue, and
+    /// whether it is.
+    Schedules(schedules::SchedulesArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
+    /// Check the configuration as `serve` would, without starting: exit 0
+    /// when it is valid, 1 with the same message as `serve` when not.
+    CheckConfig(ServeArgs),
     /// Print a new random webhook signing secret (`whsec_…`).
     Secret,
     /// Measure throughput, latency, isolation, recovery and memory on this
@@ -63,6 +74,43 @@ enum Command {
     /// Copy a SQLite store into an empty PostgreSQL database and verify
     /// the row counts (SQLite to PostgreSQL only).
     Migrate(migrate::MigrateArgs),
+    /// Print a shell completion script, e.g.
+    /// `herald completions bash > /etc/bash_completion.d/herald`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff), e.g. `herald man | man -l -`.
+    Man,
+}
+
+/// The shells `herald completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The command line as clap sees it: for completions, the man page and
+/// the tests of its help texts.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+fn print_completions(shell: Shell) {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut command(), "herald", &mut std::io::stdout());
+}
+
+fn print_man_page() -> anyhow::Result<()> {
+    clap_mangen::Man::new(command()).render(&mut std::io::stdout())?;
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +121,10 @@ struct ServeArgs {
     /// gRPC listen address (overrides `server.grpc_listen`).
     #[arg(long, env = "HERALD_GRPC_LISTEN")]
     grpc_listen: Option<String>,
+    /// Operations HTTP address for /metrics, /healthz, /readyz, or "off"
+    /// (overrides `server.http_listen`).
+    #[arg(long, env = "HERALD_HTTP_LISTEN")]
+    http_listen: Option<String>,
     /// Database URL (overrides `store.url`).
     #[arg(long, env = "HERALD_STORE_URL")]
     store_url: Option<String>,
@@ -80,72 +132,6 @@ struct ServeArgs {
     #[arg(long)]
     insecure: bool,
 }
-
-/// Where client commands find the server, and how they prove who they are.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServerArg {
-    /// Herald's gRPC address.
-    #[arg(long, env = "HERALD_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
-    /// Bearer token, when the server requires one.
-    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// CA certificate (PEM) to verify an https:// server with.
-    #[arg(long, env = "HERALD_CA_CERT")]
-    pub ca_cert: Option<std::path::PathBuf>,
-    /// Client certificate (PEM), for servers that require one (mTLS).
-    #[arg(long, env = "HERALD_CLIENT_CERT", requires = "client_key")]
-    pub client_cert: Option<std::path::PathBuf>,
-    /// The client certificate's key (PEM).
-    #[arg(long, env = "HERALD_CLIENT_KEY", requires = "client_cert")]
-    pub client_key: Option<std::path::PathBuf>,
-}
-
-impl ServerArg {
-    /// TLS settings for an https:// server, from the files given.
-    fn tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        if !self.server.starts_with("https://") {
-            return Ok(None);
-        }
-        let read = |flag: &str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
-        };
-        let mut config = ClientTlsConfig::new().with_webpki_roots();
-        if let Some(ca) = &self.ca_cert {
-            config = config.ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));
-        }
-        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
-            config = config.identity(Identity::from_pem(
-                read("--client-cert", cert)?,
-                read("--client-key", key)?,
-            ));
-        }
-        Ok(Some(config))
-    }
-}
-
-/// Adds `authorization: Bearer <token>` to every call, when a token is set.
-#[derive(Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A channel to Herald that authenticates each call.
-pub type Authed =
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
 
 pub async fn run() -> ExitCode {
     // Usage errors exit 1, not clap's 2: for `herald wait`, 2 means "the
@@ -167,13 +153,20 @@ pub async fn run() -> ExitCode {
             telemetry::init(cli.log_format);
             serve(args).await
         }
+        Command::CheckConfig(args) => check_config(args).await,
         Command::Emit(args) => emit::run(*args).await,
         Command::Batches(command) => batches::run(command).await,
         Command::Deliveries(command) => deliveries::run(command).await,
         Command::Subs(command) => subs::run(command).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Schedules(args) => schedules::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Completions { shell } => {
+            print_completions(shell);
+            Ok(())
+        }
+        Command::Man => print_man_page(),
         Command::Secret => {
             println!("{}", SigningSecret::generate().expose());
             Ok(())
@@ -182,19 +175,40 @@ pub async fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cause_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The settings `serve` would run with: the file, then environment
+/// variables and flags.
+fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let overrides = Overrides {
         grpc_listen: args.grpc_listen,
+        http_listen: args.http_listen,
         store_url: args.store_url,
         insecure: args.insecure,
     };
-    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    Ok(Settings::load(args.config.as_deref(), &overrides)?)
+}
+
+/// Everything `serve` checks before it opens the store and the ports,
+/// with the same messages; nothing is started or written.
+async fn check_config(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(args)?;
+    crate::app::check_settings(&settings).await?;
+    println!(
+        "ok: {} subscriptions, {} schedules, store {}",
+        settings.subscriptions.len(),
+        settings.schedules.len(),
+        settings.store.url
+    );
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(args)?;
     let app = Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
@@ -240,39 +254,58 @@ pub(crate) fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, St
         .ok_or_else(|| format!("`{text}` ago is before any date Herald can represent"))
 }
 
-/// Turns a gRPC status into a one-line error: `INVALID_ARGUMENT: batch.batch_id: ...`.
-pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
-}
-
-pub(crate) async fn connect(arg: &ServerArg) -> anyhow::Result<Authed> {
-    let bearer = match &arg.token {
-        Some(token) => Some(
-            format!("Bearer {}", token.trim())
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--token: not a valid header value"))?,
-        ),
-        None => None,
-    };
-    let channel = open_channel(&arg.server, arg.tls()?).await?;
-    Ok(tonic::service::interceptor::InterceptedService::new(
-        channel,
-        Bearer(bearer),
-    ))
-}
-
-async fn open_channel(
-    server: &str,
-    tls: Option<tonic::transport::ClientTlsConfig>,
-) -> anyhow::Result<tonic::transport::Channel> {
-    let mut endpoint = tonic::transport::Endpoint::from_shared(server.to_owned()).map_err(|e| {
-        anyhow::anyhow!("--server `{server}` is not a URL like {DEFAULT_SERVER}: {e}")
-    })?;
-    if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls)?;
+#[cfg(test)]
+mod tests {
+    /// Every flag and argument of every command, with the path to it.
+    fn arguments(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in command.get_subcommands() {
+            arguments(sub, &format!("{path} {}", sub.get_name()), out);
+        }
     }
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Herald at {server}: {e}"))
+
+    #[test]
+    fn every_flag_and_command_has_help_text() {
+        let mut command = super::command();
+        command.build();
+        let mut all = Vec::new();
+        arguments(&command, "herald", &mut all);
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|(_, arg)| arg.get_help().is_none())
+            .map(|(path, arg)| format!("{path} --{}", arg.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        fn commands_without_about(command: &clap::Command, out: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    out.push(sub.get_name().to_owned());
+                }
+                commands_without_about(sub, out);
+            }
+        }
+        let mut bare = Vec::new();
+        commands_without_about(&command, &mut bare);
+        assert!(bare.is_empty(), "no about text: {bare:?}");
+    }
+
+    #[test]
+    fn subs_enable_and_disable_describe_themselves() {
+        let command = super::command();
+        let subs = command.find_subcommand("subs").unwrap();
+        let about = |name: &str| {
+            subs.find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        };
+        assert!(about("enable").starts_with("Resume"), "{}", about("enable"));
+        assert!(
+            about("disable").starts_with("Pause"),
+            "{}",
+            about("disable")
+        );
+    }
 }

@@ -1,5 +1,8 @@
 //! `herald subs …`: subscriptions managed over the admin API.
 
+use serde_json::{json, Value};
+
+use super::output::{cell, enum_text, items, print_fields, print_table, OutputArg};
 use super::{connect, status_error, ServerArg};
 use crate::api::pb::{self, subscription_service_client::SubscriptionServiceClient};
 
@@ -11,11 +14,15 @@ pub enum SubsCommand {
     Get(Named),
     /// Create a subscription; a webhook's secret is printed this once.
     Create(SpecArgs),
-    /// Replace a managed subscription's spec (its secrets stay).
+    /// Change a managed subscription: only the flags given (its secrets
+    /// stay).
     Update(SpecArgs),
-    /// Delete a managed subscription.
+    /// Delete a managed subscription; its pending deliveries are failed.
     Delete(Named),
+    /// Resume deliveries to a managed subscription.
     Enable(Named),
+    /// Pause deliveries to a managed subscription; they wait until it is
+    /// enabled again.
     Disable(Named),
     /// Rotate a webhook's signing secret; the old one signs beside the new
     /// one for the grace period.
@@ -28,12 +35,13 @@ pub enum SubsCommand {
 pub struct Common {
     #[command(flatten)]
     server: ServerArg,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct Named {
+    /// The subscription's name.
     name: String,
     #[command(flatten)]
     common: Common,
@@ -41,36 +49,43 @@ pub struct Named {
 
 #[derive(Debug, clap::Args)]
 pub struct RotateArgs {
+    /// The webhook subscription's name.
     name: String,
     /// How long the old secret keeps signing.
     #[arg(long, default_value = "24h")]
     grace: String,
     #[command(flatten)]
-    server: ServerArg,
+    common: Common,
 }
 
 /// The keys of a configuration entry, as flags.
 #[derive(Debug, clap::Args)]
 pub struct SpecArgs {
+    /// The subscription's name.
     #[arg(long)]
     name: String,
-    /// webhook, healthcheck or email.
-    #[arg(long, default_value = "webhook")]
-    kind: String,
+    /// webhook, healthcheck or email (create: webhook when omitted).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Where to send (webhooks and healthchecks).
     #[arg(long)]
     url: Option<String>,
     /// Event name or glob; repeat for several.
     #[arg(long = "event")]
     events: Vec<String>,
+    /// Only events of this environment (name or glob); repeat for several.
     #[arg(long = "environment")]
     environments: Vec<String>,
+    /// Only events of this project (name or glob); repeat for several.
     #[arg(long = "project")]
     projects: Vec<String>,
+    /// Only events of this cube (name or glob); repeat for several.
     #[arg(long = "cube")]
     cubes: Vec<String>,
     /// Email recipient; repeat for several.
     #[arg(long = "to")]
     to: Vec<String>,
+    /// Per-attempt timeout, e.g. 10s.
     #[arg(long)]
     timeout: Option<String>,
     /// Use this whsec_ secret (create only).
@@ -81,12 +96,13 @@ pub struct SpecArgs {
 }
 
 impl SpecArgs {
-    fn spec(&self) -> anyhow::Result<pb::SubscriptionSpec> {
-        let kind = match self.kind.as_str() {
-            "webhook" => pb::SubscriptionKind::Webhook,
-            "healthcheck" => pb::SubscriptionKind::Healthcheck,
-            "email" => pb::SubscriptionKind::Email,
-            other => anyhow::bail!("--kind `{other}`: use webhook, healthcheck or email"),
+    fn spec(&self, default_kind: Option<&str>) -> anyhow::Result<pb::SubscriptionSpec> {
+        let kind = match self.kind.as_deref().or(default_kind) {
+            None => pb::SubscriptionKind::Unspecified,
+            Some("webhook") => pb::SubscriptionKind::Webhook,
+            Some("healthcheck") => pb::SubscriptionKind::Healthcheck,
+            Some("email") => pb::SubscriptionKind::Email,
+            Some(other) => anyhow::bail!("--kind `{other}`: use webhook, healthcheck or email"),
         };
         Ok(pb::SubscriptionSpec {
             name: self.name.clone(),
@@ -102,6 +118,24 @@ impl SpecArgs {
             ..Default::default()
         })
     }
+
+    /// The spec fields the flags given name, for an update's field mask.
+    fn mask(&self) -> Vec<String> {
+        let given = [
+            ("url", self.url.is_some()),
+            ("events", !self.events.is_empty()),
+            ("environments", !self.environments.is_empty()),
+            ("projects", !self.projects.is_empty()),
+            ("cubes", !self.cubes.is_empty()),
+            ("to", !self.to.is_empty()),
+            ("timeout", self.timeout.is_some()),
+        ];
+        given
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(field, _)| field.to_string())
+            .collect()
+    }
 }
 
 pub async fn run(command: SubsCommand) -> anyhow::Result<()> {
@@ -113,29 +147,8 @@ pub async fn run(command: SubsCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if c.json {
-                let all: Vec<_> = list.subscriptions.iter().map(info_json).collect();
-                println!("{}", serde_json::to_string_pretty(&all)?);
-            } else {
-                println!(
-                    "{:<24} {:<12} {:<8} {:<8} TARGET",
-                    "NAME", "KIND", "BY", "ENABLED"
-                );
-                for s in &list.subscriptions {
-                    let j = info_json(s);
-                    let target = j["url"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| j["to"].to_string());
-                    println!(
-                        "{:<24} {:<12} {:<8} {:<8} {target}",
-                        j["name"].as_str().unwrap_or(""),
-                        j["kind"].as_str().unwrap_or(""),
-                        s.managed_by,
-                        s.enabled
-                    );
-                }
-            }
+            let all = Value::Array(list.subscriptions.iter().map(info_json).collect());
+            c.output.print(&all, print_subscriptions)
         }
         SubsCommand::Get(n) => {
             let mut client = SubscriptionServiceClient::new(connect(&n.common.server).await?);
@@ -144,35 +157,10 @@ pub async fn run(command: SubsCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            println!("{}", serde_json::to_string_pretty(&info_json(&info))?);
+            n.common.output.print(&info_json(&info), print_fields)
         }
-        SubsCommand::Create(a) => {
-            let mut client = SubscriptionServiceClient::new(connect(&a.common.server).await?);
-            let created = client
-                .create_subscription(pb::CreateSubscriptionRequest {
-                    spec: Some(a.spec()?),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("ok: created {}", a.name);
-            if !created.secret.is_empty() {
-                println!(
-                    "signing secret (shown once, store it now): {}",
-                    created.secret
-                );
-            }
-        }
-        SubsCommand::Update(a) => {
-            let mut client = SubscriptionServiceClient::new(connect(&a.common.server).await?);
-            client
-                .update_subscription(pb::UpdateSubscriptionRequest {
-                    spec: Some(a.spec()?),
-                })
-                .await
-                .map_err(status_error)?;
-            println!("ok: updated {}", a.name);
-        }
+        SubsCommand::Create(a) => create(a).await,
+        SubsCommand::Update(a) => update(a).await,
         SubsCommand::Delete(n) => {
             let mut client = SubscriptionServiceClient::new(connect(&n.common.server).await?);
             let r = client
@@ -182,33 +170,19 @@ pub async fn run(command: SubsCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            println!(
-                "ok: deleted {} ({} pending deliveries failed)",
-                n.name, r.pending_failed
-            );
+            let document =
+                json!({"name": n.name, "deleted": true, "pending_failed": r.pending_failed});
+            n.common.output.print(&document, |_| {
+                println!(
+                    "ok: deleted {} ({} pending deliveries failed)",
+                    n.name, r.pending_failed
+                )
+            })
         }
-        SubsCommand::Enable(n) => {
-            let mut client = SubscriptionServiceClient::new(connect(&n.common.server).await?);
-            client
-                .enable_subscription(pb::SubscriptionName {
-                    name: n.name.clone(),
-                })
-                .await
-                .map_err(status_error)?;
-            println!("ok: {} enabled", n.name);
-        }
-        SubsCommand::Disable(n) => {
-            let mut client = SubscriptionServiceClient::new(connect(&n.common.server).await?);
-            client
-                .disable_subscription(pb::SubscriptionName {
-                    name: n.name.clone(),
-                })
-                .await
-                .map_err(status_error)?;
-            println!("ok: {} disabled", n.name);
-        }
+        SubsCommand::Enable(n) => switch(n, true).await,
+        SubsCommand::Disable(n) => switch(n, false).await,
         SubsCommand::Rotate(r) => {
-            let mut client = SubscriptionServiceClient::new(connect(&r.server).await?);
+            let mut client = SubscriptionServiceClient::new(connect(&r.common.server).await?);
             let rotated = client
                 .rotate_secret(pb::RotateSecretRequest {
                     name: r.name.clone(),
@@ -218,43 +192,137 @@ pub async fn run(command: SubsCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            println!(
-                "ok: new signing secret for {} (the old one signs for {} more): {}",
-                r.name, r.grace, rotated.secret
-            );
+            let document =
+                json!({"name": r.name, "secret": rotated.secret, "old_secret_signs_for": r.grace});
+            r.common.output.print(&document, |_| {
+                println!(
+                    "ok: new signing secret for {} (the old one signs for {} more): {}",
+                    r.name, r.grace, rotated.secret
+                )
+            })
         }
         SubsCommand::Test(n) => {
             let mut client = SubscriptionServiceClient::new(connect(&n.common.server).await?);
             let sent = client
-                .send_test_event(pb::SubscriptionName { name: n.name })
+                .send_test_event(pb::SubscriptionName {
+                    name: n.name.clone(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            println!("ok: test event {} enqueued", sent.event_id);
+            let document = json!({"name": n.name, "event_id": sent.event_id});
+            n.common.output.print(&document, |_| {
+                println!("ok: test event {} enqueued", sent.event_id)
+            })
         }
     }
-    Ok(())
 }
 
-fn info_json(info: &pb::SubscriptionInfo) -> serde_json::Value {
-    let spec = info.spec.clone().unwrap_or_default();
-    let kind = pb::SubscriptionKind::try_from(spec.kind)
-        .map(|k| {
-            k.as_str_name()
-                .trim_start_matches("SUBSCRIPTION_KIND_")
-                .to_ascii_lowercase()
+async fn create(a: SpecArgs) -> anyhow::Result<()> {
+    let mut client = SubscriptionServiceClient::new(connect(&a.common.server).await?);
+    let created = client
+        .create_subscription(pb::CreateSubscriptionRequest {
+            spec: Some(a.spec(Some("webhook"))?),
         })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut document = created
+        .subscription
+        .as_ref()
+        .map(info_json)
         .unwrap_or_default();
-    let mut v = serde_json::json!({
+    if !created.secret.is_empty() {
+        document["secret"] = json!(created.secret);
+    }
+    a.common.output.print(&document, |_| {
+        println!("ok: created {}", a.name);
+        if !created.secret.is_empty() {
+            println!(
+                "signing secret (shown once, store it now): {}",
+                created.secret
+            );
+        }
+    })
+}
+
+async fn update(a: SpecArgs) -> anyhow::Result<()> {
+    let paths = a.mask();
+    if paths.is_empty() {
+        anyhow::bail!("nothing to change: give --url, --event, --environment, --project, --cube, --to or --timeout");
+    }
+    let mut client = SubscriptionServiceClient::new(connect(&a.common.server).await?);
+    let info = client
+        .update_subscription(pb::UpdateSubscriptionRequest {
+            spec: Some(a.spec(None)?),
+            update_mask: Some(prost_types::FieldMask { paths }),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    a.common
+        .output
+        .print(&info_json(&info), |_| println!("ok: updated {}", a.name))
+}
+
+async fn switch(n: Named, enable: bool) -> anyhow::Result<()> {
+    let mut client = SubscriptionServiceClient::new(connect(&n.common.server).await?);
+    let name = pb::SubscriptionName {
+        name: n.name.clone(),
+    };
+    let info = if enable {
+        client.enable_subscription(name).await
+    } else {
+        client.disable_subscription(name).await
+    }
+    .map_err(status_error)?
+    .into_inner();
+    n.common.output.print(&info_json(&info), |_| {
+        let state = if enable { "enabled" } else { "disabled" };
+        println!("ok: {} {state}", n.name)
+    })
+}
+
+fn print_subscriptions(list: &Value) {
+    let rows: Vec<Vec<String>> = items(list)
+        .map(|s| {
+            let target = match &s["url"] {
+                Value::String(url) => url.clone(),
+                _ => cell(&json!(items(&s["to"])
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "))),
+            };
+            vec![
+                cell(&s["name"]),
+                cell(&s["kind"]),
+                cell(&s["managed_by"]),
+                cell(&s["enabled"]),
+                target,
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "KIND", "BY", "ENABLED", "TARGET"], &rows);
+}
+
+fn info_json(info: &pb::SubscriptionInfo) -> Value {
+    let spec = info.spec.clone().unwrap_or_default();
+    let kind = enum_text(
+        pb::SubscriptionKind::try_from(spec.kind)
+            .ok()
+            .map(|k| k.as_str_name()),
+        "SUBSCRIPTION_KIND_",
+    );
+    let mut v = json!({
         "name": spec.name, "kind": kind, "events": spec.events, "environments": spec.environments,
         "projects": spec.projects, "cubes": spec.cubes, "timeout": spec.timeout,
         "retry_schedule": spec.retry_schedule, "managed_by": info.managed_by, "enabled": info.enabled,
         "disabled_reason": info.disabled_reason, "signing_secrets": info.signing_secrets,
     });
     if spec.kind == pb::SubscriptionKind::Email as i32 {
-        v["to"] = serde_json::json!(spec.to);
+        v["to"] = json!(spec.to);
     } else {
-        v["url"] = serde_json::json!(spec.url);
+        v["url"] = json!(spec.url);
     }
     v
 }

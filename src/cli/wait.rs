@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::batches::batch_json;
-use super::{connect, parse_time, ServerArg};
+use super::output::{duration_text, enum_text, OutputArg};
+use super::{connect, parse_time, status_error, Authed, ServerArg};
 use crate::api::pb::{self, query_service_client::QueryServiceClient, AwaitOutcome};
 use crate::api::timestamp_to_proto;
 
@@ -22,13 +23,13 @@ pub struct WaitArgs {
     #[command(flatten)]
     server: ServerArg,
     /// The cube whose refresh to wait for.
-    #[arg(long, alias = "cube-id")]
+    #[arg(long = "cube-id", alias = "cube")]
     cube: String,
     /// Its environment (any when omitted).
-    #[arg(long, alias = "environment-id")]
+    #[arg(long = "environment-id", alias = "environment")]
     environment: Option<String>,
-    /// Wait for this batch.
-    #[arg(long, alias = "batch-id", conflicts_with = "after")]
+    /// Wait for this batch (of that cube).
+    #[arg(long = "batch-id", alias = "batch", conflicts_with = "after")]
     batch: Option<String>,
     /// Wait for the first batch begun at or after this time (RFC 3339, or a
     /// duration ago like 6h). Default: now, i.e. the next refresh.
@@ -37,25 +38,33 @@ pub struct WaitArgs {
     /// Give up after this long (e.g. 30m, 2h; at most 24h).
     #[arg(long, default_value = "1h", value_parser = crate::config::parse_duration)]
     timeout: Duration,
-    /// Print the final batch as JSON instead of one line.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArg,
 }
 
 pub async fn run(args: WaitArgs) -> ExitCode {
     match wait(&args).await {
-        Ok((code, line)) => {
-            println!("{line}");
-            ExitCode::from(code)
-        }
+        Ok((code, document, line)) => match args.output.print(&document, |_| println!("{line}")) {
+            Ok(()) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(UNREACHABLE_OR_USAGE)
+            }
+        },
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::cause_chain(e.as_ref()));
             ExitCode::from(UNREACHABLE_OR_USAGE)
         }
     }
 }
 
-async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, String)> {
+/// How the wait ended: the exit code, the document for -o json|yaml and
+/// the line for people.
+async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, serde_json::Value, String)> {
+    let mut client = QueryServiceClient::new(connect(&args.server).await?);
+    if let Some(batch_id) = &args.batch {
+        check_batch_of_cube(&mut client, batch_id, args).await?;
+    }
     let target = match &args.batch {
         Some(batch_id) => pb::await_batch_request::Target::BatchId(batch_id.clone()),
         None => pb::await_batch_request::Target::Cube(pb::CubeAfter {
@@ -73,11 +82,10 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, String)> {
     // The server answers TIMED_OUT at the timeout; the transport deadline
     // only guards against a server that stopped answering at all.
     request.set_timeout(args.timeout.saturating_add(Duration::from_secs(30)));
-    let mut client = QueryServiceClient::new(connect(&args.server).await?);
     let reply = client
         .await_batch(request)
         .await
-        .map_err(super::status_error)?
+        .map_err(status_error)?
         .into_inner();
     let outcome = AwaitOutcome::try_from(reply.outcome).unwrap_or(AwaitOutcome::Unspecified);
     let code = match outcome {
@@ -86,19 +94,61 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, String)> {
         AwaitOutcome::Stalled | AwaitOutcome::TimedOut => TIMED_OUT_OR_STALLED,
         AwaitOutcome::Unspecified => anyhow::bail!("Herald answered an unknown outcome"),
     };
-    let line = match (&reply.batch, args.json) {
-        (Some(batch), true) => batch_json(batch).to_string(),
-        (batch, _) => describe(outcome, batch.as_ref(), args),
+    let document = serde_json::json!({
+        "outcome": enum_text(Some(outcome.as_str_name()), "AWAIT_OUTCOME_"),
+        "batch": reply.batch.as_ref().map(batch_json),
+    });
+    let line = describe(outcome, reply.batch.as_ref(), args);
+    Ok((code, document, line))
+}
+
+/// Refuses a `--batch-id` that Herald has seen for another cube (or
+/// environment), so a typo does not wait an hour for the wrong batch. A
+/// batch not seen yet is waited for.
+async fn check_batch_of_cube(
+    client: &mut QueryServiceClient<Authed>,
+    batch_id: &str,
+    args: &WaitArgs,
+) -> anyhow::Result<()> {
+    let batch = match client
+        .get_batch(pb::GetBatchRequest {
+            batch_id: batch_id.to_owned(),
+        })
+        .await
+    {
+        Ok(reply) => reply.into_inner(),
+        Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
+        Err(status) => return Err(status_error(status)),
     };
-    Ok((code, line))
+    if batch.cube_id != args.cube {
+        anyhow::bail!(
+            "--batch-id {batch_id} is a batch of cube {}, not of --cube-id {}",
+            batch.cube_id,
+            args.cube
+        );
+    }
+    match &args.environment {
+        Some(env) if *env != batch.environment_id => anyhow::bail!(
+            "--batch-id {batch_id} is a batch of environment {}, not of --environment-id {env}",
+            batch.environment_id
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn describe(outcome: AwaitOutcome, batch: Option<&pb::Batch>, args: &WaitArgs) -> String {
     let Some(b) = batch else {
+        if let Some(batch_id) = &args.batch {
+            return format!(
+                "timed out: batch {batch_id} of cube {} was not seen within {}",
+                args.cube,
+                duration_text(args.timeout)
+            );
+        }
         return format!(
             "timed out: no batch of cube {} began within {}",
             args.cube,
-            humanize(args.timeout)
+            duration_text(args.timeout)
         );
     };
     let what = format!(
@@ -111,17 +161,7 @@ fn describe(outcome: AwaitOutcome, batch: Option<&pb::Batch>, args: &WaitArgs) -
         AwaitOutcome::Stalled => format!("stalled: {what} has run past its allowed duration"),
         _ => format!(
             "timed out after {}: {what} is still running",
-            humanize(args.timeout)
+            duration_text(args.timeout)
         ),
-    }
-}
-
-fn humanize(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
-        s if s > 0 => format!("{s}s"),
-        _ => format!("{}ms", d.as_millis()),
     }
 }

@@ -36,6 +36,16 @@ impl Schedule {
         };
         checked_after(expected, self.grace)
     }
+
+    /// When the refresh becomes overdue, counted from the later of the
+    /// last success and when Herald began tracking the schedule.
+    pub fn overdue_after(
+        &self,
+        last_success: Option<DateTime<Utc>>,
+        tracked_since: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.overdue_at(last_success.map_or(tracked_since, |at| at.max(tracked_since)))
+    }
 }
 
 /// Parses a five-field cron expression (minute hour day month weekday).

@@ -207,3 +207,88 @@ async fn the_cli_lists_dead_deliveries() {
     assert_eq!(list[0]["event_id"], "ev-1");
     assert_eq!(list[0]["last_status"], 400);
 }
+
+/// Runs the CLI against the app.
+async fn herald_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let server = app.addr.to_string();
+    crate::helpers::herald_cli(args.iter().copied().chain(["--server", server.as_str()])).await
+}
+
+fn listed(out: &std::process::Output) -> Vec<String> {
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    list.iter()
+        .map(|d| d["event_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_cli_pages_through_deliveries_and_says_when_more_exist() {
+    let (app, _receiver) = app_with_receiver(r#"["aggregate.batch.started"]"#).await;
+    for i in 1..=3 {
+        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
+            .await;
+    }
+    let first = herald_cli(&app, &["deliveries", "list", "--limit", "2", "-o", "json"]).await;
+    assert_eq!(listed(&first), ["ev-1", "ev-2"]);
+    let notice = String::from_utf8_lossy(&first.stderr).trim_end().to_owned();
+    let token = notice
+        .strip_prefix("more results: add --page-token ")
+        .and_then(|rest| rest.strip_suffix(" for the next page, or --all"))
+        .unwrap_or_else(|| panic!("{notice}"));
+
+    let next = [
+        "deliveries",
+        "list",
+        "--limit",
+        "2",
+        "--page-token",
+        token,
+        "--json",
+    ];
+    let second = herald_cli(&app, &next).await;
+    assert_eq!(listed(&second), ["ev-3"]);
+    assert!(second.stderr.is_empty(), "the last page says nothing more");
+
+    let all = herald_cli(
+        &app,
+        &["deliveries", "list", "--limit", "1", "--all", "--json"],
+    )
+    .await;
+    assert_eq!(listed(&all), ["ev-1", "ev-2", "ev-3"]);
+    assert!(all.stderr.is_empty());
+}
+
+/// "Start listen again": pending deliveries go now, not at their next
+/// scheduled attempt.
+#[tokio::test]
+async fn the_cli_sends_pending_deliveries_now() {
+    let (app, receiver) = app_with_receiver(r#"["aggregate.batch.started"]"#).await;
+    receiver.script([Reply::Status(503)]);
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+    assert_eq!(app.deliver().await, 0, "the retry waits for its schedule");
+
+    let out = herald_cli(
+        &app,
+        &["deliveries", "retry", "--pending", "--subscription", "etl"],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "ok: 1 pending deliveries are due now",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.deliver().await;
+    assert_eq!(receiver.received().len(), 2);
+    let rows = app.deliveries_of("ev-1").await;
+    assert_eq!(rows[0].last_status, Some(204));
+
+    let usage = herald_cli(&app, &["deliveries", "retry"]).await;
+    assert_eq!(
+        usage.status.code(),
+        Some(1),
+        "--pending or --dead is required"
+    );
+}

@@ -52,7 +52,7 @@ async fn emit_then_batches_get_shows_the_batch() {
     );
     let out = String::from_utf8_lossy(&emit.stdout);
     assert!(
-        out.contains("new event") && out.contains("b-7 FAILED"),
+        out.contains("new event") && out.contains("b-7 failed"),
         "{out}"
     );
 
@@ -63,7 +63,9 @@ async fn emit_then_batches_get_shows_the_batch() {
     .unwrap();
     assert!(get.status.success());
     let json: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
-    assert_eq!(json["state"], "FAILED");
+    assert_eq!(json["state"], "failed");
+    assert_eq!(json["build_kind"], "full");
+    assert_eq!(json["finished_at"], "2026-03-01T11:59:00.000Z");
     assert_eq!(json["failed_aggregates"][0]["error"], "boom");
     assert_eq!(json["start_seen"], false);
 }
@@ -152,11 +154,91 @@ async fn emit_reports_a_reused_event_id_and_what_it_was_first_used_for() {
     assert_eq!(app.store.count_events().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn emit_without_a_server_says_herald_is_unreachable() {
-    let out = herald(&["emit", "batch-started", "--server", "http://127.0.0.1:9"]);
+use crate::helpers::herald_cli as herald_beside;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim_end().to_owned()
+}
+
+#[test]
+fn emit_without_a_server_says_why_and_what_to_check() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = herald(&["emit", "batch-started", "--server", &addr.to_string()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Herald"));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: cannot reach Herald at http://{addr}: "))
+            && err.contains("Connection refused")
+            && err.ends_with(&format!("is herald serve running on {addr}?")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_loopback_address_without_scheme_is_plaintext_and_https_against_it_is_explained() {
+    let app = spawn_app("").await;
+    let plain = herald_beside(vec![
+        "batches".into(),
+        "list".into(),
+        "--server".into(),
+        app.addr.to_string(),
+    ])
+    .await;
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(String::from_utf8_lossy(&plain.stdout).starts_with("BATCH"));
+
+    let tls = herald_beside(vec![
+        "batches".into(),
+        "list".into(),
+        "--server".into(),
+        format!("https://{}", app.addr),
+    ])
+    .await;
+    assert_eq!(tls.status.code(), Some(1));
+    assert!(
+        stderr(&tls).ends_with("the server speaks plaintext: use http://"),
+        "{}",
+        stderr(&tls)
+    );
+}
+
+#[test]
+fn serve_names_a_busy_address_once_and_leaves_no_database_behind() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--grpc-listen", &addr])
+        .current_dir(dir.path())
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_STORE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: cannot listen on {addr}: ")),
+        "{err}"
+    );
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn listen_names_a_busy_port() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let out = herald(&["listen", "--port", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: cannot listen on 127.0.0.1:{port}: ")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -243,4 +325,93 @@ async fn serve_logs_json_lines_when_asked() {
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["fields"]["message"], "Herald is serving");
+}
+
+/// `-o yaml` and `-o json` print the same document; `--json` is `-o json`.
+#[tokio::test]
+async fn every_format_prints_the_same_batch() {
+    let app = spawn_app("").await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    let get = |format: &[&str]| {
+        let mut args = vec!["batches".to_owned(), "get".into(), "b-1".into()];
+        args.extend(["--server".into(), app.addr.to_string()]);
+        args.extend(format.iter().map(|s| s.to_string()));
+        herald_beside(args)
+    };
+    let json = get(&["--json"]).await;
+    let long = get(&["--output", "json"]).await;
+    assert_eq!(json.stdout, long.stdout);
+    let batch: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(batch["state"], "failed");
+
+    let yaml = String::from_utf8(get(&["-o", "yaml"]).await.stdout).unwrap();
+    assert!(yaml.contains("state: \"failed\"\n"), "{yaml}");
+    assert!(yaml.contains("failed_aggregates:\n  - "), "{yaml}");
+
+    let table = String::from_utf8(get(&[]).await.stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().eq(["state", "failed"])),
+        "{table}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = herald(&["completions", shell]);
+        assert!(out.status.success());
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("deliveries"), "{shell}: {script}");
+    }
+    let man = String::from_utf8(herald(&["man"]).stdout).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH herald"),
+        "{man}"
+    );
+}
+
+#[test]
+fn check_config_says_ok_or_what_serve_would_refuse_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\ngrpc_listen = \"localhost:50051\"\n").unwrap();
+    let run = |path: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .current_dir(dir.path())
+            .env_remove("HERALD_STORE_URL")
+            .output()
+            .unwrap()
+    };
+    let ok = run(&good);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 0 subscriptions"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[webhooks]]\nname = \"a\"\nurl = \"not a url\"\nevents = [\"*\"]\n",
+    )
+    .unwrap();
+    let refused = run(&bad);
+    assert_eq!(refused.status.code(), Some(1));
+    let serve = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config", bad.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&refused), stderr(&serve));
+    assert!(
+        stderr(&refused).starts_with("error: config key `webhooks[0]"),
+        "{}",
+        stderr(&refused)
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.ends_with(".toml"))
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
 }

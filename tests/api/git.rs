@@ -228,3 +228,42 @@ async fn a_publish_carries_what_changed_in_the_model_and_malformed_xml_is_archiv
     );
     assert!(git(&repo, &["log", "-1", "--format=%B"]).contains("not well-formed"));
 }
+
+/// Project events can be tried from the shell: `herald emit
+/// project-published --project-xml FILE` lands in the Git archive.
+#[tokio::test]
+async fn the_cli_emits_a_project_event_that_reaches_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    let app = archive_app(&repo, None).await;
+    let xml = dir.path().join("finance.xml");
+    std::fs::write(&xml, "<project><cube name=\"Sales\"/></project>").unwrap();
+    let server = app.addr.to_string();
+    let args = [
+        "emit",
+        "project-published",
+        "--organization-id",
+        "acme",
+        "--project-id",
+        "finance",
+        "--user",
+        "ada",
+        "--project-xml",
+        xml.to_str().unwrap(),
+        "--occurred-at",
+        "2026-03-01T12:00:00Z",
+        "--server",
+        &server,
+    ];
+    let out = crate::helpers::herald_cli(args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.deliver().await;
+    assert_eq!(
+        git(&repo, &["show", "HEAD:acme/finance.xml"]),
+        "<project><cube name=\"Sales\"/></project>"
+    );
+}

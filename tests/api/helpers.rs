@@ -741,3 +741,22 @@ impl std::io::Write for Logs {
         Ok(())
     }
 }
+
+/// Runs the `herald` binary off the test's runtime (the server under test
+/// runs on it), with `HERALD_SERVER` and `HERALD_CA_CERT` of the
+/// environment left out so only the arguments speak.
+pub async fn herald_cli<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Output {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .env_remove("HERALD_SERVER")
+            .env_remove("HERALD_CA_CERT")
+            .output()
+            .expect("herald runs")
+    })
+    .await
+    .unwrap()
+}

@@ -333,40 +333,63 @@ async fn concurrent_calls_in_one_group_commit_keep_every_invariant() {
     assert_eq!(receiver.received().len(), 1 + 40);
 }
 
-/// What lets `grpcurl` work without proto files: reflection lists Herald's
-/// services.
+/// Asks reflection (of the given protocol version) for its services, and
+/// for the file that defines one of them, as `grpcurl list` and
+/// `grpcurl describe` do.
+macro_rules! reflect {
+    ($app:expr, $version:ident) => {{
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        let request = |message| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(message),
+        };
+        let requests = [
+            request(MessageRequest::ListServices(String::new())),
+            request(MessageRequest::FileContainingSymbol(
+                "herald.v1.QueryService".into(),
+            )),
+        ];
+        let mut replies = ServerReflectionClient::new($app.channel().await)
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        let list = replies.message().await.unwrap().unwrap().message_response;
+        let Some(MessageResponse::ListServicesResponse(list)) = list else {
+            panic!("expected a service list, got {list:?}");
+        };
+        let file = replies.message().await.unwrap().unwrap().message_response;
+        let Some(MessageResponse::FileDescriptorResponse(file)) = file else {
+            panic!("expected a file descriptor, got {file:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        (names, file.file_descriptor_proto.len())
+    }};
+}
+
+/// What lets `grpcurl` (and tools that speak only the older v1alpha
+/// protocol) work without proto files: reflection lists Herald's services
+/// and hands out their descriptors.
 #[tokio::test]
-async fn server_reflection_lists_every_herald_service() {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
+async fn server_reflection_v1_and_v1alpha_list_every_herald_service() {
     let app = spawn_app("").await;
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut replies = ServerReflectionClient::new(app.channel().await)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let reply = replies.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
-        panic!("expected a service list");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in [
-        "herald.v1.IngestService",
-        "herald.v1.QueryService",
-        "herald.v1.AdminService",
-        "herald.v1.SubscriptionService",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == service),
-            "{service} missing from {names:?}"
-        );
+    for (names, files) in [reflect!(app, v1), reflect!(app, v1alpha)] {
+        assert!(files >= 1, "no descriptor for herald.v1.QueryService");
+        for service in [
+            "herald.v1.IngestService",
+            "herald.v1.QueryService",
+            "herald.v1.AdminService",
+            "herald.v1.SubscriptionService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                names.iter().any(|n| n == service),
+                "{service} missing from {names:?}"
+            );
+        }
     }
 }
 

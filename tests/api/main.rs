@@ -17,6 +17,7 @@ mod monitor;
 mod ops;
 mod projects;
 mod properties;
+mod python;
 mod query;
 mod restart;
 mod retention;

@@ -258,3 +258,38 @@ async fn the_history_of_many_cubes_is_read_at_once_each_cube_its_own() {
     assert_eq!(minutes(far), Some(vec![3]), "past the first 256 cubes");
     assert_eq!(histories.len(), 4, "cubes without successes are absent");
 }
+
+/// `herald schedules` says what the monitor would: last success, when the
+/// refresh becomes overdue, and whether it is.
+#[tokio::test]
+async fn herald_schedules_shows_each_schedule_and_whether_it_is_overdue() {
+    let receiver = Receiver::start().await;
+    let config = "[[schedules]]\nname = \"sales-hourly\"\nenvironment = \"prod\"\ncube = \"sales\"\nevery = \"1h\"\ngrace = \"10m\"\n\n\
+                  [[schedules]]\nname = \"stock-daily\"\nenvironment = \"prod\"\ncube = \"stock\"\ncron = \"0 6 * * *\"\ngrace = \"1h\"";
+    let app = app_with(config, &receiver).await;
+    app.succeed_batch("ev-1", "b-1", "sales").await;
+    app.advance(71 * MINUTE);
+    app.check().await;
+
+    let server = app.addr.to_string();
+    let out = crate::helpers::herald_cli(["schedules", "--server", &server, "-o", "json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "sales-hourly");
+    assert_eq!(list[0]["cadence"], "every 1h");
+    assert_eq!(list[0]["grace"], "10m");
+    assert_eq!(list[0]["overdue"], true);
+    let last = list[0]["last_success_at"].as_str().unwrap();
+    let overdue_at =
+        chrono::DateTime::parse_from_rfc3339(list[0]["overdue_at"].as_str().unwrap()).unwrap();
+    let last_at = chrono::DateTime::parse_from_rfc3339(last).unwrap();
+    assert_eq!(overdue_at - last_at, chrono::Duration::minutes(70));
+    assert_eq!(list[1]["name"], "stock-daily");
+    assert_eq!(list[1]["cadence"], "0 6 * * *");
+    assert_eq!(list[1]["last_success_at"], serde_json::Value::Null);
+    assert_eq!(list[1]["overdue"], false);
+}

@@ -331,3 +331,94 @@ async fn herald_wait_exits_1_when_unreachable_or_misused() {
         .unwrap();
     assert_eq!(usage.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn herald_wait_prints_the_outcome_as_json_even_when_no_batch_came() {
+    let app = spawn_app("").await;
+    let args = ["--cube-id", "stock", "--timeout", "300ms", "-o", "json"];
+    let (code, out) = herald_wait(&app, &args).await;
+    assert_eq!(code, 3, "{out}");
+    let document: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        document,
+        serde_json::json!({"outcome": "timed_out", "batch": null})
+    );
+
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    let (code, out) =
+        herald_wait(&app, &["--cube-id", "sales", "--batch-id", "b-1", "--json"]).await;
+    assert_eq!(code, 2, "{out}");
+    let document: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(document["outcome"], "failed");
+    assert_eq!(document["batch"]["state"], "failed");
+}
+
+#[tokio::test]
+async fn herald_wait_refuses_a_batch_of_another_cube_and_reports_a_missing_one() {
+    let app = spawn_app("").await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    let server = app.addr.to_string();
+    let args = [
+        "wait",
+        "--server",
+        &server,
+        "--cube-id",
+        "stock",
+        "--batch-id",
+        "b-1",
+    ];
+    let out = crate::helpers::herald_cli(args).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "error: --batch-id b-1 is a batch of cube sales, not of --cube-id stock"
+    );
+
+    let (code, line) = herald_wait(
+        &app,
+        &[
+            "--cube-id",
+            "sales",
+            "--batch-id",
+            "b-404",
+            "--timeout",
+            "300ms",
+        ],
+    )
+    .await;
+    assert_eq!(code, 3);
+    assert_eq!(
+        line,
+        "timed out: batch b-404 of cube sales was not seen within 300ms"
+    );
+}
+
+#[tokio::test]
+async fn herald_batches_latest_shows_the_newest_batch_of_a_cube() {
+    let app = spawn_app("").await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.advance(Duration::from_secs(60));
+    app.start_batch("ev-2", "b-2", "sales").await;
+    let server = app.addr.to_string();
+    let out = crate::helpers::herald_cli([
+        "batches",
+        "latest",
+        "--cube",
+        "sales",
+        "--environment",
+        "prod",
+        "--server",
+        &server,
+        "-o",
+        "json",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(batch["batch_id"], "b-2");
+    assert_eq!(batch["state"], "running");
+}

@@ -133,6 +133,7 @@ async fn a_subscription_goes_through_create_get_list_update_disable_enable_delet
     let updated = c
         .update_subscription(pb::UpdateSubscriptionRequest {
             spec: Some(changed),
+            update_mask: None,
         })
         .await
         .unwrap()
@@ -473,4 +474,67 @@ async fn the_cli_creates_lists_and_tests_subscriptions() {
     assert!(out.status.success());
     app.deliver().await;
     assert_eq!(signed_by(&receiver.received()[0], &[&secret]), [true]);
+}
+
+/// An update with a field mask changes what it names and keeps the rest,
+/// header values included (the API never shows them, so a client could
+/// not send them back).
+#[tokio::test]
+async fn an_update_with_a_field_mask_changes_only_the_named_fields() {
+    let (app, receiver) = app_with_receiver(r#"["aggregate.batch.*"]"#).await;
+    let mut original = spec("masked", "http://127.0.0.1:9/old", &["aggregate.batch.*"]);
+    original.timeout = "7s".into();
+    original.headers = [("x-team".to_owned(), "etl".to_owned())].into();
+    create(&app, original).await.unwrap();
+
+    let patch = pb::SubscriptionSpec {
+        name: "masked".into(),
+        url: receiver.url(),
+        ..Default::default()
+    };
+    let request = |paths: &[&str]| pb::UpdateSubscriptionRequest {
+        spec: Some(patch.clone()),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+    };
+    let updated = client(&app)
+        .await
+        .update_subscription(request(&["url"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .spec
+        .unwrap();
+    assert_eq!(updated.url, receiver.url());
+    assert_eq!(updated.timeout, "7s");
+    assert_eq!(updated.events, ["aggregate.batch.*"]);
+    assert_eq!(updated.retry_schedule, ["10s"]);
+
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+    let sent: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.header("x-team") == "etl")
+        .collect();
+    assert_eq!(
+        sent.len(),
+        1,
+        "the masked subscription's delivery keeps its header"
+    );
+
+    let refused = client(&app)
+        .await
+        .update_subscription(request(&["url", "secret"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("update_mask.paths[1]: `secret`"),
+        "{}",
+        refused.message()
+    );
 }

@@ -189,3 +189,73 @@ async fn unreadable_certificate_files_name_the_key() {
         herald::config::Settings::from_toml(config, &Default::default(), &|_| None).unwrap_err();
     assert!(err.to_string().contains("server.tls.cert"), "{err}");
 }
+
+/// Herald requiring client certificates from `pki`; the test app's own
+/// clients present one.
+async fn mtls_app(pki: &Pki, dir: &Path) -> TestApp {
+    let (cert, key) = pki.issue(&["engine-1"]);
+    let trusted = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_cert))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&cert, &key));
+    app(pki, dir, true, trusted).await
+}
+
+/// Each way a TLS connection goes wrong gets its cause and what to try.
+#[tokio::test]
+async fn cli_errors_say_why_a_tls_connection_failed() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let app = mtls_app(&pki, dir.path()).await;
+    let ca = write(dir.path(), "ca-for-cli.pem", &pki.ca_cert);
+    let port = app.addr.port();
+    // When the server closes a refused connection before the client reads
+    // why, the hint names both likely causes; each case accepts that too.
+    let cases = [
+        (
+            vec![format!("http://localhost:{port}")],
+            "use https:// and --ca-cert",
+        ),
+        (
+            vec![format!("https://localhost:{port}")],
+            "UnknownIssuer — the server's certificate is not trusted: pass its CA with --ca-cert",
+        ),
+        (
+            vec![format!("https://localhost:{port}"), "--ca-cert".into(), ca],
+            "the server requires a client certificate: --client-cert and --client-key",
+        ),
+    ];
+    for (args, hint) in cases {
+        let out = crate::helpers::herald_cli(
+            ["batches".to_owned(), "list".into(), "--server".into()]
+                .into_iter()
+                .chain(args),
+        )
+        .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1));
+        let closed = err.contains("the server closed the connection")
+            && err.contains(hint.split(": ").last().unwrap());
+        assert!(err.trim_end().ends_with(hint) || closed, "{err}");
+    }
+}
+
+#[test]
+fn a_key_that_does_not_fit_its_certificate_is_refused_at_load() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = pki.issue(&["localhost"]);
+    let (_, other_key) = pki.issue(&["localhost"]);
+    let config = format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        write(dir.path(), "server.pem", &cert),
+        write(dir.path(), "other-key.pem", &other_key)
+    );
+    let err = herald::config::Settings::from_toml(&config, &Default::default(), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config key `server.tls.key`: does not fit the certificate"),
+        "{err}"
+    );
+}
