@@ -263,6 +263,36 @@ async fn ten_thousand_events_on_three_replicas_survive_two_kills() {
     assert!(twice <= 2 * 16, "{twice} events arrived more than once");
 }
 
+/// The same event sent to two replicas at once (an engine retrying on
+/// another node): both get the first answer, one event is stored.
+#[tokio::test]
+async fn a_duplicate_racing_on_two_replicas_gets_one_answer_and_one_event() {
+    let fleet = Fleet::start(2, "").await;
+    let (mut a, mut b) = (fleet.client(0).await, fleet.client(1).await);
+    for n in 0..20 {
+        let id = format!("dup-{n}");
+        let request = started(&id, &format!("db-{n}"), "sales");
+        let (first, second) =
+            tokio::join!(a.batch_started(request.clone()), b.batch_started(request));
+        let (first, second) = (first.unwrap().into_inner(), second.unwrap().into_inner());
+        assert_eq!(
+            first.sequence, second.sequence,
+            "round {n}: one event, one answer"
+        );
+        assert!(
+            first.new_event != second.new_event,
+            "round {n}: one of the two was the first"
+        );
+    }
+    let pool = sqlx::PgPool::connect(&fleet.dir.store_url()).await.unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(events, 20);
+}
+
 /// `succeeded` on one replica and `failed` on another for the same batch at
 /// the same moment: one wins, the other is refused, every time.
 #[tokio::test]
@@ -310,19 +340,29 @@ async fn one_batch_completed_on_two_replicas_has_one_winner() {
     }
 }
 
-/// A stall with three replicas is raised once; when the monitor's leader
-/// is killed, another takes over and the next stall is raised, once.
+/// A stall and an overdue schedule with three replicas are raised once
+/// each; when the monitor's leader is killed, another takes over and the
+/// next stall is raised, once.
 #[tokio::test]
 async fn a_stall_is_raised_once_by_three_replicas_and_after_the_leader_dies() {
     let receiver = Receiver::start().await;
     let config = format!(
-        "[stalls]\nmax_duration = \"1s\"\nlearn = false\ncheck_interval = \"200ms\"\n{}",
+        "[stalls]\nmax_duration = \"1s\"\nlearn = false\ncheck_interval = \"200ms\"\n\
+         [[schedules]]\nname = \"stock-hourly\"\nenvironment = \"prod\"\ncube = \"stock\"\n\
+         every = \"1s\"\ngrace = \"0s\"\n{}",
         webhook(
             "ops",
             &receiver.url(),
-            "events = [\"aggregate.batch.stalled\"]"
+            "events = [\"aggregate.batch.stalled\", \"aggregate.refresh.overdue\"]"
         )
     );
+    let overdue = |receiver: &Receiver| {
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.json()["type"] == "aggregate.refresh.overdue")
+            .count()
+    };
     let mut fleet = Fleet::start(3, &config).await;
     let stalls = |receiver: &Receiver, batch: &str| {
         receiver
@@ -341,9 +381,10 @@ async fn a_stall_is_raised_once_by_three_replicas_and_after_the_leader_dies() {
         .leader("monitor")
         .await
         .expect("a replica leads the monitor");
-    // Several more checks by every replica: still one.
+    // Several more checks by every replica: still one of each.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(stalls(&receiver, "slow-1"), 1);
+    assert_eq!(overdue(&receiver), 1, "the schedule is overdue once");
 
     fleet.kill(leader);
     let survivor = (leader + 1) % 3;
@@ -466,6 +507,34 @@ async fn max_in_flight_holds_across_the_fleet() {
         receiver.most_concurrent()
     );
     assert_eq!(receiver.most_concurrent(), 2, "the fleet used both slots");
+    // Each attempt names the replica that made it.
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(fleet.channel(0).await);
+    let listed = admin
+        .list_deliveries(pb::ListDeliveriesRequest {
+            subscription: "slow".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replicas = HashSet::new();
+    for delivery in listed.deliveries {
+        let detail = admin
+            .get_delivery(pb::GetDeliveryRequest {
+                delivery_id: delivery.delivery_id,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        replicas.extend(detail.attempts.into_iter().map(|a| a.replica));
+    }
+    assert!(
+        !replicas.is_empty()
+            && replicas
+                .iter()
+                .all(|r| ["r0", "r1", "r2"].contains(&r.as_str())),
+        "{replicas:?}"
+    );
 }
 
 /// Email grouping and the Git archive with three replicas: failures of six
