@@ -194,8 +194,8 @@ async fn paced_send(
     let mut tasks = Vec::with_capacity(total as usize);
     for n in 0..total {
         tokio::time::sleep_until(start + Duration::from_secs_f64(n as f64 / rate as f64)).await;
-        let client = clients[n as usize % clients.len()].clone();
-        let (mut client, sent, run) = (client, sent.clone(), run.to_owned());
+        let mut client = clients[n as usize % clients.len()].clone();
+        let (sent, run) = (sent.clone(), run.to_owned());
         tasks.push(tokio::spawn(async move {
             let request = event(&run, n);
             let id = request
