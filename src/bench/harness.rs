@@ -1,7 +1,7 @@
 //! The parts every scenario uses: an in-process Herald built the way
-//! `serve` builds it (temporary SQLite, durable settings as shipped), a
-//! fast webhook receiver, and concurrent gRPC engine clients. All on
-//! loopback; every wait is bounded.
+//! `serve` builds it (on a [`Place`]'s store, durable settings as
+//! shipped), Herald as processes of its own, a fast webhook receiver, and
+//! concurrent gRPC engine clients. All on loopback; every wait is bounded.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,11 +14,11 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::any;
 use axum::Router;
-use tempfile::TempDir;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::place::Place;
 use crate::api::pb::{self, ingest_service_client::IngestServiceClient};
 use crate::app::{Application, BuildOptions};
 use crate::config::{Overrides, Settings};
@@ -36,23 +36,23 @@ pub struct Herald {
 }
 
 impl Herald {
-    /// Starts Herald on `dir/herald.db` with `extra` configuration. Without
+    /// Starts Herald on `place`'s store with `extra` configuration. Without
     /// `background`, nothing is delivered until the caller starts it.
-    pub async fn start(dir: &TempDir, extra: &str, background: bool) -> anyhow::Result<Herald> {
-        Self::start_with(dir, extra, background, BuildOptions::default().clock).await
+    pub async fn start(place: &Place, extra: &str, background: bool) -> anyhow::Result<Herald> {
+        Self::start_with(place, extra, background, BuildOptions::default().clock).await
     }
 
     /// As [`Herald::start`], on `clock`.
     pub async fn start_with(
-        dir: &TempDir,
+        place: &Place,
         extra: &str,
         background: bool,
         clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> anyhow::Result<Herald> {
         let toml = format!(
             "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"off\"\nshutdown_grace = \"1s\"\n\
-             [store]\nurl = \"sqlite://{}/herald.db\"\n[stalls]\nmax_duration = \"off\"\nlearn = false\n[egress]\nallow = [\"127.0.0.0/8\"]\n{extra}",
-            dir.path().display()
+             [store]\nurl = \"{}\"\n[stalls]\nmax_duration = \"off\"\nlearn = false\n[egress]\nallow = [\"127.0.0.0/8\"]\n{extra}",
+            place.store_url()
         );
         let settings = Settings::from_toml(&toml, &Overrides::default(), &|_| None)?;
         let options = BuildOptions {
@@ -158,6 +158,16 @@ impl Receiver {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// When the first request of all arrived.
+    pub fn first_arrival(&self) -> Option<Instant> {
+        self.arrived
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .min()
+            .copied()
+    }
+
     pub fn arrival(&self, event_id: &str) -> Option<Instant> {
         self.arrived
             .lock()
@@ -231,16 +241,29 @@ pub async fn ingest(
     total: u64,
     run: &str,
 ) -> anyhow::Result<Duration> {
+    ingest_spread(&[addr], clients, total, run).await
+}
+
+/// As [`ingest`], the clients spread evenly over the Heralds at `addrs`
+/// (the same number of connections to each).
+pub async fn ingest_spread(
+    addrs: &[SocketAddr],
+    clients: usize,
+    total: u64,
+    run: &str,
+) -> anyhow::Result<Duration> {
     let next = Arc::new(AtomicU64::new(0));
-    let connections = clients.clamp(1, 8);
-    let mut pool = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        pool.push(client(addr).await?);
+    let per_herald = clients.clamp(1, 8).div_ceil(addrs.len().max(1));
+    let mut pool = Vec::with_capacity(per_herald * addrs.len());
+    for _ in 0..per_herald {
+        for addr in addrs {
+            pool.push(client(*addr).await?);
+        }
     }
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for i in 0..clients {
-        let mut client = pool[i % connections].clone();
+        let mut client = pool[i % pool.len()].clone();
         let next = next.clone();
         let run = run.to_owned();
         tasks.push(tokio::spawn(async move {
@@ -267,27 +290,43 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `herald serve` in `dir` with `server` lines for `[server]`
-    /// and `extra` configuration, and waits until it listens.
-    pub async fn start(dir: &TempDir, server: &str, extra: &str) -> anyhow::Result<Process> {
+    /// Starts `herald serve` on `place`'s store with `server` lines for
+    /// `[server]` and `extra` configuration, and waits until it listens.
+    pub async fn start(place: &Place, server: &str, extra: &str) -> anyhow::Result<Process> {
+        let process = Self::spawn(place, server, extra)?;
+        process.wait_listening().await?;
+        Ok(process)
+    }
+
+    /// Starts `herald serve` without waiting for it: several may start at
+    /// once on one place (replicas, on PostgreSQL).
+    pub fn spawn(place: &Place, server: &str, extra: &str) -> anyhow::Result<Process> {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?.port()
         };
         let config = format!(
-            "[server]\ngrpc_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"off\"\n{server}\n{extra}"
+            "[server]\ngrpc_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"off\"\n{server}\n\
+             [store]\nurl = \"{}\"\n{extra}",
+            place.store_url()
         );
-        std::fs::write(dir.path().join("herald.toml"), config)?;
+        let file = format!("herald-{port}.toml");
+        std::fs::write(place.path().join(&file), config)?;
         let child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["serve", "--config", "herald.toml"])
-            .current_dir(dir.path())
+            .args(["serve", "--config", &file])
+            .current_dir(place.path())
             .env("HERALD_LOG", "warn")
             .kill_on_drop(true)
             .spawn()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        Ok(Process { addr, child })
+    }
+
+    /// Waits (10 s at most) until the process takes gRPC connections.
+    pub async fn wait_listening(&self) -> anyhow::Result<()> {
         for _ in 0..500 {
-            if client(addr).await.is_ok() {
-                return Ok(Process { addr, child });
+            if client(self.addr).await.is_ok() {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,16 +1,21 @@
 //! `herald bench`: measures Herald on this machine — ingest throughput,
 //! end-to-end latency, delivery throughput, fan-out, isolation from a dead
 //! receiver, recovery after a restart, memory with a large backlog and
-//! with large project documents, retention, and watch streams (idle
-//! watchers' cost to ingest, stuck ones' memory) — and prints one table
-//! (median of the runs, min–max), optionally JSON.
+//! with large project documents, retention, watch streams (idle
+//! watchers' cost to ingest, stuck ones' memory), and on PostgreSQL
+//! several replicas sharing one database — and prints one table (median
+//! of the runs, min–max), optionally JSON.
 //!
-//! Everything runs on loopback against a real Herald (temporary SQLite,
-//! durable settings as shipped) and real HTTP receivers; every scenario is
-//! bounded in count and in time. `--quick` runs a few hundred events per
-//! scenario, to keep the harness working (a test runs it).
+//! Everything runs on loopback against a real Herald (durable settings as
+//! shipped) and real HTTP receivers; every scenario is bounded in count
+//! and in time. By default each run has a temporary SQLite file; with
+//! `--store postgres://…` a fresh database on that server (see `place`).
+//! `--quick` runs a few hundred events per scenario, to keep the harness
+//! working (tests run it on both stores).
 
 mod harness;
+mod place;
+mod replicas;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -36,6 +41,8 @@ pub struct Sizes {
     pub watch_streams: usize,
     pub watch_events: u64,
     pub document_mib: usize,
+    /// The delivery backlog each fleet of the replicas scenario drains.
+    pub replica_events: u64,
 }
 
 impl Sizes {
@@ -56,6 +63,7 @@ impl Sizes {
             watch_streams: 1_000,
             watch_events: 20_000,
             document_mib: 60,
+            replica_events: 50_000,
         }
     }
 
@@ -76,6 +84,7 @@ impl Sizes {
             watch_streams: 40,
             watch_events: 300,
             document_mib: 2,
+            replica_events: 300,
         }
     }
 }
@@ -89,9 +98,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Only these scenarios (ingest, latency, delivery, fanout, isolation,
-    /// recovery, memory, retention, watch, documents).
-    #[arg(long = "only")]
+    /// recovery, memory, retention, watch, documents, replicas), comma
+    /// separated or repeated.
+    #[arg(long = "only", value_delimiter = ',')]
     only: Vec<String>,
+    /// Run on PostgreSQL: a `postgres://` URL whose user may create
+    /// databases; each run gets a fresh database on that server, dropped
+    /// afterwards. Without it, each run has a temporary SQLite file.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -101,7 +116,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
     pub scenario: &'static str,
-    pub metric: &'static str,
+    pub metric: String,
     pub unit: &'static str,
     pub target: &'static str,
     /// One value per run.
@@ -132,12 +147,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         Sizes::full(args.runs.max(1))
     };
-    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|o| !scenarios::ALL.iter().any(|(name, _)| name == o))
+    {
+        anyhow::bail!("--only: no scenario named {unknown:?}");
+    }
+    let backend = place::Backend::from_arg(args.store.as_deref()).await?;
+    eprintln!("bench: on {}", backend.describe());
     let mut figures = Vec::new();
     for (name, scenario) in scenarios::ALL {
-        if wanted(name) {
-            eprintln!("bench: {name} ...");
-            figures.extend(scenario(sizes).await?);
+        let asked = args.only.iter().any(|o| o == name);
+        if !(asked || args.only.is_empty()) {
+            continue;
+        }
+        match scenarios::unfit(name, &backend) {
+            Some(reason) if asked => anyhow::bail!("bench: {name}: {reason}"),
+            Some(reason) => eprintln!("bench: {name} skipped: {reason}"),
+            None => {
+                eprintln!("bench: {name} ...");
+                figures.extend(scenario(sizes, backend.clone()).await?);
+            }
         }
     }
     print_table(&figures);

@@ -12,6 +12,7 @@
 
 #[path = "../api/admin.rs"]
 mod admin;
+mod bench;
 #[path = "../api/delivery.rs"]
 mod delivery;
 #[path = "../api/email.rs"]
