@@ -222,16 +222,16 @@ fn hint_for_status(line: &str) -> Option<String> {
     let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
     if has(&["certificaterequired", "certificate required"]) {
         Some("the server requires a client certificate: --client-cert and --client-key".into())
-    } else if has(&[
-        "h2 protocol error",
-        "broken pipe",
-        "connection reset",
-        "frame",
-    ]) {
+    } else if has(&["h2 protocol error", "frame"]) {
         Some("if the server speaks TLS: use https:// and --ca-cert".into())
     } else if has(&["certificate", "alert"]) {
         Some("the server refused the TLS session: check --client-cert and --client-key".into())
-    } else if has(&["connection closed", "canceled"]) {
+    } else if has(&[
+        "connection closed",
+        "canceled",
+        "broken pipe",
+        "connection reset",
+    ]) {
         // Which it was depends on who closed first; name both.
         Some(
             "the server closed the connection: if it speaks TLS, use https:// and --ca-cert; \
