@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::ingest::notify;
 use super::{PgStore, SUBSCRIPTIONS_CHANNEL};
 use crate::core::email::AlertState;
 use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
@@ -236,10 +237,7 @@ impl PgStore {
                 .bind(&attempt.delivery_id)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("SELECT pg_notify($1, 'disabled')")
-                    .bind(SUBSCRIPTIONS_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
+                notify(&mut tx, SUBSCRIPTIONS_CHANNEL, "disabled").await?;
             }
         }
         tx.commit().await?;
@@ -584,7 +582,7 @@ impl PgStore {
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
-        announce_subscriptions(&mut tx, &sub.name).await?;
+        notify(&mut tx, SUBSCRIPTIONS_CHANNEL, &sub.name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -609,7 +607,7 @@ impl PgStore {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        announce_subscriptions(&mut tx, name).await?;
+        notify(&mut tx, SUBSCRIPTIONS_CHANNEL, name).await?;
         tx.commit().await?;
         Ok(failed)
     }
@@ -629,7 +627,7 @@ impl PgStore {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        announce_subscriptions(&mut tx, name).await?;
+        notify(&mut tx, SUBSCRIPTIONS_CHANNEL, name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -639,17 +637,4 @@ impl PgStore {
     async fn wake_all(&self) -> Result<(), StoreError> {
         self.notify(super::DELIVERIES_CHANNEL, "*").await
     }
-}
-
-/// Tells every replica, at commit, that subscription `name` changed.
-async fn announce_subscriptions(
-    conn: &mut sqlx::PgConnection,
-    name: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(SUBSCRIPTIONS_CHANNEL)
-        .bind(name)
-        .execute(conn)
-        .await?;
-    Ok(())
 }

@@ -379,7 +379,8 @@ impl Tx {
     }
 }
 
-async fn notify(
+/// Sends a notification with the transaction on `conn` (at its commit).
+pub(super) async fn notify(
     conn: &mut sqlx::PgConnection,
     channel: &str,
     payload: &str,

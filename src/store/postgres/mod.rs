@@ -205,13 +205,8 @@ impl PgStore {
     }
 
     /// Sends a notification outside any transaction.
-    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(payload)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        ingest::notify(&mut *self.pool.acquire().await?, channel, payload).await
     }
 
     /// Takes or renews the lease `name` for `holder` for `ttl`, judged by

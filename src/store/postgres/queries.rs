@@ -69,11 +69,7 @@ impl PgStore {
         limit: usize,
         page: usize,
     ) -> Result<SnapshotPage, StoreError> {
-        // One snapshot for the sequence number and the rows.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.snapshot().await?;
         let seq = last_seq_in(&mut tx).await?;
         let Some(last) = key_at(&mut tx, filter, 0).await? else {
             return Ok(SnapshotPage {
@@ -94,15 +90,22 @@ impl PgStore {
         rest: SnapshotRest,
         page: usize,
     ) -> Result<SnapshotPage, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.snapshot().await?;
         let seq = last_seq_in(&mut tx).await?;
         let (batches, rest) =
             snapshot_rows(&mut tx, filter, Some(rest.after), false, rest.last, page).await?;
         tx.commit().await?;
         Ok(SnapshotPage { seq, batches, rest })
+    }
+
+    /// A read-only transaction that sees one snapshot throughout: the
+    /// newest sequence number and the rows read with it agree.
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     pub async fn batch_changes(
