@@ -18,7 +18,7 @@ use crate::api::pb::ingest_service_server::IngestServiceServer;
 use crate::api::pb::query_service_server::QueryServiceServer;
 use crate::api::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::api::{
-    AdminApi, Auth, DocumentGate, IngestApi, QueryApi, Service, SubscriptionApi, SubscriptionParts,
+    AdminApi, Auth, DocumentGate, IngestApi, QueryApi, ReaderMethods, Service, SubscriptionApi, SubscriptionParts,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -446,10 +446,10 @@ impl Application {
                 ),
                 Auth::new(&self.settings.server.tokens, Service::Ingest),
             ))
-            .add_service(AdminServiceServer::with_interceptor(
+            .add_service(ReaderMethods::new(AdminServiceServer::with_interceptor(
                 self.admin,
                 Auth::new(&self.settings.server.tokens, Service::Admin),
-            ))
+            )))
             .add_service(SubscriptionServiceServer::with_interceptor(
                 self.subscriptions_api,
                 Auth::new(&self.settings.server.tokens, Service::Admin),

@@ -463,7 +463,9 @@ fn parse_common(
         },
         ..RetryPolicy::default()
     };
+    let respect_silences = raw.respect_silences || matches!(target, Target::Email(_));
     let sub = Subscription {
+        respect_silences,
         name,
         config_key: key.to_owned(),
         filter,
@@ -1515,6 +1517,9 @@ struct RawSubscription {
     content_type: Option<String>,
     body_template: Option<String>,
     project_xml: Option<String>,
+    /// Suppress deliveries a silence matches (see `herald silence`).
+    #[serde(default)]
+    respect_silences: bool,
 }
 
 /// A header value inline, or `{ env = "VAR" }` to keep a token out of the

@@ -39,6 +39,8 @@ pub struct Findings {
     pub stalled: usize,
     pub overdue: usize,
     pub cleared: usize,
+    /// Email rules with reminders made due.
+    pub reminded: usize,
 }
 
 impl Monitor {
@@ -82,6 +84,10 @@ impl Monitor {
         for schedule in &self.inner.schedules {
             self.inner.check_schedule(schedule, &mut findings).await?;
         }
+        // Still-firing alerts mailed `repeat_interval` ago are mailed again
+        // (see `deliver::email`); the email lanes pick them up.
+        let reminded = self.inner.store.fire_reminders(self.inner.clock.now()).await?;
+        findings.reminded = reminded.len();
         Ok(findings)
     }
 

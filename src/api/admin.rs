@@ -1,5 +1,5 @@
-//! `herald.v1.AdminService`: the delivery log, redelivery, replay and bulk
-//! retry of dead deliveries.
+//! `herald.v1.AdminService`: the delivery log, redelivery, replay, bulk
+//! retry of dead deliveries, and silences.
 
 use std::sync::Arc;
 
@@ -7,7 +7,9 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{timestamp, timestamp_to_proto};
 use super::error::ApiError;
+use super::auth::Caller;
 use super::paging::{decode_token, encode_token, page_size};
+use super::silences::{parse_create, silence_to_proto};
 use super::pb::{self, admin_service_server::AdminService};
 use crate::clock::Clock;
 use crate::core::cloudevent::scope_of;
@@ -192,6 +194,56 @@ impl AdminService for AdminApi {
             retried: retried as u32,
         }))
     }
+
+    async fn create_silence(
+        &self,
+        request: Request<pb::CreateSilenceRequest>,
+    ) -> Result<Response<pb::Silence>, Status> {
+        let caller = request.extensions().get::<Caller>().map(|c| c.token.clone());
+        let now = self.clock.now();
+        let silence = parse_create(request.into_inner(), now, caller.as_deref())
+            .map_err(ApiError::from)?;
+        self.store
+            .create_silence(&silence)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(silence = %silence.id, by = %silence.created_by, until = %silence.ends_at, "silence created");
+        Ok(Response::new(silence_to_proto(&silence, now)))
+    }
+
+    async fn list_silences(
+        &self,
+        request: Request<pb::ListSilencesRequest>,
+    ) -> Result<Response<pb::ListSilencesResponse>, Status> {
+        let now = self.clock.now();
+        let silences = self
+            .store
+            .list_silences(request.into_inner().include_expired, now)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListSilencesResponse {
+            silences: silences.iter().map(|s| silence_to_proto(s, now)).collect(),
+        }))
+    }
+
+    async fn expire_silence(
+        &self,
+        request: Request<pb::ExpireSilenceRequest>,
+    ) -> Result<Response<pb::Silence>, Status> {
+        let id = parse_id("silence_id", &request.into_inner().silence_id)
+            .map_err(ApiError::from)?;
+        let now = self.clock.now();
+        let silence = self
+            .store
+            .expire_silence(&id, now)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(format!("silence_id: no silence `{id}`")))?;
+        // Deliveries held back wait for nothing; those mailed again after
+        // the silence (reminders, new events) go out as usual.
+        tracing::info!(silence = %id, "silence expired");
+        Ok(Response::new(silence_to_proto(&silence, now)))
+    }
 }
 
 fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), FieldError> {
@@ -202,6 +254,7 @@ fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), F
         Ok(pb::DeliveryState::Delivered) => Some(DeliveryState::Delivered),
         Ok(pb::DeliveryState::Failed) => Some(DeliveryState::Failed),
         Ok(pb::DeliveryState::Dead) => Some(DeliveryState::Dead),
+        Ok(pb::DeliveryState::Suppressed) => Some(DeliveryState::Suppressed),
         Err(_) => {
             return Err(FieldError::new(
                 "state",
@@ -234,11 +287,13 @@ fn delivery_to_proto(r: &DeliveryRow) -> pb::Delivery {
             DeliveryState::Delivered => pb::DeliveryState::Delivered,
             DeliveryState::Failed => pb::DeliveryState::Failed,
             DeliveryState::Dead => pb::DeliveryState::Dead,
+            DeliveryState::Suppressed => pb::DeliveryState::Suppressed,
         } as i32,
         attempts: r.attempts,
         next_attempt_at: Some(timestamp_to_proto(r.next_attempt_at)),
         last_status: r.last_status.map(u32::from).unwrap_or_default(),
         last_error: r.last_error.clone().unwrap_or_default(),
         created_at: Some(timestamp_to_proto(r.created_at)),
+        silence_id: r.silence_id.clone().unwrap_or_default(),
     }
 }

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use tonic::codegen::{http, Context, Poll, Service as TowerService};
+use tonic::server::NamedService;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -78,7 +80,8 @@ impl Auth {
         let token = self
             .find(presented)
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
-        if self.service.allows(token.role) {
+        let reader_may = token.role == Role::Reader && request.extensions().get::<ReaderMay>().is_some();
+        if self.service.allows(token.role) || reader_may {
             Ok(Some(Caller {
                 token: token.name.clone(),
             }))
@@ -123,6 +126,51 @@ fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The admin RPCs a reader may call too: reading silences.
+const READER_METHODS: [&str; 1] = ["/herald.v1.AdminService/ListSilences"];
+
+/// Set on a call (by [`ReaderMethods`]) that a reader token may make.
+#[derive(Debug, Clone, Copy)]
+struct ReaderMay;
+
+/// Wraps an admin service (outside its [`Auth`] interceptor, which sees no
+/// path): marks the calls of [`READER_METHODS`] so that a reader token
+/// passes for them, and only for them.
+#[derive(Clone)]
+pub struct ReaderMethods<S> {
+    inner: S,
+}
+
+impl<S> ReaderMethods<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, B> TowerService<http::Request<B>> for ReaderMethods<S>
+where
+    S: TowerService<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if READER_METHODS.contains(&request.uri().path()) {
+            request.extensions_mut().insert(ReaderMay);
+        }
+        self.inner.call(request)
+    }
+}
+
+impl<S: NamedService> NamedService for ReaderMethods<S> {
+    const NAME: &'static str = S::NAME;
 }
 
 impl Interceptor for Auth {

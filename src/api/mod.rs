@@ -10,11 +10,12 @@ mod ingest;
 mod paging;
 mod query;
 mod schedules;
+mod silences;
 mod subscriptions;
 mod watch;
 
 pub use admin::AdminApi;
-pub use auth::{Auth, Caller, Service};
+pub use auth::{Auth, Caller, ReaderMethods, Service};
 pub use error::ApiError;
 pub use gate::DocumentGate;
 pub use ingest::IngestApi;

@@ -335,6 +335,18 @@ fn headline(event: &Value) -> String {
     }
 }
 
+/// The subject of a mail that reminds of alerts still firing:
+/// `[still failing for 6h] FAILED: refresh of …`.
+pub fn reminder_subject(subject: &str, firing_for: Duration) -> String {
+    let mins = firing_for.as_secs() / 60;
+    let since = match (mins / 60, mins % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h {m}m"),
+    };
+    format!("[still failing for {since}] {subject}")
+}
+
 /// `42m 10s`, `1h 5m`, `12s`.
 fn human_duration(ms: u64) -> String {
     let secs = ms / 1000;
@@ -560,6 +572,20 @@ mod tests {
             ..rule()
         };
         assert!(!worth_mailing(&quiet, &resolve, Some(firing), at(10)));
+    }
+
+    #[test]
+    fn a_reminder_subject_says_how_long_the_alert_has_fired() {
+        let subject = "FAILED: refresh of SALES (prod)";
+        assert_eq!(
+            reminder_subject(subject, Duration::from_secs(6 * 3600)),
+            "[still failing for 6h] FAILED: refresh of SALES (prod)"
+        );
+        assert_eq!(
+            reminder_subject(subject, Duration::from_secs(90 * 60)),
+            "[still failing for 1h 30m] FAILED: refresh of SALES (prod)"
+        );
+        assert!(reminder_subject(subject, Duration::from_secs(300)).starts_with("[still failing for 5m]"));
     }
 
     #[test]

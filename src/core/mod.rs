@@ -16,6 +16,7 @@ pub mod model;
 pub mod retry;
 pub mod schedule;
 pub mod signature;
+pub mod silence;
 pub mod stall;
 pub mod subscription;
 pub mod template;

@@ -38,6 +38,9 @@ pub struct Subscription {
     /// holds at most this many and nobody else's.
     pub max_in_flight: usize,
     pub target: Target,
+    /// Deliveries a silence matches are suppressed instead of sent (always
+    /// so for email rules; webhooks and healthchecks opt in).
+    pub respect_silences: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -26,6 +26,7 @@ use crate::config::DeliverySettings;
 use crate::core::document::StoredDocument;
 use crate::core::event::EventType;
 use crate::core::retry::{AttemptResult, Verdict};
+use crate::core::silence::silencing;
 use crate::core::subscription::{ProjectXml, Subscription, Target};
 use crate::ingest::Ingestor;
 use crate::registry::Registry;
@@ -424,15 +425,27 @@ impl Inner {
         Ok(claimed)
     }
 
-    /// Prepare → send → decide → record, for one claimed delivery.
+    /// Prepare → send → decide → record, for one claimed delivery; or
+    /// record it suppressed when a silence holds it back.
     async fn deliver(
         self: Arc<Self>,
         lane: Arc<Lane>,
         delivery: ClaimedDelivery,
     ) -> Result<(), StoreError> {
-        let attempt = self.attempt(&lane.sub, &delivery).await;
+        let now = self.clock.now();
+        let silence = match lane.sub.respect_silences {
+            true => self.silence_for(&delivery.body, now).await?,
+            false => None,
+        };
+        let (attempt, update) = match silence {
+            Some(silence_id) => (Attempt::silenced(now), DeliveryUpdate::Silenced { silence_id }),
+            None => {
+                let attempt = self.attempt(&lane.sub, &delivery).await;
+                let update = self.decide(&lane.sub, delivery.attempts + 1, &attempt);
+                (attempt, update)
+            }
+        };
         let number = delivery.attempts + 1;
-        let update = self.decide(&lane.sub, number, &attempt);
         let outcome = Outcome {
             delivery_id: &delivery.id,
             event: &delivery.body,
@@ -443,6 +456,22 @@ impl Inner {
         self.record(&lane, outcome).await?;
         lane.in_flight().remove(&delivery.id);
         Ok(())
+    }
+
+    /// The id of the silence that holds back an event (its stored
+    /// envelope) at `now`, if one does. Read from the store at dispatch,
+    /// so a silence made on any replica, after the event came, applies.
+    pub(super) async fn silence_for(
+        &self,
+        body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let silences = self.store.active_silences(now).await?;
+        if silences.is_empty() {
+            return Ok(None);
+        }
+        let event: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        Ok(silencing(&silences, &event, now).map(|s| s.id.clone()))
     }
 
     /// Prepare, then send. The signature's timestamp reads the wall clock:
@@ -578,7 +607,11 @@ impl Inner {
             error: a.error.clone(),
         };
         self.recorder.record(record, outcome.update.clone()).await?;
-        let sent = (outcome.update != DeliveryUpdate::Suppressed).then_some(a.duration);
+        let sent = !matches!(
+            outcome.update,
+            DeliveryUpdate::Suppressed | DeliveryUpdate::Silenced { .. }
+        );
+        let sent = sent.then_some(a.duration);
         self.metrics.attempt(outcome.update.verdict(), sent);
         log_attempt(
             &lane.sub.name,
@@ -643,6 +676,14 @@ enum Trouble<'a> {
 }
 
 impl Attempt {
+    /// The record of a delivery a silence held back: nothing was sent.
+    pub(super) fn silenced(now: chrono::DateTime<chrono::Utc>) -> Attempt {
+        Attempt {
+            error: None,
+            ..Attempt::unsendable(now, String::new())
+        }
+    }
+
     pub fn status_code(&self) -> Option<u16> {
         match self.result {
             AttemptResult::Status { code, .. } => Some(code),
@@ -662,6 +703,9 @@ fn log_attempt(
     match update {
         DeliveryUpdate::Delivered | DeliveryUpdate::Suppressed => {
             tracing::debug!(subscription, delivery, attempt = number, "delivered")
+        }
+        DeliveryUpdate::Silenced { silence_id } => {
+            tracing::info!(subscription, delivery, silence = %silence_id, "suppressed by a silence")
         }
         DeliveryUpdate::RetryAt(at) => {
             tracing::info!(subscription, delivery, attempt = number, error, retry_at = %at, "delivery failed; will retry")

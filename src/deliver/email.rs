@@ -5,13 +5,19 @@
 //! within `repeat_interval`, a resolution nobody heard the alert of, a
 //! duplicate folded into a newer event) are settled as suppressed.
 //!
+//! Silences are checked here, when a group is flushed: a delivery a
+//! silence matches is settled as suppressed with the silence's id. A
+//! firing alert mailed (or held back) is reminded of: the monitor makes
+//! its delivery due again after `repeat_interval` (see `fire_reminders`),
+//! and the mail then says how long the alert has been failing.
+//!
 //! A mail the server refuses for now (any 4xx, or no answer) is retried on
 //! the rule's schedule; only a 5xx is permanent (RFC 5321 §4.2.1). A group
 //! is retried whole: its deliveries share one retry time, and while they
 //! wait, new alerts of the group wait with them, so that the group goes
 //! out again as one mail.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -20,11 +26,14 @@ use super::dispatcher::{Inner, Lane, Outcome};
 use super::http::Attempt;
 use super::mail::MailError;
 use crate::core::email::{
-    alert_of, compose, group_key, ready_at, unsent_verdicts, worth_mailing, EmailRule,
+    alert_of, compose, group_key, ready_at, reminder_subject, unsent_verdicts, worth_mailing,
+    EmailRule,
 };
+use crate::core::silence::silencing;
+use crate::core::time::after;
 use crate::core::retry::AttemptResult;
 use crate::core::subscription::Subscription;
-use crate::store::{DeliveryUpdate, PendingDelivery, StoreError};
+use crate::store::{DeliveryUpdate, PendingDelivery, Reminder, StoreError};
 
 /// A pending delivery with its parsed event.
 struct Item {
@@ -88,8 +97,10 @@ impl Inner {
             .into_iter()
             .filter(|i| claimed.contains(&i.delivery.id))
             .collect();
+        let mut plan = ReminderPlan::default();
+        let (items, silenced) = self.hold_back(lane, rule, items, now, &mut plan).await?;
         let (mail_items, suppressed) = self.choose(lane, rule, items, now).await?;
-        let count = mail_items.len() + suppressed.len();
+        let count = mail_items.len() + suppressed.len() + silenced;
         let quiet = Attempt::unsendable(now, String::new());
         for item in &suppressed {
             let quiet = Attempt {
@@ -98,12 +109,19 @@ impl Inner {
             };
             self.record(lane, outcome(item, &quiet, DeliveryUpdate::Suppressed))
                 .await?;
+            if let Some(alert) = alert_of(&item.event).filter(|a| !a.firing) {
+                plan.resolve(alert.key);
+            }
         }
         if mail_items.is_empty() {
+            self.apply(lane, plan).await?;
             return Ok(count);
         }
         let events: Vec<Value> = mail_items.iter().map(|i| i.event.clone()).collect();
-        let mail = compose(rule, &events);
+        let mut mail = compose(rule, &events);
+        if let Some(firing_for) = self.reminding(lane, &mail_items, now).await? {
+            mail.subject = reminder_subject(&mail.subject, firing_for);
+        }
         let started = std::time::Instant::now();
         let sent = match &self.mailer {
             Some(mailer) => mailer.send(&rule.to, &mail, lane.sub.timeout).await,
@@ -128,9 +146,14 @@ impl Inner {
                 self.store
                     .record_mailed(&lane.sub.name, group, &alerts, now)
                     .await?;
+                for item in &mail_items {
+                    plan.mailed(rule, item, now);
+                }
+                self.apply(lane, plan).await?;
                 tracing::info!(rule = %lane.sub.name, group, alerts = events.len(), subject = %mail.subject, "mail sent");
             }
             Err(e) => {
+                self.apply(lane, plan).await?;
                 tracing::warn!(rule = %lane.sub.name, group, error = %e.message, transient = e.transient, "mail not sent")
             }
         }
@@ -188,6 +211,122 @@ impl Inner {
         }
         Ok((mail, quiet))
     }
+}
+
+/// What a flush changes in the rule's reminders: alerts that (still)
+/// fire and when to remind of them, and alerts that resolved.
+#[derive(Default)]
+struct ReminderPlan {
+    set: BTreeMap<String, Reminder>,
+    clear: BTreeSet<String>,
+}
+
+impl ReminderPlan {
+    fn fire(&mut self, reminder: Reminder) {
+        self.clear.remove(&reminder.alert_key);
+        self.set.insert(reminder.alert_key.clone(), reminder);
+    }
+
+    fn resolve(&mut self, key: String) {
+        self.set.remove(&key);
+        self.clear.insert(key);
+    }
+
+    /// A mailed event: a firing alert is reminded of after
+    /// `repeat_interval`; a resolved one no more.
+    fn mailed(&mut self, rule: &EmailRule, item: &Item, now: DateTime<Utc>) {
+        match alert_of(&item.event) {
+            Some(alert) if alert.firing => self.fire(Reminder {
+                alert_key: alert.key,
+                delivery_id: item.delivery.id.clone(),
+                firing_since: fired_at(&item.event, now),
+                remind_at: after(now, rule.repeat_interval),
+            }),
+            Some(alert) => self.resolve(alert.key),
+            None => {}
+        }
+    }
+}
+
+impl Inner {
+    /// Settles the deliveries a silence holds back as suppressed (with the
+    /// silence's id) and returns the others. A firing alert held back is
+    /// reminded of when the silence ends (or after `repeat_interval`, if
+    /// sooner): if it still fires then, its mail goes out as usual.
+    async fn hold_back(
+        &self,
+        lane: &Lane,
+        rule: &EmailRule,
+        items: Vec<Item>,
+        now: DateTime<Utc>,
+        plan: &mut ReminderPlan,
+    ) -> Result<(Vec<Item>, usize), StoreError> {
+        let silences = self.store.active_silences(now).await?;
+        let (mut rest, mut held) = (Vec::new(), 0);
+        for item in items {
+            let Some(silence) = silencing(&silences, &item.event, now) else {
+                rest.push(item);
+                continue;
+            };
+            let update = DeliveryUpdate::Silenced {
+                silence_id: silence.id.clone(),
+            };
+            self.record(lane, outcome(&item, &Attempt::silenced(now), update))
+                .await?;
+            held += 1;
+            match alert_of(&item.event) {
+                Some(alert) if alert.firing => plan.fire(Reminder {
+                    alert_key: alert.key,
+                    delivery_id: item.delivery.id.clone(),
+                    firing_since: fired_at(&item.event, now),
+                    remind_at: silence.ends_at.min(after(now, rule.repeat_interval)),
+                }),
+                Some(alert) => plan.resolve(alert.key),
+                None => {}
+            }
+        }
+        Ok((rest, held))
+    }
+
+    /// How long the longest-firing alert of a mail has fired, when the
+    /// mail reminds of alerts already told (or held back) before.
+    async fn reminding(
+        &self,
+        lane: &Lane,
+        items: &[Item],
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        let reminders = self.store.email_reminders(&lane.sub.name).await?;
+        Ok(items
+            .iter()
+            .filter(|i| i.delivery.attempts > 0)
+            .filter_map(|i| {
+                let alert = alert_of(&i.event).filter(|a| a.firing)?;
+                let (delivery_id, since) = reminders.get(&alert.key)?;
+                (delivery_id == &i.delivery.id).then(|| (now - *since).to_std().unwrap_or_default())
+            })
+            .max())
+    }
+
+    async fn apply(&self, lane: &Lane, plan: ReminderPlan) -> Result<(), StoreError> {
+        let set: Vec<Reminder> = plan.set.into_values().collect();
+        if !set.is_empty() {
+            self.store.set_reminders(&lane.sub.name, &set).await?;
+        }
+        let clear: Vec<String> = plan.clear.into_iter().collect();
+        if !clear.is_empty() {
+            self.store.clear_reminders(&lane.sub.name, &clear).await?;
+        }
+        Ok(())
+    }
+}
+
+/// When the event's alert fired: the envelope's `time`, else `now`.
+fn fired_at(event: &Value, now: DateTime<Utc>) -> DateTime<Utc> {
+    event["time"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or(now, |t| t.with_timezone(&Utc))
 }
 
 fn outcome<'a>(item: &'a Item, attempt: &'a Attempt, update: DeliveryUpdate) -> Outcome<'a> {

@@ -30,6 +30,7 @@ use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::document::StoredDocument;
 use crate::core::email::AlertState;
 use crate::core::event::{EnvironmentEvent, SchemaEvent};
+use crate::core::silence::Silence;
 
 pub use postgres::{
     masked_url, PgStore, CHANGES_CHANNEL, DELIVERIES_CHANNEL, SUBSCRIPTIONS_CHANNEL,
@@ -38,7 +39,8 @@ pub use sqlite::{SqliteStore, WriteTx};
 pub use types::{
     AttemptRecord, AttemptRow, BatchChange, BatchFilter, BatchPage, ClaimedDelivery,
     DeliveryFilter, DeliveryRow, DeliveryState, DeliveryUpdate, ManagedSubscription, NewEvent,
-    PendingDelivery, PriorEvent, Pruned, ScheduleState, SnapshotPage, SnapshotRest, StoredSecret,
+    PendingDelivery, PriorEvent, Pruned, Reminder, ScheduleState, SnapshotPage, SnapshotRest,
+    StoredSecret,
 };
 
 /// Herald's failure to talk to its database: never the caller's fault.
@@ -307,6 +309,23 @@ delegate! { Store:
     /// Records that a group was mailed at `now`, telling its recipients
     /// about these alerts (key, firing).
     async fn record_mailed(&self, rule: &str, group: &str, alerts: &[(String, bool)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Stores a new silence.
+    async fn create_silence(&self, silence: &Silence) -> Result<(), StoreError>;
+    /// Silences not over at `now` (every one, with `expired`), by start.
+    async fn list_silences(&self, expired: bool, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError>;
+    /// Silences in their window at `now`: what dispatch checks.
+    async fn active_silences(&self, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError>;
+    /// Ends a silence at `now`; `None` when there is no such silence.
+    async fn expire_silence(&self, id: &str, now: DateTime<Utc>) -> Result<Option<Silence>, StoreError>;
+    /// Schedules reminders of an email rule's firing alerts.
+    async fn set_reminders(&self, rule: &str, reminders: &[Reminder]) -> Result<(), StoreError>;
+    /// Forgets the reminders of alerts that resolved.
+    async fn clear_reminders(&self, rule: &str, keys: &[String]) -> Result<(), StoreError>;
+    /// An email rule's reminders by alert key: (delivery id, firing since).
+    async fn email_reminders(&self, rule: &str) -> Result<HashMap<String, (String, DateTime<Utc>)>, StoreError>;
+    /// Makes every reminder due at `now` due as a delivery again; returns
+    /// the rules to wake.
+    async fn fire_reminders(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
     /// A project's newest stored document (its event id, and the document
     /// compressed), read outside the writer.
     async fn latest_document(&self, project_id: &str) -> Result<Option<(String, StoredDocument)>, StoreError>;

@@ -10,6 +10,8 @@ use super::{from_json, from_millis, StoreError};
 use crate::core::batch::BatchRecord;
 use crate::core::document::StoredDocument;
 use crate::core::event::Scope;
+use crate::core::filter::Pattern;
+use crate::core::silence::{Matchers, Silence};
 use crate::store::types::{
     AttemptRow, BatchChange, ClaimedDelivery, DeliveryRow, DeliveryState, ManagedSubscription,
     PendingDelivery, PriorEvent, ScheduleState,
@@ -76,27 +78,67 @@ pub(super) fn claimed(r: &impl Columns) -> ClaimedDelivery {
 /// The columns of [`DELIVERY_COLUMNS`].
 pub(super) fn delivery(r: &impl Columns) -> Result<DeliveryRow, StoreError> {
     let state = r.text("state");
+    let silence_id = r.opt_text("silence_id");
+    let state = match (DeliveryState::parse(&state), &silence_id) {
+        (Some(DeliveryState::Delivered), Some(_)) => DeliveryState::Suppressed,
+        (Some(state), _) => state,
+        (None, _) => return Err(StoreError::Corrupt(format!("delivery state `{state}`"))),
+    };
     Ok(DeliveryRow {
         id: r.text("id"),
         event_id: r.text("event_id"),
         event_type: r.text("event_type"),
         subscription: r.text("subscription"),
-        state: DeliveryState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("delivery state `{state}`")))?,
+        state,
         attempts: r.int("attempts") as u32,
         next_attempt_at: from_millis(r.int("next_attempt_at"))?,
         last_status: r.opt_int("last_status").map(|c| c as u16),
         last_error: r.opt_text("last_error"),
         event_seq: r.int("event_seq"),
         created_at: from_millis(r.int("created_at"))?,
+        silence_id,
     })
 }
+
+/// The condition on `deliveries d` that selects one state (no binds; the
+/// same text on both backends). See [`DeliveryState::stored`].
+pub(super) fn state_condition(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Pending => "d.state = 'pending'",
+        DeliveryState::Delivered => "d.state = 'delivered' AND d.silence_id IS NULL",
+        DeliveryState::Failed => "d.state = 'failed'",
+        DeliveryState::Dead => "d.state = 'dead'",
+        DeliveryState::Suppressed => "d.state = 'delivered' AND d.silence_id IS NOT NULL",
+    }
+}
+
+/// A silence from the columns of [`SILENCE_COLUMNS`].
+pub(super) fn silence(r: &impl Columns) -> Result<Silence, StoreError> {
+    let pattern = |column: &str| r.opt_text(column).map(Pattern::new);
+    Ok(Silence {
+        id: r.text("id"),
+        matchers: Matchers {
+            environment: pattern("environment"),
+            project: pattern("project"),
+            cube: pattern("cube"),
+            event_type: pattern("event_type"),
+        },
+        starts_at: from_millis(r.int("starts_at"))?,
+        ends_at: from_millis(r.int("ends_at"))?,
+        created_by: r.text("created_by"),
+        comment: r.text("comment"),
+        created_at: from_millis(r.int("created_at"))?,
+    })
+}
+
+pub(super) const SILENCE_COLUMNS: &str =
+    "id, environment, project, cube, event_type, starts_at, ends_at, created_by, comment, created_at";
 
 /// What the delivery log shows of a delivery, from `deliveries d` joined
 /// with `events e`; the same text on both backends.
 pub(super) const DELIVERY_COLUMNS: &str =
     "d.id, d.event_seq, e.event_id, e.event_type, d.subscription, d.state, d.attempts,
-     d.next_attempt_at, d.last_status, d.last_error, d.created_at";
+     d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.silence_id";
 
 /// The columns of [`ATTEMPT_COLUMNS`].
 pub(super) fn attempt(r: &impl Columns) -> Result<AttemptRow, StoreError> {

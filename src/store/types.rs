@@ -15,6 +15,8 @@ pub enum DeliveryState {
     Failed,
     /// Retries exhausted.
     Dead,
+    /// Held back by a silence: finished without sending.
+    Suppressed,
 }
 
 impl DeliveryState {
@@ -24,11 +26,28 @@ impl DeliveryState {
             DeliveryState::Delivered => "delivered",
             DeliveryState::Failed => "failed",
             DeliveryState::Dead => "dead",
+            DeliveryState::Suppressed => "suppressed",
+        }
+    }
+
+    /// What the `state` column holds for this state: a suppressed delivery
+    /// is stored finished (`delivered`) with its silence's id (the column's
+    /// CHECK predates silences).
+    pub(crate) fn stored(self) -> &'static str {
+        match self {
+            DeliveryState::Suppressed => "delivered",
+            other => other.as_str(),
         }
     }
 
     pub fn parse(s: &str) -> Option<DeliveryState> {
-        [Self::Pending, Self::Delivered, Self::Failed, Self::Dead]
+        [
+            Self::Pending,
+            Self::Delivered,
+            Self::Failed,
+            Self::Dead,
+            Self::Suppressed,
+        ]
             .into_iter()
             .find(|state| state.as_str() == s)
     }
@@ -73,6 +92,9 @@ pub enum DeliveryUpdate {
     /// Nothing to send (an email alert already mailed, folded into another,
     /// or resolved before anyone heard of it): done without a message.
     Suppressed,
+    /// Held back by the silence with this id: done without a message, and
+    /// shown as `suppressed` in the delivery log.
+    Silenced { silence_id: String },
 }
 
 impl DeliveryUpdate {
@@ -84,6 +106,15 @@ impl DeliveryUpdate {
                 DeliveryState::Failed
             }
             DeliveryUpdate::Dead => DeliveryState::Dead,
+            DeliveryUpdate::Silenced { .. } => DeliveryState::Suppressed,
+        }
+    }
+
+    /// The silence that held the delivery back, if one did.
+    pub(crate) fn silence_id(&self) -> Option<&str> {
+        match self {
+            DeliveryUpdate::Silenced { silence_id } => Some(silence_id),
+            _ => None,
         }
     }
 
@@ -95,7 +126,7 @@ impl DeliveryUpdate {
             DeliveryUpdate::Failed => "failed",
             DeliveryUpdate::Dead => "dead",
             DeliveryUpdate::DisableSubscription { .. } => "disabled",
-            DeliveryUpdate::Suppressed => "suppressed",
+            DeliveryUpdate::Suppressed | DeliveryUpdate::Silenced { .. } => "suppressed",
         }
     }
 }
@@ -129,6 +160,8 @@ pub struct DeliveryRow {
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The silence that held it back (state `Suppressed`).
+    pub silence_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -284,4 +317,14 @@ pub struct NewEvent<'a> {
     pub reply: String,
     /// The event moved its batch to a new state (watchers see it).
     pub changes_batch: bool,
+}
+
+/// When an email rule reminds its recipients of a still-firing alert: the
+/// delivery to mail again, since when the alert fires, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reminder {
+    pub alert_key: String,
+    pub delivery_id: String,
+    pub firing_since: DateTime<Utc>,
+    pub remind_at: DateTime<Utc>,
 }

@@ -180,7 +180,8 @@ impl PgStore {
             .collect();
         let errors: Vec<Option<&str>> = attempts.iter().map(|(a, _)| a.error.as_deref()).collect();
         let verdicts: Vec<&str> = attempts.iter().map(|(_, u)| u.verdict()).collect();
-        let states: Vec<&str> = attempts.iter().map(|(_, u)| u.state().as_str()).collect();
+        let states: Vec<&str> = attempts.iter().map(|(_, u)| u.state().stored()).collect();
+        let silences: Vec<Option<&str>> = attempts.iter().map(|(_, u)| u.silence_id()).collect();
         let next_at: Vec<Option<i64>> = attempts
             .iter()
             .map(|(_, u)| match u {
@@ -211,9 +212,10 @@ impl PgStore {
                 lease_owner = NULL, lease_until = NULL,
                 next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),
                 finished_at = CASE WHEN u.next_at IS NULL THEN $7 END,
-                last_status = u.status, last_error = u.error
+                last_status = u.status, last_error = u.error, silence_id = u.silence_id
              FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[],
-                         $6::TEXT[]) AS u (id, state, attempt, next_at, status, error)
+                         $6::TEXT[], $9::TEXT[])
+                  AS u (id, state, attempt, next_at, status, error, silence_id)
              WHERE d.id = u.id AND d.lease_owner = $8",
         )
         .bind(&ids)
@@ -224,6 +226,7 @@ impl PgStore {
         .bind(&errors)
         .bind(to_millis(now))
         .bind(owner)
+        .bind(&silences)
         .execute(&mut *tx)
         .await?;
         for (attempt, update) in attempts {
@@ -305,7 +308,7 @@ impl PgStore {
             query.push(" AND e.event_id = ").push_bind(event_id);
         }
         if let Some(state) = filter.state {
-            query.push(" AND d.state = ").push_bind(state.as_str());
+            query.push(" AND ").push(rows::state_condition(state));
         }
         if let Some(since) = filter.since {
             query

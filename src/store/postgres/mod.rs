@@ -27,6 +27,7 @@
 mod deliveries;
 mod ingest;
 mod queries;
+mod silences;
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};

@@ -247,7 +247,7 @@ impl SqliteStore {
             query.push(" AND e.event_id = ").push_bind(event_id);
         }
         if let Some(state) = filter.state {
-            query.push(" AND d.state = ").push_bind(state.as_str());
+            query.push(" AND ").push(rows::state_condition(state));
         }
         if let Some(since) = filter.since {
             query
@@ -404,15 +404,16 @@ async fn move_on(
     sqlx::query(
         "UPDATE deliveries SET state = ?, attempts = ?, lease_owner = NULL, lease_until = NULL,
             next_attempt_at = COALESCE(?, next_attempt_at), finished_at = ?,
-            last_status = ?, last_error = ?
+            last_status = ?, last_error = ?, silence_id = ?
          WHERE id = ? AND lease_owner = ?",
     )
-    .bind(update.state().as_str())
+    .bind(update.state().stored())
     .bind(attempt.attempt as i64)
     .bind(next_at)
     .bind(finished_at)
     .bind(attempt.status_code.map(i64::from))
     .bind(&attempt.error)
+    .bind(update.silence_id())
     .bind(&attempt.delivery_id)
     .bind(owner)
     .execute(&mut *tx)

@@ -14,6 +14,7 @@ mod managed;
 mod monitor;
 mod queries;
 mod retention;
+mod silences;
 mod writer;
 
 use std::str::FromStr;
