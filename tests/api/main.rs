@@ -21,6 +21,7 @@ mod python;
 mod query;
 mod restart;
 mod retention;
+mod silences;
 mod smtp;
 mod store_full;
 mod subscriptions;

@@ -25,6 +25,7 @@ fn found(stalled: usize, overdue: usize, cleared: usize) -> Findings {
         stalled,
         overdue,
         cleared,
+        reminded: 0,
     }
 }
 

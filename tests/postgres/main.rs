@@ -40,6 +40,8 @@ mod replicas;
 mod restart;
 #[path = "../api/retention.rs"]
 mod retention;
+#[path = "../api/silences.rs"]
+mod silences;
 #[path = "../api/smtp.rs"]
 mod smtp;
 #[path = "../api/subscriptions.rs"]
