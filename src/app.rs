@@ -18,7 +18,8 @@ use crate::api::pb::ingest_service_server::IngestServiceServer;
 use crate::api::pb::query_service_server::QueryServiceServer;
 use crate::api::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::api::{
-    AdminApi, Auth, DocumentGate, IngestApi, QueryApi, ReaderMethods, Service, SubscriptionApi, SubscriptionParts,
+    AdminApi, Auth, DocumentGate, IngestApi, QueryApi, ReaderMethods, Service, SubscriptionApi,
+    SubscriptionParts,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;

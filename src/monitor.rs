@@ -86,7 +86,11 @@ impl Monitor {
         }
         // Still-firing alerts mailed `repeat_interval` ago are mailed again
         // (see `deliver::email`); the email lanes pick them up.
-        let reminded = self.inner.store.fire_reminders(self.inner.clock.now()).await?;
+        let reminded = self
+            .inner
+            .store
+            .fire_reminders(self.inner.clock.now())
+            .await?;
         findings.reminded = reminded.len();
         Ok(findings)
     }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::Caller;
 use super::convert::{timestamp, timestamp_to_proto};
 use super::error::ApiError;
-use super::auth::Caller;
 use super::paging::{decode_token, encode_token, page_size};
-use super::silences::{parse_create, silence_to_proto};
 use super::pb::{self, admin_service_server::AdminService};
+use super::silences::{parse_create, silence_to_proto};
 use crate::clock::Clock;
 use crate::core::cloudevent::scope_of;
 use crate::core::event::EventType;
@@ -199,10 +199,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::CreateSilenceRequest>,
     ) -> Result<Response<pb::Silence>, Status> {
-        let caller = request.extensions().get::<Caller>().map(|c| c.token.clone());
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.token.clone());
         let now = self.clock.now();
-        let silence = parse_create(request.into_inner(), now, caller.as_deref())
-            .map_err(ApiError::from)?;
+        let silence =
+            parse_create(request.into_inner(), now, caller.as_deref()).map_err(ApiError::from)?;
         self.store
             .create_silence(&silence)
             .await
@@ -230,8 +233,8 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ExpireSilenceRequest>,
     ) -> Result<Response<pb::Silence>, Status> {
-        let id = parse_id("silence_id", &request.into_inner().silence_id)
-            .map_err(ApiError::from)?;
+        let id =
+            parse_id("silence_id", &request.into_inner().silence_id).map_err(ApiError::from)?;
         let now = self.clock.now();
         let silence = self
             .store

@@ -80,7 +80,8 @@ impl Auth {
         let token = self
             .find(presented)
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
-        let reader_may = token.role == Role::Reader && request.extensions().get::<ReaderMay>().is_some();
+        let reader_may =
+            token.role == Role::Reader && request.extensions().get::<ReaderMay>().is_some();
         if self.service.allows(token.role) || reader_may {
             Ok(Some(Caller {
                 token: token.name.clone(),

@@ -59,7 +59,9 @@ pub fn parse_create(
 
 pub fn silence_to_proto(s: &Silence, now: DateTime<Utc>) -> pb::Silence {
     let text = |p: &Option<crate::core::filter::Pattern>| {
-        p.as_ref().map(|p| p.as_str().to_owned()).unwrap_or_default()
+        p.as_ref()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default()
     };
     pb::Silence {
         silence_id: s.id.clone(),

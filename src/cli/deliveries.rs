@@ -38,7 +38,8 @@ pub struct ListArgs {
     /// Only this event's deliveries.
     #[arg(long)]
     event_id: Option<String>,
-    /// Only deliveries in this state: pending, delivered, failed or dead.
+    /// Only deliveries in this state: pending, delivered, failed, dead or
+    /// suppressed (held back by a silence).
     #[arg(long)]
     state: Option<String>,
     /// Created at or after (RFC 3339, or a duration ago like 6h).
@@ -153,7 +154,9 @@ fn parse_state(state: Option<&str>) -> anyhow::Result<pb::DeliveryState> {
             pb::DeliveryState::from_str_name(&format!("DELIVERY_STATE_{}", s.to_ascii_uppercase()))
                 .filter(|s| *s != pb::DeliveryState::Unspecified)
                 .ok_or_else(|| {
-                    anyhow::anyhow!("--state `{s}`: use pending, delivered, failed or dead")
+                    anyhow::anyhow!(
+                        "--state `{s}`: use pending, delivered, failed, dead or suppressed"
+                    )
                 })
         }
     }
@@ -356,5 +359,6 @@ fn delivery_json(d: &pb::Delivery) -> Value {
         "event_type": d.event_type, "state": state, "attempts": d.attempts,
         "next_attempt_at": time_text(&d.next_attempt_at), "last_status": d.last_status,
         "last_error": d.last_error, "created_at": time_text(&d.created_at),
+        "silence_id": d.silence_id,
     })
 }

@@ -9,6 +9,7 @@ mod migrate;
 mod output;
 mod schedules;
 mod server;
+mod silence;
 mod subs;
 mod wait;
 
@@ -54,6 +55,10 @@ enum Command {
     /// Subscriptions managed over the admin API (admin token).
     #[command(subcommand)]
     Subs(subs::SubsCommand),
+    /// Silences: mute matching alerts for a maintenance window (admin
+    /// token adds and expires, reader token lists).
+    #[command(subcommand)]
+    Silence(silence::SilenceCommand),
     /// Wait until a cube's refresh finishes. Exit 0 succeeded, 2 failed,
     /// 3 timed out or stalled, 1 Herald unreachable or bad usage. With
     /// -o json|yaml: the outcome and the batch as it stands.
@@ -158,6 +163,7 @@ pub async fn run() -> ExitCode {
         Command::Batches(command) => batches::run(command).await,
         Command::Deliveries(command) => deliveries::run(command).await,
         Command::Subs(command) => subs::run(command).await,
+        Command::Silence(command) => silence::run(command).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Schedules(args) => schedules::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,

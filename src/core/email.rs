@@ -585,7 +585,8 @@ mod tests {
             reminder_subject(subject, Duration::from_secs(90 * 60)),
             "[still failing for 1h 30m] FAILED: refresh of SALES (prod)"
         );
-        assert!(reminder_subject(subject, Duration::from_secs(300)).starts_with("[still failing for 5m]"));
+        assert!(reminder_subject(subject, Duration::from_secs(300))
+            .starts_with("[still failing for 5m]"));
     }
 
     #[test]

@@ -243,24 +243,42 @@ mod tests {
 
     #[test]
     fn bad_matchers_name_their_field() {
-        assert_eq!(Matchers::parse("", "", "", "").unwrap_err().field, "matchers");
+        assert_eq!(
+            Matchers::parse("", "", "", "").unwrap_err().field,
+            "matchers"
+        );
         assert_eq!(
             Matchers::parse("", "", "", "aggregate.nope.*")
                 .unwrap_err()
                 .field,
             "event_type"
         );
-        assert_eq!(Matchers::parse(" ", "", "", "").unwrap_err().field, "environment");
-        assert_eq!(Matchers::parse("", "", "a\u{0}", "").unwrap_err().field, "cube");
+        assert_eq!(
+            Matchers::parse(" ", "", "", "").unwrap_err().field,
+            "environment"
+        );
+        assert_eq!(
+            Matchers::parse("", "", "a\u{0}", "").unwrap_err().field,
+            "cube"
+        );
         assert!(Matchers::parse("", "", "", "aggregate.batch.*").is_ok());
     }
 
     #[test]
     fn a_window_must_end_after_it_starts_and_after_now() {
-        assert_eq!(check_window(at(10), at(5), at(0)).unwrap_err().field, "ends_at");
-        assert_eq!(check_window(at(-20), at(-10), at(0)).unwrap_err().field, "ends_at");
+        assert_eq!(
+            check_window(at(10), at(5), at(0)).unwrap_err().field,
+            "ends_at"
+        );
+        assert_eq!(
+            check_window(at(-20), at(-10), at(0)).unwrap_err().field,
+            "ends_at"
+        );
         assert!(check_window(at(0), at(10), at(0)).is_ok());
-        assert_eq!(parse_note("comment", " ", true).unwrap_err().field, "comment");
+        assert_eq!(
+            parse_note("comment", " ", true).unwrap_err().field,
+            "comment"
+        );
     }
 
     #[test]

@@ -438,7 +438,10 @@ impl Inner {
             false => None,
         };
         let (attempt, update) = match silence {
-            Some(silence_id) => (Attempt::silenced(now), DeliveryUpdate::Silenced { silence_id }),
+            Some(silence_id) => (
+                Attempt::silenced(now),
+                DeliveryUpdate::Silenced { silence_id },
+            ),
             None => {
                 let attempt = self.attempt(&lane.sub, &delivery).await;
                 let update = self.decide(&lane.sub, delivery.attempts + 1, &attempt);

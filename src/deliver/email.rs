@@ -29,10 +29,10 @@ use crate::core::email::{
     alert_of, compose, group_key, ready_at, reminder_subject, unsent_verdicts, worth_mailing,
     EmailRule,
 };
-use crate::core::silence::silencing;
-use crate::core::time::after;
 use crate::core::retry::AttemptResult;
+use crate::core::silence::silencing;
 use crate::core::subscription::Subscription;
+use crate::core::time::after;
 use crate::store::{DeliveryUpdate, PendingDelivery, Reminder, StoreError};
 
 /// A pending delivery with its parsed event.

@@ -48,8 +48,8 @@ impl DeliveryState {
             Self::Dead,
             Self::Suppressed,
         ]
-            .into_iter()
-            .find(|state| state.as_str() == s)
+        .into_iter()
+        .find(|state| state.as_str() == s)
     }
 }
 
@@ -94,7 +94,9 @@ pub enum DeliveryUpdate {
     Suppressed,
     /// Held back by the silence with this id: done without a message, and
     /// shown as `suppressed` in the delivery log.
-    Silenced { silence_id: String },
+    Silenced {
+        silence_id: String,
+    },
 }
 
 impl DeliveryUpdate {

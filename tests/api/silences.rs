@@ -75,7 +75,11 @@ async fn a_silenced_cube_is_not_mailed_and_its_delivery_is_recorded_suppressed_b
 
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1, "only the unsilenced cube is mailed");
-    assert!(mails[0].subject().contains("STOCK"), "{}", mails[0].subject());
+    assert!(
+        mails[0].subject().contains("STOCK"),
+        "{}",
+        mails[0].subject()
+    );
     let held = delivery_of(&app, "ev-sales").await;
     assert_eq!(held.state, DeliveryState::Suppressed);
     assert_eq!(held.silence_id.as_deref(), Some(made.silence_id.as_str()));
@@ -120,7 +124,10 @@ async fn a_silence_made_after_the_event_still_holds_it_and_its_expiry_lets_the_n
     let made = silence(&app, "sal*", "2h").await;
     app.advance(GROUP_WAIT);
     app.deliver().await;
-    assert!(smtp.mails().is_empty(), "checked at dispatch, not at enqueue");
+    assert!(
+        smtp.mails().is_empty(),
+        "checked at dispatch, not at enqueue"
+    );
     assert_eq!(
         delivery_of(&app, "ev-1").await.state,
         DeliveryState::Suppressed
@@ -141,7 +148,10 @@ async fn a_silence_made_after_the_event_still_holds_it_and_its_expiry_lets_the_n
         .await
         .unwrap()
         .into_inner();
-    assert!(listed.silences.is_empty(), "an expired silence is not listed");
+    assert!(
+        listed.silences.is_empty(),
+        "an expired silence is not listed"
+    );
     let all = admin(&app)
         .await
         .list_silences(pb::ListSilencesRequest {
@@ -186,7 +196,10 @@ async fn a_webhook_that_respects_silences_is_suppressed_and_one_that_does_not_is
     let rows = app.deliveries_of("ev-1").await;
     let polite_row = rows.iter().find(|r| r.subscription == "polite").unwrap();
     assert_eq!(polite_row.state, DeliveryState::Suppressed);
-    assert_eq!(polite_row.silence_id.as_deref(), Some(made.silence_id.as_str()));
+    assert_eq!(
+        polite_row.silence_id.as_deref(),
+        Some(made.silence_id.as_str())
+    );
     let plain_row = rows.iter().find(|r| r.subscription == "plain").unwrap();
     assert_eq!(plain_row.state, DeliveryState::Delivered);
 
@@ -253,7 +266,11 @@ async fn an_admin_creates_and_expires_silences_and_a_reader_only_lists_them() {
         .list_deliveries(with_token(pb::ListDeliveriesRequest::default(), reader))
         .await
         .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied, "only silences open to readers");
+    assert_eq!(
+        denied.code(),
+        Code::PermissionDenied,
+        "only silences open to readers"
+    );
     client
         .expire_silence(with_token(expire, ops))
         .await
@@ -310,7 +327,11 @@ async fn bad_silences_are_refused_naming_the_field() {
     let mut client = admin(&app).await;
     for (request, field) in cases {
         let refused = client.create_silence(request.clone()).await.unwrap_err();
-        assert_eq!(refused.code(), Code::InvalidArgument, "{request:?}: {refused:?}");
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{request:?}: {refused:?}"
+        );
         assert!(
             refused.message().starts_with(&format!("{field}: ")),
             "{request:?}: {}",
@@ -368,7 +389,11 @@ async fn a_failure_that_stays_failed_is_mailed_again_every_repeat_interval_until
     app.deliver().await;
     let mails = smtp.mails();
     assert_eq!(mails.len(), 4);
-    assert!(mails[3].subject().starts_with("RECOVERED"), "{}", mails[3].subject());
+    assert!(
+        mails[3].subject().starts_with("RECOVERED"),
+        "{}",
+        mails[3].subject()
+    );
     app.advance(12 * HOUR);
     assert_eq!(app.check().await.reminded, 0);
     app.deliver().await;
@@ -403,5 +428,96 @@ async fn a_reminder_waits_while_its_alert_is_silenced_and_goes_out_when_the_sile
         mails[1].subject().starts_with("[still failing for 8h]"),
         "{}",
         mails[1].subject()
+    );
+}
+
+async fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let server = app.addr.to_string();
+    crate::helpers::herald_cli(args.iter().copied().chain(["--server", server.as_str()])).await
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn the_cli_adds_lists_and_expires_silences_and_shows_suppressed_deliveries() {
+    let receiver = Receiver::start().await;
+    let app = app(webhook(
+        "etl",
+        &receiver.url(),
+        "events = [\"aggregate.batch.*\"]\nrespect_silences = true",
+    ))
+    .await;
+    let add = [
+        "silence",
+        "add",
+        "--cube",
+        "sales",
+        "--environment",
+        "prod",
+        "--for",
+        "2h",
+        "--comment",
+        "reindex",
+        "-o",
+        "json",
+    ];
+    let made = json_of(&cli(&app, &add).await);
+    let id = made["silence_id"].as_str().unwrap().to_owned();
+    assert_eq!(made["cube"], "sales");
+    assert_eq!(made["state"], "active");
+
+    let table = cli(&app, &["silence", "list"]).await;
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("SILENCE"), "{text}");
+    assert!(text.contains(&id) && text.contains("reindex"), "{text}");
+    let yaml = cli(&app, &["silence", "list", "-o", "yaml"]).await;
+    let yaml = String::from_utf8_lossy(&yaml.stdout);
+    assert!(yaml.contains("silence_id: ") && yaml.contains(&id), "{yaml}");
+
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.deliver().await;
+    assert!(receiver.received().is_empty());
+    let held = json_of(
+        &cli(
+            &app,
+            &["deliveries", "list", "--state", "suppressed", "--json"],
+        )
+        .await,
+    );
+    assert_eq!(held[0]["event_id"], "ev-1");
+    assert_eq!(held[0]["state"], "suppressed");
+    assert_eq!(held[0]["silence_id"], id.as_str());
+
+    let expired = cli(&app, &["silence", "expire", &id]).await;
+    assert!(expired.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&expired.stdout).trim(),
+        format!("ok: {id} expired")
+    );
+    let left = json_of(&cli(&app, &["silence", "list", "--json"]).await);
+    assert_eq!(left, serde_json::json!([]));
+
+    let refused = cli(
+        &app,
+        &[
+            "silence",
+            "add",
+            "--cube",
+            "sales",
+            "--for",
+            "2h",
+            "--comment",
+            " ",
+        ],
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("comment"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
     );
 }

@@ -86,10 +86,17 @@ impl PgStore {
 
     /// Schedules reminders of an email rule's firing alerts; an alert
     /// already reminded of keeps since when it fires.
-    pub async fn set_reminders(&self, rule: &str, reminders: &[Reminder]) -> Result<(), StoreError> {
+    pub async fn set_reminders(
+        &self,
+        rule: &str,
+        reminders: &[Reminder],
+    ) -> Result<(), StoreError> {
         let keys: Vec<&str> = reminders.iter().map(|r| r.alert_key.as_str()).collect();
         let ids: Vec<&str> = reminders.iter().map(|r| r.delivery_id.as_str()).collect();
-        let since: Vec<i64> = reminders.iter().map(|r| to_millis(r.firing_since)).collect();
+        let since: Vec<i64> = reminders
+            .iter()
+            .map(|r| to_millis(r.firing_since))
+            .collect();
         let at: Vec<i64> = reminders.iter().map(|r| to_millis(r.remind_at)).collect();
         sqlx::query(
             "INSERT INTO email_reminders (rule, alert_key, delivery_id, firing_since, remind_at)

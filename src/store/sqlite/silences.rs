@@ -82,7 +82,11 @@ impl SqliteStore {
 
     /// Schedules reminders of an email rule's firing alerts; an alert
     /// already reminded of keeps since when it fires.
-    pub async fn set_reminders(&self, rule: &str, reminders: &[Reminder]) -> Result<(), StoreError> {
+    pub async fn set_reminders(
+        &self,
+        rule: &str,
+        reminders: &[Reminder],
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         for r in reminders {
             sqlx::query(
