@@ -14,14 +14,17 @@ const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Outcomes a delivery attempt (or suppression) can have.
-pub const OUTCOMES: [&str; 6] = [
+/// Outcomes a delivery attempt (or suppression) can have: `suppressed`
+/// is an email alert that needed no mail, `silenced` a delivery a silence
+/// held back.
+pub const OUTCOMES: [&str; 7] = [
     "delivered",
     "retry",
     "failed",
     "dead",
     "disabled",
     "suppressed",
+    "silenced",
 ];
 
 #[derive(Debug, Default)]

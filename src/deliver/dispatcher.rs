@@ -615,7 +615,11 @@ impl Inner {
             DeliveryUpdate::Suppressed | DeliveryUpdate::Silenced { .. }
         );
         let sent = sent.then_some(a.duration);
-        self.metrics.attempt(outcome.update.verdict(), sent);
+        let counted = match outcome.update {
+            DeliveryUpdate::Silenced { .. } => "silenced",
+            _ => outcome.update.verdict(),
+        };
+        self.metrics.attempt(counted, sent);
         log_attempt(
             &lane.sub.name,
             outcome.delivery_id,

@@ -202,6 +202,17 @@ async fn a_webhook_that_respects_silences_is_suppressed_and_one_that_does_not_is
     );
     let plain_row = rows.iter().find(|r| r.subscription == "plain").unwrap();
     assert_eq!(plain_row.state, DeliveryState::Delivered);
+    let metrics = reqwest::get(format!("http://{}/metrics", app.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let silenced = metrics
+        .lines()
+        .find(|l| l.starts_with("herald_deliveries_total{") && l.contains("outcome=\"silenced\""))
+        .unwrap_or_else(|| panic!("no silenced outcome in\n{metrics}"));
+    assert!(silenced.ends_with(" 1"), "{silenced}");
 
     // After the silence, the same subscription delivers again.
     app.advance(HOUR);
@@ -475,7 +486,10 @@ async fn the_cli_adds_lists_and_expires_silences_and_shows_suppressed_deliveries
     assert!(text.contains(&id) && text.contains("reindex"), "{text}");
     let yaml = cli(&app, &["silence", "list", "-o", "yaml"]).await;
     let yaml = String::from_utf8_lossy(&yaml.stdout);
-    assert!(yaml.contains("silence_id: ") && yaml.contains(&id), "{yaml}");
+    assert!(
+        yaml.contains("silence_id: ") && yaml.contains(&id),
+        "{yaml}"
+    );
 
     app.fail_batch("ev-1", "b-1", "sales").await;
     app.deliver().await;
