@@ -334,7 +334,7 @@ fn spec_error(e: ConfigError) -> ApiError {
 /// The SubscriptionSpec fields an update mask may name: those that are
 /// configuration keys (`name`, `kind` and `secret` are not changed by an
 /// update).
-const PATCHABLE: [&str; 19] = [
+const PATCHABLE: [&str; 20] = [
     "url",
     "events",
     "environments",
@@ -354,6 +354,7 @@ const PATCHABLE: [&str; 19] = [
     "repeat_interval",
     "send_resolved",
     "link_template",
+    "respect_silences",
 ];
 
 /// The stored spec with the masked keys taken from `new`: a key `new`
@@ -441,6 +442,9 @@ fn spec_json(s: &pb::SubscriptionSpec) -> Result<(&'static str, Value), FieldErr
     if let Some(send) = s.send_resolved {
         m.insert("send_resolved".to_owned(), json!(send));
     }
+    if s.respect_silences && kind != "email" {
+        m.insert("respect_silences".to_owned(), json!(true));
+    }
     Ok((kind, Value::Object(m)))
 }
 
@@ -465,6 +469,7 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
             .map(|d| format_duration(*d))
             .collect(),
         max_in_flight: sub.max_in_flight as u32,
+        respect_silences: sub.respect_silences,
         ..Default::default()
     };
     match &sub.target {
