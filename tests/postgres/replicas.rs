@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::api::pb::{
-    self, ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient,
+    self, admin_service_client::AdminServiceClient, ingest_service_client::IngestServiceClient,
+    query_service_client::QueryServiceClient,
     subscription_service_client::SubscriptionServiceClient,
 };
 use tonic::transport::Channel;
@@ -439,6 +440,71 @@ async fn a_subscription_created_on_one_replica_delivers_from_the_others() {
         "both surviving replicas' events were delivered: {:?}",
         arrivals(&receiver)
     );
+}
+
+/// A silence made through one replica holds on the others: with its
+/// maker gone, the silenced cube's failure is suppressed and another
+/// cube's delivered.
+#[tokio::test]
+async fn a_silence_made_on_one_replica_holds_on_the_others() {
+    let receiver = Receiver::start().await;
+    let hook = webhook(
+        "etl",
+        &receiver.url(),
+        "events = [\"aggregate.batch.failed\"]\nrespect_silences = true",
+    );
+    let mut fleet = Fleet::start(2, &hook).await;
+    let mut admin = AdminServiceClient::new(fleet.channel(0).await);
+    let silence = admin
+        .create_silence(pb::CreateSilenceRequest {
+            cube: "sales".into(),
+            duration: "1h".into(),
+            comment: "reindex".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    fleet.kill(0);
+    let mut client = fleet.client(1).await;
+    client
+        .batch_failed(failed("ev-sales", "b-1", "sales"))
+        .await
+        .unwrap();
+    client
+        .batch_failed(failed("ev-stock", "b-2", "stock"))
+        .await
+        .unwrap();
+    let mut admin = AdminServiceClient::new(fleet.channel(1).await);
+    let mut suppressed = Vec::new();
+    let settled = eventually(Duration::from_secs(20), || {
+        arrivals(&receiver).contains_key("ev-stock")
+    })
+    .await;
+    assert!(
+        settled,
+        "the other cube is delivered: {:?}",
+        arrivals(&receiver)
+    );
+    for _ in 0..100 {
+        suppressed = admin
+            .list_deliveries(pb::ListDeliveriesRequest {
+                state: pb::DeliveryState::Suppressed as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if !suppressed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(suppressed.len(), 1, "{suppressed:?}");
+    assert_eq!(suppressed[0].event_id, "ev-sales");
+    assert_eq!(suppressed[0].silence_id, silence.silence_id);
+    assert!(!arrivals(&receiver).contains_key("ev-sales"));
 }
 
 /// A watch on one replica sees, within moments, a batch ingested on
