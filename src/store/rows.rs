@@ -131,6 +131,21 @@ pub(super) fn silence(r: &impl Columns) -> Result<Silence, StoreError> {
     })
 }
 
+/// A silence's matchers as the columns `environment, project, cube,
+/// event_type` hold them (NULL when absent).
+pub(super) fn matcher_columns(m: &Matchers) -> [Option<&str>; 4] {
+    [&m.environment, &m.project, &m.cube, &m.event_type].map(|p| p.as_ref().map(Pattern::as_str))
+}
+
+/// `alert_key, delivery_id, firing_since` of `email_reminders`: the alert,
+/// and the delivery that reminds of it and since when it fires.
+pub(super) fn reminder(
+    r: &impl Columns,
+) -> Result<(String, (String, chrono::DateTime<chrono::Utc>)), StoreError> {
+    let since = from_millis(r.int("firing_since"))?;
+    Ok((r.text("alert_key"), (r.text("delivery_id"), since)))
+}
+
 pub(super) const SILENCE_COLUMNS: &str =
     "id, environment, project, cube, event_type, starts_at, ends_at, created_by, comment, created_at";
 

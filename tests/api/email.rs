@@ -13,7 +13,7 @@ use crate::smtp::{smtp_config, Mode, SmtpServer, Stage};
 const GROUP_WAIT: Duration = Duration::from_secs(31);
 const GROUP_INTERVAL: Duration = Duration::from_secs(301);
 
-async fn app(config: String) -> TestApp {
+pub(crate) async fn app(config: String) -> TestApp {
     Spawn {
         webhooks: config,
         ..Spawn::default()
@@ -22,7 +22,7 @@ async fn app(config: String) -> TestApp {
     .await
 }
 
-fn rule(extra: &str) -> String {
+pub(crate) fn rule(extra: &str) -> String {
     format!(
         "[[email]]\nname = \"dataops\"\nto = [\"dataops@example.com\", \"oncall@example.com\"]\n\
          link_template = \"https://olap.example/{{{{ data.environment_id }}}}/cubes/{{{{ data.cube_id }}}}\"\n{extra}\n"

@@ -10,24 +10,12 @@ use herald::store::DeliveryState;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-use crate::helpers::{webhook, Receiver, Spawn, TestApp};
+use crate::email::{app, rule};
+use crate::helpers::{webhook, Receiver, TestApp};
 use crate::smtp::SmtpServer;
 
 const GROUP_WAIT: Duration = Duration::from_secs(31);
 const HOUR: Duration = Duration::from_secs(3600);
-
-async fn app(config: String) -> TestApp {
-    Spawn {
-        webhooks: config,
-        ..Spawn::default()
-    }
-    .start()
-    .await
-}
-
-fn rule(extra: &str) -> String {
-    format!("[[email]]\nname = \"dataops\"\nto = [\"dataops@example.com\"]\n{extra}\n")
-}
 
 async fn admin(app: &TestApp) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(app.channel().await)
@@ -57,6 +45,16 @@ async fn delivery_of(app: &TestApp, event_id: &str) -> herald::store::DeliveryRo
     let rows = app.deliveries_of(event_id).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     rows.into_iter().next().unwrap()
+}
+
+/// The delivery log's rows in one state, over the admin API.
+async fn in_state(app: &TestApp, state: pb::DeliveryState) -> Vec<pb::Delivery> {
+    let request = pb::ListDeliveriesRequest {
+        state: state as i32,
+        ..Default::default()
+    };
+    let reply = admin(app).await.list_deliveries(request).await.unwrap();
+    reply.into_inner().deliveries
 }
 
 #[tokio::test]
@@ -89,29 +87,11 @@ async fn a_silenced_cube_is_not_mailed_and_its_delivery_is_recorded_suppressed_b
     );
 
     // The admin API shows it, and filters by the new state.
-    let listed = admin(&app)
-        .await
-        .list_deliveries(pb::ListDeliveriesRequest {
-            state: pb::DeliveryState::Suppressed as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
+    let listed = in_state(&app, pb::DeliveryState::Suppressed).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].event_id, "ev-sales");
     assert_eq!(listed[0].silence_id, made.silence_id);
-    let delivered = admin(&app)
-        .await
-        .list_deliveries(pb::ListDeliveriesRequest {
-            state: pb::DeliveryState::Delivered as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
+    let delivered = in_state(&app, pb::DeliveryState::Delivered).await;
     let ids: Vec<&str> = delivered.iter().map(|d| d.event_id.as_str()).collect();
     assert_eq!(ids, ["ev-stock"]);
 }
@@ -359,14 +339,20 @@ async fn bad_silences_are_refused_naming_the_field() {
     assert_eq!(app.count_rows("silences").await, 0, "nothing stored");
 }
 
-#[tokio::test]
-async fn a_failure_that_stays_failed_is_mailed_again_every_repeat_interval_until_it_recovers() {
+/// A rule reminding every 6h, and the first mail about sales failing.
+async fn sales_failure_mailed() -> (SmtpServer, TestApp) {
     let smtp = SmtpServer::start().await;
     let app = app(smtp.config("") + &rule("repeat_interval = \"6h\"")).await;
     app.fail_batch("ev-1", "b-1", "sales").await;
     app.advance(GROUP_WAIT);
     app.deliver().await;
     assert_eq!(smtp.mails().len(), 1);
+    (smtp, app)
+}
+
+#[tokio::test]
+async fn a_failure_that_stays_failed_is_mailed_again_every_repeat_interval_until_it_recovers() {
+    let (smtp, app) = sales_failure_mailed().await;
 
     app.advance(HOUR);
     assert_eq!(app.check().await.reminded, 0, "not before repeat_interval");
@@ -413,12 +399,7 @@ async fn a_failure_that_stays_failed_is_mailed_again_every_repeat_interval_until
 
 #[tokio::test]
 async fn a_reminder_waits_while_its_alert_is_silenced_and_goes_out_when_the_silence_ends() {
-    let smtp = SmtpServer::start().await;
-    let app = app(smtp.config("") + &rule("repeat_interval = \"6h\"")).await;
-    app.fail_batch("ev-1", "b-1", "sales").await;
-    app.advance(GROUP_WAIT);
-    app.deliver().await;
-    assert_eq!(smtp.mails().len(), 1);
+    let (smtp, app) = sales_failure_mailed().await;
     silence(&app, "sales", "8h").await;
 
     app.advance(6 * HOUR);

@@ -12,21 +12,21 @@ use super::{PgStore, DELIVERIES_CHANNEL};
 use crate::core::silence::Silence;
 use crate::store::rows::{self, SILENCE_COLUMNS};
 use crate::store::types::Reminder;
-use crate::store::{from_millis, to_millis, StoreError};
+use crate::store::{to_millis, StoreError};
 
 impl PgStore {
     pub async fn create_silence(&self, silence: &Silence) -> Result<(), StoreError> {
-        let m = &silence.matchers;
+        let [environment, project, cube, event_type] = rows::matcher_columns(&silence.matchers);
         sqlx::query(
             "INSERT INTO silences (id, environment, project, cube, event_type, starts_at, ends_at,
                                    created_by, comment, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&silence.id)
-        .bind(m.environment.as_ref().map(|p| p.as_str()))
-        .bind(m.project.as_ref().map(|p| p.as_str()))
-        .bind(m.cube.as_ref().map(|p| p.as_str()))
-        .bind(m.event_type.as_ref().map(|p| p.as_str()))
+        .bind(environment)
+        .bind(project)
+        .bind(cube)
+        .bind(event_type)
         .bind(to_millis(silence.starts_at))
         .bind(to_millis(silence.ends_at))
         .bind(&silence.created_by)
@@ -136,13 +136,7 @@ impl PgStore {
         .bind(rule)
         .fetch_all(self.pool())
         .await?;
-        found
-            .iter()
-            .map(|r| {
-                let since = from_millis(r.get("firing_since"))?;
-                Ok((r.get("alert_key"), (r.get("delivery_id"), since)))
-            })
-            .collect()
+        found.iter().map(rows::reminder).collect()
     }
 
     /// Makes the delivery of every reminder due at `now` due again, in one

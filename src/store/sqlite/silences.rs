@@ -5,24 +5,24 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{from_millis, rows, to_millis, SqliteStore, StoreError};
+use super::{rows, to_millis, SqliteStore, StoreError};
 use crate::core::silence::Silence;
 use crate::store::rows::SILENCE_COLUMNS;
 use crate::store::types::Reminder;
 
 impl SqliteStore {
     pub async fn create_silence(&self, silence: &Silence) -> Result<(), StoreError> {
-        let m = &silence.matchers;
+        let [environment, project, cube, event_type] = rows::matcher_columns(&silence.matchers);
         sqlx::query(
             "INSERT INTO silences (id, environment, project, cube, event_type, starts_at, ends_at,
                                    created_by, comment, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&silence.id)
-        .bind(m.environment.as_ref().map(|p| p.as_str()))
-        .bind(m.project.as_ref().map(|p| p.as_str()))
-        .bind(m.cube.as_ref().map(|p| p.as_str()))
-        .bind(m.event_type.as_ref().map(|p| p.as_str()))
+        .bind(environment)
+        .bind(project)
+        .bind(cube)
+        .bind(event_type)
         .bind(to_millis(silence.starts_at))
         .bind(to_millis(silence.ends_at))
         .bind(&silence.created_by)
@@ -133,13 +133,7 @@ impl SqliteStore {
         .bind(rule)
         .fetch_all(&self.reader)
         .await?;
-        found
-            .iter()
-            .map(|r| {
-                let since = from_millis(r.get("firing_since"))?;
-                Ok((r.get("alert_key"), (r.get("delivery_id"), since)))
-            })
-            .collect()
+        found.iter().map(rows::reminder).collect()
     }
 
     /// Makes the delivery of every reminder due at `now` due again, in one
