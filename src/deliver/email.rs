@@ -27,7 +27,7 @@ use super::http::Attempt;
 use super::mail::MailError;
 use crate::core::email::{
     alert_of, compose, group_key, ready_at, reminder_subject, unsent_verdicts, worth_mailing,
-    EmailRule,
+    AlertState, EmailRule,
 };
 use crate::core::retry::AttemptResult;
 use crate::core::silence::silencing;
@@ -102,6 +102,10 @@ impl Inner {
         let (mail_items, suppressed) = self.choose(lane, rule, items, now).await?;
         let count = mail_items.len() + suppressed.len() + silenced;
         let quiet = Attempt::unsendable(now, String::new());
+        let states = match suppressed.is_empty() {
+            true => Default::default(),
+            false => self.store.email_alert_states(&lane.sub.name).await?,
+        };
         for item in &suppressed {
             let quiet = Attempt {
                 error: None,
@@ -109,9 +113,7 @@ impl Inner {
             };
             self.record(lane, outcome(item, &quiet, DeliveryUpdate::Suppressed))
                 .await?;
-            if let Some(alert) = alert_of(&item.event).filter(|a| !a.firing) {
-                plan.resolve(alert.key);
-            }
+            plan.settled(rule, item, states.get(&alert_key(item)).copied(), now);
         }
         if mail_items.is_empty() {
             self.apply(lane, plan).await?;
@@ -232,6 +234,28 @@ impl ReminderPlan {
         self.clear.insert(key);
     }
 
+    /// An event settled without a mail. A resolution ends the reminders;
+    /// a newer failure of an alert mailed within `repeat_interval` becomes
+    /// what its reminder mails, when that interval is over.
+    fn settled(
+        &mut self,
+        rule: &EmailRule,
+        item: &Item,
+        state: Option<AlertState>,
+        now: DateTime<Utc>,
+    ) {
+        match (alert_of(&item.event), state) {
+            (Some(alert), _) if !alert.firing => self.resolve(alert.key),
+            (Some(alert), Some(state)) if state.firing => self.fire(Reminder {
+                alert_key: alert.key,
+                delivery_id: item.delivery.id.clone(),
+                firing_since: fired_at(&item.event, now),
+                remind_at: after(state.last_notified_at, rule.repeat_interval),
+            }),
+            _ => {}
+        }
+    }
+
     /// A mailed event: a firing alert is reminded of after
     /// `repeat_interval`; a resolved one no more.
     fn mailed(&mut self, rule: &EmailRule, item: &Item, now: DateTime<Utc>) {
@@ -319,6 +343,11 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// The key of the item's alert (empty for an event that is none).
+fn alert_key(item: &Item) -> String {
+    alert_of(&item.event).map(|a| a.key).unwrap_or_default()
 }
 
 /// When the event's alert fired: the envelope's `time`, else `now`.

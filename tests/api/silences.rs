@@ -516,3 +516,29 @@ async fn the_cli_adds_lists_and_expires_silences_and_shows_suppressed_deliveries
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_reminder_tells_of_the_newest_failure_of_its_cube() {
+    let (smtp, app) = sales_failure_mailed().await;
+    app.advance(HOUR);
+    app.fail_batch("ev-2", "b-2", "sales").await;
+    app.advance(GROUP_WAIT + Duration::from_secs(300));
+    app.deliver().await;
+    assert_eq!(smtp.mails().len(), 1, "within repeat_interval: no mail");
+
+    app.advance(5 * HOUR);
+    assert_eq!(app.check().await.reminded, 1);
+    app.deliver().await;
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2);
+    assert!(
+        mails[1].subject().starts_with("[still failing for 6h"),
+        "{}",
+        mails[1].subject()
+    );
+    assert!(
+        mails[1].text().contains("Batch         b-2"),
+        "{}",
+        mails[1].text()
+    );
+}
