@@ -198,7 +198,7 @@ impl AdminService for AdminApi {
     async fn create_silence(
         &self,
         request: Request<pb::CreateSilenceRequest>,
-    ) -> Result<Response<pb::Silence>, Status> {
+    ) -> Result<Response<pb::CreateSilenceResponse>, Status> {
         let caller = request
             .extensions()
             .get::<Caller>()
@@ -211,7 +211,9 @@ impl AdminService for AdminApi {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(silence = %silence.id, by = %silence.created_by, until = %silence.ends_at, "silence created");
-        Ok(Response::new(silence_to_proto(&silence, now)))
+        Ok(Response::new(pb::CreateSilenceResponse {
+            silence: Some(silence_to_proto(&silence, now)),
+        }))
     }
 
     async fn list_silences(
@@ -232,7 +234,7 @@ impl AdminService for AdminApi {
     async fn expire_silence(
         &self,
         request: Request<pb::ExpireSilenceRequest>,
-    ) -> Result<Response<pb::Silence>, Status> {
+    ) -> Result<Response<pb::ExpireSilenceResponse>, Status> {
         let id =
             parse_id("silence_id", &request.into_inner().silence_id).map_err(ApiError::from)?;
         let now = self.clock.now();
@@ -245,7 +247,9 @@ impl AdminService for AdminApi {
         // Deliveries held back wait for nothing; those mailed again after
         // the silence (reminders, new events) go out as usual.
         tracing::info!(silence = %id, "silence expired");
-        Ok(Response::new(silence_to_proto(&silence, now)))
+        Ok(Response::new(pb::ExpireSilenceResponse {
+            silence: Some(silence_to_proto(&silence, now)),
+        }))
     }
 }
 

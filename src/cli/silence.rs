@@ -101,7 +101,9 @@ pub async fn run(command: SilenceCommand) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(status_error)?
-                .into_inner();
+                .into_inner()
+                .silence
+                .unwrap_or_default();
             a.output.print(&silence_json(&s), |_| {
                 println!("ok: {} expired", s.silence_id)
             })
@@ -128,7 +130,9 @@ async fn add(a: AddArgs) -> anyhow::Result<()> {
         })
         .await
         .map_err(status_error)?
-        .into_inner();
+        .into_inner()
+        .silence
+        .unwrap_or_default();
     a.output.print(&silence_json(&s), |_| {
         println!(
             "ok: {} silences {} until {}",

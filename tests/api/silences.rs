@@ -39,6 +39,8 @@ async fn silence(app: &TestApp, cube: &str, length: &str) -> pb::Silence {
         .await
         .expect("silence created")
         .into_inner()
+        .silence
+        .unwrap()
 }
 
 async fn delivery_of(app: &TestApp, event_id: &str) -> herald::store::DeliveryRow {
@@ -120,7 +122,9 @@ async fn a_silence_made_after_the_event_still_holds_it_and_its_expiry_lets_the_n
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .silence
+        .unwrap();
     assert_eq!(expired.state, "expired");
     let listed = admin(&app)
         .await
@@ -235,7 +239,9 @@ async fn an_admin_creates_and_expires_silences_and_a_reader_only_lists_them() {
         .create_silence(with_token(silence_of("sales", "1h"), ops))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .silence
+        .unwrap();
     assert_eq!(made.created_by, "ops", "the token's name");
     let listed = client
         .list_silences(with_token(pb::ListSilencesRequest::default(), reader))

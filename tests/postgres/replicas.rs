@@ -464,7 +464,9 @@ async fn a_silence_made_on_one_replica_holds_on_the_others() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .silence
+        .unwrap();
     fleet.kill(0);
     let mut client = fleet.client(1).await;
     client
