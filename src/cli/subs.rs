@@ -91,6 +91,10 @@ pub struct SpecArgs {
     /// Use this whsec_ secret (create only).
     #[arg(long)]
     secret: Option<String>,
+    /// true: deliveries a silence matches are suppressed (webhooks and
+    /// healthchecks; email rules always are).
+    #[arg(long)]
+    respect_silences: Option<bool>,
     #[command(flatten)]
     common: Common,
 }
@@ -115,6 +119,7 @@ impl SpecArgs {
             to: self.to.clone(),
             timeout: self.timeout.clone().unwrap_or_default(),
             secret: self.secret.clone().unwrap_or_default(),
+            respect_silences: self.respect_silences.unwrap_or(false),
             ..Default::default()
         })
     }
@@ -129,6 +134,7 @@ impl SpecArgs {
             ("cubes", !self.cubes.is_empty()),
             ("to", !self.to.is_empty()),
             ("timeout", self.timeout.is_some()),
+            ("respect_silences", self.respect_silences.is_some()),
         ];
         given
             .iter()
@@ -249,7 +255,7 @@ async fn create(a: SpecArgs) -> anyhow::Result<()> {
 async fn update(a: SpecArgs) -> anyhow::Result<()> {
     let paths = a.mask();
     if paths.is_empty() {
-        anyhow::bail!("nothing to change: give --url, --event, --environment, --project, --cube, --to or --timeout");
+        anyhow::bail!("nothing to change: give --url, --event, --environment, --project, --cube, --to, --timeout or --respect-silences");
     }
     let mut client = SubscriptionServiceClient::new(connect(&a.common.server).await?);
     let info = client
@@ -323,6 +329,7 @@ fn info_json(info: &pb::SubscriptionInfo) -> Value {
         v["to"] = json!(spec.to);
     } else {
         v["url"] = json!(spec.url);
+        v["respect_silences"] = json!(spec.respect_silences);
     }
     v
 }

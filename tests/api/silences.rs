@@ -548,3 +548,48 @@ async fn a_reminder_tells_of_the_newest_failure_of_its_cube() {
         mails[1].text()
     );
 }
+
+#[tokio::test]
+async fn a_subscription_created_over_the_api_can_respect_silences() {
+    let receiver = Receiver::start().await;
+    let app = app(String::new()).await;
+    let create = [
+        "subs",
+        "create",
+        "--name",
+        "api-hook",
+        "--url",
+        &receiver.url(),
+        "--event",
+        "aggregate.batch.failed",
+        "--respect-silences",
+        "true",
+        "-o",
+        "json",
+    ];
+    let made = json_of(&cli(&app, &create).await);
+    assert_eq!(made["respect_silences"], true, "{made}");
+    silence(&app, "sales", "1h").await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.fail_batch("ev-2", "b-2", "stock").await;
+    app.deliver().await;
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(receiver.received()[0].json()["id"], "ev-2");
+    assert_eq!(
+        delivery_of(&app, "ev-1").await.state,
+        DeliveryState::Suppressed
+    );
+
+    let off = [
+        "subs",
+        "update",
+        "--name",
+        "api-hook",
+        "--respect-silences",
+        "false",
+    ];
+    assert!(cli(&app, &off).await.status.success());
+    app.fail_batch("ev-3", "b-3", "sales").await;
+    app.deliver().await;
+    assert_eq!(receiver.received().len(), 2, "no longer held back");
+}
