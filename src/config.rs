@@ -5,6 +5,7 @@
 //! converted into typed [`Settings`]; every error names the key at fault,
 //! e.g. `webhooks[1].url: must be an absolute http or https URL`.
 
+mod gates;
 mod retention;
 mod store;
 
@@ -49,6 +50,8 @@ pub struct Settings {
     pub monitor: MonitorSettings,
     pub stalls: StallPolicy,
     pub schedules: Vec<Schedule>,
+    /// Dependency gates (`[[gates]]`), in configuration order.
+    pub gates: Vec<crate::core::gate::Gate>,
     /// Where email rules send their mail; `None` when no `[smtp]` is set.
     pub smtp: Option<SmtpSettings>,
     /// Which addresses webhooks and pings may go to.
@@ -331,6 +334,7 @@ impl Settings {
             },
             stalls: parse_stalls(stalls)?,
             schedules: parse_schedules(std::mem::take(&mut raw.schedules))?,
+            gates: gates::parse_gates(std::mem::take(&mut raw.gates))?,
             smtp: smtp.map(|(settings, _)| settings),
             egress,
             retention: retention::parse_retention(raw.retention.take().unwrap_or_default())?,
@@ -1371,6 +1375,8 @@ struct RawConfig {
     stalls: Option<RawStalls>,
     #[serde(default)]
     schedules: Vec<RawSchedule>,
+    #[serde(default)]
+    gates: Vec<gates::RawGate>,
     smtp: Option<RawSmtp>,
     #[serde(default)]
     email: Vec<RawEmail>,

@@ -4,6 +4,7 @@
 mod batches;
 mod deliveries;
 mod emit;
+mod gates;
 mod listen;
 mod migrate;
 mod output;
@@ -61,6 +62,8 @@ enum Command {
     /// Each refresh schedule: last success, when it becomes overdue, and
     /// whether it is.
     Schedules(schedules::SchedulesArgs),
+    /// Each dependency gate ([[gates]]): open or waiting, and for what.
+    Gates(gates::GatesArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
     /// Check the configuration as `serve` would, without starting: exit 0
@@ -160,6 +163,7 @@ pub async fn run() -> ExitCode {
         Command::Subs(command) => subs::run(command).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Schedules(args) => schedules::run(args).await,
+        Command::Gates(args) => gates::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Completions { shell } => {

@@ -12,6 +12,7 @@ pub mod egress;
 pub mod email;
 pub mod event;
 pub mod filter;
+pub mod gate;
 pub mod model;
 pub mod retry;
 pub mod schedule;

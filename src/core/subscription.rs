@@ -183,7 +183,7 @@ pub fn run_id(batch_id: &str) -> String {
 
 impl Subscription {
     pub fn wants(&self, event_type: EventType, scope: &Scope) -> bool {
-        if self.filter.matches(event_type, scope) {
+        if self.filter.matches(event_type, scope) || self.takes_gate_openings(event_type, scope) {
             return true;
         }
         // An email rule that sends resolved notices also takes the successes
@@ -197,6 +197,14 @@ impl Subscription {
             && [EventType::BatchFailed, EventType::BatchStalled]
                 .iter()
                 .any(|t| self.filter.matches(*t, scope))
+    }
+
+    /// An email rule that sends resolved notices and takes missed gates
+    /// also takes their openings, which resolve them.
+    fn takes_gate_openings(&self, event_type: EventType, scope: &Scope) -> bool {
+        matches!(&self.target, Target::Email(rule) if rule.send_resolved)
+            && event_type == EventType::GateOpened
+            && self.filter.matches(EventType::GateMissed, scope)
     }
 
     /// Identifies the target: when it changes (new URL), a subscription

@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod egress;
 mod email;
+mod gates;
 mod git;
 mod helpers;
 mod ingest;

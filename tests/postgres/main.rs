@@ -17,6 +17,8 @@ mod bench;
 mod delivery;
 #[path = "../api/email.rs"]
 mod email;
+#[path = "../api/gates.rs"]
+mod gates;
 #[path = "../api/git.rs"]
 mod git;
 #[path = "../api/helpers.rs"]
