@@ -6,6 +6,7 @@
 //! e.g. `webhooks[1].url: must be an absolute http or https URL`.
 
 mod gates;
+mod openlineage;
 mod retention;
 mod store;
 
@@ -368,6 +369,7 @@ fn parse_subscriptions(
         .enumerate()
         .collect();
     let webhooks = std::mem::take(&mut raw.webhooks).into_iter().enumerate();
+    let lineage = std::mem::take(&mut raw.openlineage).into_iter().enumerate();
     let healthchecks = std::mem::take(&mut raw.healthchecks)
         .into_iter()
         .enumerate();
@@ -378,6 +380,10 @@ fn parse_subscriptions(
             archives
                 .into_iter()
                 .map(|(i, a)| parse_git_archive(&format!("git_archives[{i}]"), a)),
+        )
+        .chain(
+            lineage
+                .map(|(i, o)| openlineage::parse_openlineage(&format!("openlineage[{i}]"), o, env)),
         );
     let samples = cloudevent::samples();
     for result in parsed {
@@ -1377,6 +1383,8 @@ struct RawConfig {
     schedules: Vec<RawSchedule>,
     #[serde(default)]
     gates: Vec<gates::RawGate>,
+    #[serde(default)]
+    openlineage: Vec<openlineage::RawOpenLineage>,
     smtp: Option<RawSmtp>,
     #[serde(default)]
     email: Vec<RawEmail>,

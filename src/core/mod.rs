@@ -14,6 +14,7 @@ pub mod event;
 pub mod filter;
 pub mod gate;
 pub mod model;
+pub mod openlineage;
 pub mod retry;
 pub mod schedule;
 pub mod signature;

@@ -48,6 +48,8 @@ pub enum Target {
     Email(EmailRule),
     /// Project documents committed to a Git repository.
     GitArchive(GitArchive),
+    /// OpenLineage run events for batches (`core::openlineage`).
+    OpenLineage(super::openlineage::OpenLineage),
 }
 
 /// Writes each project event's XML into a Git repository, one commit per
@@ -215,6 +217,7 @@ impl Subscription {
             Target::Healthcheck(h) => h.url.source().to_owned(),
             Target::Email(rule) => rule.to.join(","),
             Target::GitArchive(g) => g.path.display().to_string(),
+            Target::OpenLineage(o) => o.url.clone(),
         }
     }
 
@@ -223,6 +226,7 @@ impl Subscription {
         match &self.target {
             Target::Webhook(w) => Some(w.url.source()),
             Target::Healthcheck(h) => Some(h.url.source()),
+            Target::OpenLineage(o) => Some(&o.url),
             Target::Email(_) | Target::GitArchive(_) => None,
         }
     }
@@ -238,6 +242,7 @@ impl Subscription {
             Target::Healthcheck(h) => vec![("url", &h.url)],
             Target::Email(rule) => rule.link.iter().map(|l| ("link_template", l)).collect(),
             Target::GitArchive(g) => vec![("layout", &g.layout)],
+            Target::OpenLineage(o) => vec![("job_name", &o.job_name)],
         }
     }
 

@@ -12,7 +12,7 @@ use crate::core::subscription::{
 };
 use crate::store::ClaimedDelivery;
 
-const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
+pub(super) const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
 
 /// An HTTP request ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,7 @@ pub fn prepare(
             Ok(request)
         }
         Target::Healthcheck(check) => prepare_ping(check, delivery),
+        Target::OpenLineage(lineage) => super::openlineage::prepare(lineage, delivery),
         Target::Email(_) => Err("email goes through the mailer, not HTTP".to_owned()),
         Target::GitArchive(_) => {
             Err("a Git archive is written by the archiver, not HTTP".to_owned())
@@ -55,7 +56,7 @@ pub fn prepare(
 }
 
 /// The envelope, parsed, for templates.
-fn context(delivery: &ClaimedDelivery) -> Result<Value, String> {
+pub(super) fn context(delivery: &ClaimedDelivery) -> Result<Value, String> {
     serde_json::from_slice(&delivery.body).map_err(|e| format!("stored event is not JSON: {e}"))
 }
 

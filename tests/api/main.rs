@@ -15,6 +15,7 @@ mod helpers;
 mod ingest;
 mod integrations;
 mod monitor;
+mod openlineage;
 mod ops;
 mod projects;
 mod properties;

@@ -30,6 +30,8 @@ mod integrations;
 mod migrate;
 #[path = "../api/monitor.rs"]
 mod monitor;
+#[path = "../api/openlineage.rs"]
+mod openlineage;
 #[path = "../api/ops.rs"]
 mod ops;
 mod outage;
