@@ -147,6 +147,10 @@ impl Ping {
             EventType::BatchStarted => Some(Ping::Start),
             EventType::BatchSucceeded => Some(Ping::Success),
             EventType::BatchFailed | EventType::BatchStalled => Some(Ping::Fail),
+            // A gate's check: fine when it opens, failing when it is
+            // blocked or misses its deadline.
+            EventType::GateOpened => Some(Ping::Success),
+            EventType::GateBlocked | EventType::GateMissed => Some(Ping::Fail),
             _ => None,
         }
     }

@@ -204,8 +204,10 @@ fn prepare_ping(
     let ping = Ping::for_event(&delivery.event_type)
         .ok_or_else(|| format!("{} has no healthcheck endpoint", delivery.event_type))?;
     let context = context(delivery)?;
+    // A gate's opening or miss names no batch: its event is the run.
     let batch_id = context["data"]["batch_id"]
         .as_str()
+        .or(context["id"].as_str())
         .ok_or("the event names no batch")?;
     let base = check
         .url
@@ -225,10 +227,18 @@ fn prepare_ping(
     })
 }
 
-/// One line a monitor shows in its log: what happened to which batch.
+/// One line a monitor shows in its log: what happened to which batch (or
+/// gate).
 fn summary(event: &Value) -> String {
     let data = &event["data"];
     let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    if let Some(gate) = data["gate"].as_str() {
+        return format!(
+            "{}: gate {gate} ({})",
+            text(&event["type"]),
+            text(&data["environment_id"])
+        );
+    }
     let mut line = format!(
         "{}: batch {} of cube {} ({})",
         text(&event["type"]),

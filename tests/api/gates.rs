@@ -402,3 +402,69 @@ async fn replicas_applying_two_cubes_at_once_open_the_gate_once_per_round() {
         .await;
     assert_eq!(opened, ROUNDS as i64);
 }
+
+/// Email rules take a missed gate by default, like a failure, and its
+/// opening resolves it.
+#[tokio::test]
+async fn a_missed_gate_is_mailed_by_a_default_rule_and_its_opening_resolves_it() {
+    let smtp = crate::smtp::SmtpServer::start().await;
+    let rule = "[[email]]\nname = \"dataops\"\nto = [\"dataops@example.com\"]\n";
+    let app = Spawn {
+        webhooks: format!("{GATE}\n{}{rule}", smtp.config("")),
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    app.advance(19 * HOUR + 30 * MINUTE);
+    assert_eq!(app.monitor.check_gates().await.unwrap(), 1);
+    app.advance(MINUTE);
+    app.deliver().await;
+    app.succeed_batch("ev-1", "b-sales", "sales").await;
+    app.succeed_batch("ev-2", "b-stock", "stock").await;
+    app.succeed_batch("ev-3", "b-fx", "fx").await;
+    app.advance(10 * MINUTE);
+    app.deliver().await;
+
+    let subjects: Vec<String> = smtp.mails().iter().map(|m| m.subject()).collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(
+        subjects[0].starts_with(
+            "GATE MISSED: gate finance-daily (prod) did not open by 2026-03-02T07:30:00Z"
+        ),
+        "{subjects:?}"
+    );
+    assert_eq!(subjects[1], "GATE OPEN: gate finance-daily (prod) opened");
+}
+
+/// A healthcheck on a gate: a success ping when it opens, /fail when a
+/// required cube fails.
+#[tokio::test]
+async fn a_healthcheck_pings_a_gates_opening_and_failures() {
+    let receiver = Receiver::start().await;
+    let check = format!(
+        "[[healthchecks]]\nname = \"hc\"\nurl = \"http://{}/ping/{{{{ data.gate }}}}\"\nevents = [\"aggregate.gate.*\"]\n",
+        receiver.addr
+    );
+    let app = Spawn {
+        webhooks: format!("{GATE}\n{check}"),
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    app.fail_batch("ev-1", "b-stock-1", "stock").await;
+    app.succeed_batch("ev-2", "b-stock-2", "stock").await;
+    app.succeed_batch("ev-3", "b-sales", "sales").await;
+    app.succeed_batch("ev-4", "b-fx", "fx").await;
+    app.deliver().await;
+    let received = receiver.received();
+    let paths: Vec<&str> = received
+        .iter()
+        .map(|r| r.path.split('?').next().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["/ping/finance-daily/fail", "/ping/finance-daily"]
+    );
+    let body = String::from_utf8(received[1].body.to_vec()).unwrap();
+    assert_eq!(body, "aggregate.gate.opened: gate finance-daily (prod)");
+}
