@@ -48,6 +48,10 @@ impl Tx {
         &mut self,
         names: &[&str],
     ) -> Result<HashMap<String, GateRecord>, StoreError> {
+        // Most groups move no gate: no round trip for them.
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
         let rows = sqlx::query("SELECT name, record FROM gates WHERE name = ANY($1::TEXT[])")
             .bind(names)
             .fetch_all(self.conn())
