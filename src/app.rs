@@ -266,6 +266,7 @@ impl Application {
             wakeups.clone(),
             feed.clone(),
             metrics.clone(),
+            settings.gates.clone(),
         );
         let parts = DispatcherParts {
             store: store.clone(),
@@ -303,6 +304,7 @@ impl Application {
             options.clock.clone(),
             settings.stalls.clone(),
             settings.schedules.clone(),
+            settings.gates.clone(),
         )
         .await?;
         let pruner = Pruner::new(
@@ -462,7 +464,8 @@ impl Application {
                     self.options.clock.clone(),
                     self.settings.server.watch_send_timeout,
                 )
-                .with_schedules(self.settings.schedules.clone()),
+                .with_schedules(self.settings.schedules.clone())
+                .with_gates(self.settings.gates.clone()),
                 Auth::new(&self.settings.server.tokens, Service::Query),
             ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)

@@ -5,6 +5,8 @@
 //! converted into typed [`Settings`]; every error names the key at fault,
 //! e.g. `webhooks[1].url: must be an absolute http or https URL`.
 
+mod gates;
+mod openlineage;
 mod retention;
 mod store;
 
@@ -49,6 +51,8 @@ pub struct Settings {
     pub monitor: MonitorSettings,
     pub stalls: StallPolicy,
     pub schedules: Vec<Schedule>,
+    /// Dependency gates (`[[gates]]`), in configuration order.
+    pub gates: Vec<crate::core::gate::Gate>,
     /// Where email rules send their mail; `None` when no `[smtp]` is set.
     pub smtp: Option<SmtpSettings>,
     /// Which addresses webhooks and pings may go to.
@@ -331,6 +335,7 @@ impl Settings {
             },
             stalls: parse_stalls(stalls)?,
             schedules: parse_schedules(std::mem::take(&mut raw.schedules))?,
+            gates: gates::parse_gates(std::mem::take(&mut raw.gates))?,
             smtp: smtp.map(|(settings, _)| settings),
             egress,
             retention: retention::parse_retention(raw.retention.take().unwrap_or_default())?,
@@ -364,6 +369,7 @@ fn parse_subscriptions(
         .enumerate()
         .collect();
     let webhooks = std::mem::take(&mut raw.webhooks).into_iter().enumerate();
+    let lineage = std::mem::take(&mut raw.openlineage).into_iter().enumerate();
     let healthchecks = std::mem::take(&mut raw.healthchecks)
         .into_iter()
         .enumerate();
@@ -374,6 +380,10 @@ fn parse_subscriptions(
             archives
                 .into_iter()
                 .map(|(i, a)| parse_git_archive(&format!("git_archives[{i}]"), a)),
+        )
+        .chain(
+            lineage
+                .map(|(i, o)| openlineage::parse_openlineage(&format!("openlineage[{i}]"), o, env)),
         );
     let samples = cloudevent::samples();
     for result in parsed {
@@ -1373,6 +1383,10 @@ struct RawConfig {
     stalls: Option<RawStalls>,
     #[serde(default)]
     schedules: Vec<RawSchedule>,
+    #[serde(default)]
+    gates: Vec<gates::RawGate>,
+    #[serde(default)]
+    openlineage: Vec<openlineage::RawOpenLineage>,
     smtp: Option<RawSmtp>,
     #[serde(default)]
     email: Vec<RawEmail>,

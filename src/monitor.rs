@@ -1,7 +1,9 @@
 //! The monitor: notices what did *not* happen. A running batch that
 //! outlives its allowance is marked STALLED (once); a scheduled cube whose
 //! refresh did not succeed in time raises `aggregate.refresh.overdue`
-//! (once per episode, cleared by the next success).
+//! (once per episode, cleared by the next success); a dependency gate
+//! not opened by its deadline raises `aggregate.gate.missed` (once per
+//! deadline).
 //!
 //! Like the dispatcher, it runs in the background in production and is
 //! driven by hand in tests ([`Monitor::run_once`]) with an injected clock.
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::core::batch::BatchRecord;
+use crate::core::gate::{Gate, GateRecord};
 use crate::core::schedule::Schedule;
 use crate::core::stall::StallPolicy;
 use crate::ingest::{IngestError, Ingestor};
@@ -31,6 +34,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     stalls: StallPolicy,
     schedules: Vec<Schedule>,
+    gates: Vec<Gate>,
 }
 
 /// What one check found.
@@ -51,18 +55,22 @@ impl Monitor {
         clock: Arc<dyn Clock>,
         stalls: StallPolicy,
         schedules: Vec<Schedule>,
+        gates: Vec<Gate>,
     ) -> Result<Self, IngestError> {
         let names: Vec<_> = schedules
             .iter()
             .map(|s| (s.name.clone(), s.environment_id.clone(), s.cube_id.clone()))
             .collect();
         store.sync_schedules(&names, clock.now()).await?;
+        let gate_names: Vec<String> = gates.iter().map(|g| g.name.clone()).collect();
+        store.track_gates(&gate_names, clock.now()).await?;
         let inner = Inner {
             store,
             ingestor,
             clock,
             stalls,
             schedules,
+            gates,
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -92,7 +100,39 @@ impl Monitor {
             .fire_reminders(self.inner.clock.now())
             .await?;
         findings.reminded = reminded.len();
+        self.check_gates().await?;
         Ok(findings)
+    }
+
+    /// Judges every gate deadline passed since the last check; returns how
+    /// many were missed.
+    pub async fn check_gates(&self) -> Result<usize, IngestError> {
+        let gates = &self.inner.gates;
+        if !gates.iter().any(|g| g.deadline.is_some()) {
+            return Ok(0);
+        }
+        let records = self.inner.store.gate_records().await?;
+        let now = self.inner.clock.now();
+        let mut missed = 0;
+        for gate in gates {
+            let record = records
+                .get(&gate.name)
+                .cloned()
+                .unwrap_or_else(|| GateRecord::new(now));
+            let Some(passed) = gate.passed_deadline(&record, now) else {
+                continue;
+            };
+            if self
+                .inner
+                .ingestor
+                .judge_gate_deadline(&gate.name, passed)
+                .await?
+            {
+                tracing::warn!(gate = %gate.name, environment = %gate.environment_id, deadline = %passed.1, "gate missed its deadline");
+                missed += 1;
+            }
+        }
+        Ok(missed)
     }
 
     /// Checks every `interval` until `shutdown`.

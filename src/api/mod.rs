@@ -6,6 +6,7 @@ mod auth;
 mod convert;
 mod error;
 mod gate;
+mod gates;
 mod ingest;
 mod paging;
 mod query;

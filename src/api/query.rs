@@ -31,6 +31,8 @@ pub struct QueryApi {
     send_timeout: Duration,
     /// The configured refresh schedules, for `ListSchedules`.
     schedules: Arc<[Schedule]>,
+    /// The configured dependency gates, for `GetGate` and `ListGates`.
+    gates: Arc<[crate::core::gate::Gate]>,
 }
 
 impl QueryApi {
@@ -46,7 +48,14 @@ impl QueryApi {
             clock,
             send_timeout,
             schedules: Arc::from([]),
+            gates: Arc::from([]),
         }
+    }
+
+    /// Answers `GetGate` and `ListGates` with these gates.
+    pub fn with_gates(mut self, gates: Vec<crate::core::gate::Gate>) -> Self {
+        self.gates = gates.into();
+        self
     }
 
     /// Answers `ListSchedules` with these schedules.
@@ -173,6 +182,33 @@ impl QueryService for QueryApi {
                 .await
                 .map_err(ApiError::from)?;
         Ok(Response::new(pb::ListSchedulesResponse { schedules }))
+    }
+
+    async fn get_gate(
+        &self,
+        request: Request<pb::GetGateRequest>,
+    ) -> Result<Response<pb::GetGateResponse>, Status> {
+        let name = parse_id("name", &request.into_inner().name).map_err(ApiError::from)?;
+        let gate =
+            self.gates.iter().find(|g| g.name == name).ok_or_else(|| {
+                ApiError::NotFound(format!("name: no gate `{name}` is configured"))
+            })?;
+        let gate = super::gates::gate_statuses(&self.store, &[gate], self.clock.now())
+            .await
+            .map_err(ApiError::from)?
+            .pop();
+        Ok(Response::new(pb::GetGateResponse { gate }))
+    }
+
+    async fn list_gates(
+        &self,
+        _request: Request<pb::ListGatesRequest>,
+    ) -> Result<Response<pb::ListGatesResponse>, Status> {
+        let gates: Vec<_> = self.gates.iter().collect();
+        let gates = super::gates::gate_statuses(&self.store, &gates, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListGatesResponse { gates }))
     }
 
     async fn await_batch(

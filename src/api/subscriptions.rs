@@ -498,6 +498,10 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
             // Configured only; shown as its repository path.
             spec.url = g.path.display().to_string();
         }
+        Target::OpenLineage(o) => {
+            // Configured only; shown as its endpoint.
+            spec.url = o.url.clone();
+        }
         Target::Email(rule) => {
             spec.kind = pb::SubscriptionKind::Email as i32;
             spec.to = rule.to.clone();

@@ -4,6 +4,7 @@
 mod batches;
 mod deliveries;
 mod emit;
+mod gates;
 mod listen;
 mod migrate;
 mod output;
@@ -66,6 +67,8 @@ enum Command {
     /// Each refresh schedule: last success, when it becomes overdue, and
     /// whether it is.
     Schedules(schedules::SchedulesArgs),
+    /// Each dependency gate ([[gates]]): open or waiting, and for what.
+    Gates(gates::GatesArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
     /// Check the configuration as `serve` would, without starting: exit 0
@@ -166,6 +169,7 @@ pub async fn run() -> ExitCode {
         Command::Silence(command) => silence::run(command).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Schedules(args) => schedules::run(args).await,
+        Command::Gates(args) => gates::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Completions { shell } => {

@@ -23,8 +23,12 @@ pub struct WaitArgs {
     #[command(flatten)]
     server: ServerArg,
     /// The cube whose refresh to wait for.
-    #[arg(long = "cube-id", alias = "cube")]
-    cube: String,
+    #[arg(long = "cube-id", alias = "cube", required_unless_present = "gate")]
+    cube: Option<String>,
+    /// Wait for this dependency gate to open instead (exit 2: a required
+    /// cube failed first).
+    #[arg(long, conflicts_with_all = ["cube", "environment", "batch"])]
+    gate: Option<String>,
     /// Its environment (any when omitted).
     #[arg(long = "environment-id", alias = "environment")]
     environment: Option<String>,
@@ -42,8 +46,20 @@ pub struct WaitArgs {
     output: OutputArg,
 }
 
+impl WaitArgs {
+    /// The cube (required unless `--gate` is given, which skips the cube's
+    /// paths).
+    fn cube(&self) -> &str {
+        self.cube.as_deref().unwrap_or_default()
+    }
+}
+
 pub async fn run(args: WaitArgs) -> ExitCode {
-    match wait(&args).await {
+    let waited = match &args.gate {
+        Some(gate) => wait_gate(&args, gate).await,
+        None => wait(&args).await,
+    };
+    match waited {
         Ok((code, document, line)) => match args.output.print(&document, |_| println!("{line}")) {
             Ok(()) => ExitCode::from(code),
             Err(e) => {
@@ -58,6 +74,23 @@ pub async fn run(args: WaitArgs) -> ExitCode {
     }
 }
 
+/// A gate's wait, with a cube's exit codes (see `gates::wait`).
+async fn wait_gate(args: &WaitArgs, gate: &str) -> anyhow::Result<(u8, serde_json::Value, String)> {
+    let w = super::gates::GateWait {
+        server: &args.server,
+        gate,
+        after: args.after.unwrap_or_else(Utc::now),
+        timeout: args.timeout,
+    };
+    let (outcome, document, line) = super::gates::wait(w).await?;
+    let code = match outcome {
+        super::gates::GateOutcome::Opened => SUCCEEDED,
+        super::gates::GateOutcome::Blocked => FAILED,
+        super::gates::GateOutcome::TimedOut => TIMED_OUT_OR_STALLED,
+    };
+    Ok((code, document, line))
+}
+
 /// How the wait ended: the exit code, the document for -o json|yaml and
 /// the line for people.
 async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, serde_json::Value, String)> {
@@ -69,7 +102,7 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, serde_json::Value, String)
         Some(batch_id) => pb::await_batch_request::Target::BatchId(batch_id.clone()),
         None => pb::await_batch_request::Target::Cube(pb::CubeAfter {
             environment_id: args.environment.clone().unwrap_or_default(),
-            cube_id: args.cube.clone(),
+            cube_id: args.cube().to_owned(),
             after: Some(timestamp_to_proto(args.after.unwrap_or_else(Utc::now))),
         }),
     };
@@ -120,11 +153,11 @@ async fn check_batch_of_cube(
         Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
         Err(status) => return Err(status_error(status)),
     };
-    if batch.cube_id != args.cube {
+    if batch.cube_id != args.cube() {
         anyhow::bail!(
             "--batch-id {batch_id} is a batch of cube {}, not of --cube-id {}",
             batch.cube_id,
-            args.cube
+            args.cube()
         );
     }
     match &args.environment {
@@ -141,13 +174,13 @@ fn describe(outcome: AwaitOutcome, batch: Option<&pb::Batch>, args: &WaitArgs) -
         if let Some(batch_id) = &args.batch {
             return format!(
                 "timed out: batch {batch_id} of cube {} was not seen within {}",
-                args.cube,
+                args.cube(),
                 duration_text(args.timeout)
             );
         }
         return format!(
             "timed out: no batch of cube {} began within {}",
-            args.cube,
+            args.cube(),
             duration_text(args.timeout)
         );
     };

@@ -298,6 +298,10 @@ fn sample(event_type: EventType) -> Vec<u8> {
             let subject = "environments/prod/cubes/sales".to_owned();
             return Envelope::new("ev-1", HERALD_SOURCE, event_type, at, subject, data).to_bytes();
         }
+        EventType::GateOpened | EventType::GateBlocked | EventType::GateMissed => {
+            let (data, subject) = super::gate::sample_data(event_type, at);
+            return Envelope::new("ev-1", HERALD_SOURCE, event_type, at, subject, data).to_bytes();
+        }
         t if t.is_project() => Payload::Project(super::event::ProjectEvent {
             event_type: t,
             organization_id: "acme".into(),

@@ -63,10 +63,11 @@ impl GroupLabel {
 }
 
 /// The events an email rule takes when none are configured.
-pub const DEFAULT_EVENTS: [EventType; 5] = [
+pub const DEFAULT_EVENTS: [EventType; 6] = [
     EventType::BatchFailed,
     EventType::BatchStalled,
     EventType::RefreshOverdue,
+    EventType::GateMissed,
     EventType::DeliveryDead,
     EventType::SubscriptionDisabled,
 ];
@@ -99,6 +100,15 @@ pub fn alert_of(event: &Value) -> Option<Alert> {
         EventType::DeliveryDead | EventType::SubscriptionDisabled => (
             format!("subscription:{}", text(&data["subscription"])),
             true,
+        ),
+        // A missed deadline fires until the gate opens.
+        EventType::GateMissed | EventType::GateOpened => (
+            format!(
+                "gate:{}/{}",
+                text(&data["environment_id"]),
+                text(&data["gate"])
+            ),
+            event_type == EventType::GateMissed,
         ),
         _ => return None,
     };
@@ -276,12 +286,17 @@ fn severity(event: &Value) -> &'static str {
         Some(EventType::BatchSucceeded | EventType::BatchRecovered) => "RECOVERED",
         Some(EventType::DeliveryDead) => "DELIVERY DEAD",
         Some(EventType::SubscriptionDisabled) => "SUBSCRIPTION DISABLED",
+        Some(EventType::GateMissed) => "GATE MISSED",
+        Some(EventType::GateOpened) => "GATE OPEN",
         _ => "EVENT",
     }
 }
 
 fn subject_name(event: &Value) -> String {
     let data = &event["data"];
+    if let Some(gate) = data["gate"].as_str() {
+        return format!("gate {gate} ({})", text(&data["environment_id"]));
+    }
     match data["subscription"].as_str() {
         Some(sub) => sub.to_owned(),
         None => format!(
@@ -331,6 +346,12 @@ fn headline(event: &Value) -> String {
             text(&data["subscription"]),
             text(&data["reason"])
         ),
+        Some(EventType::GateMissed) => format!(
+            "GATE MISSED: {cube} did not open by {}; waiting for {}",
+            text(&data["deadline"]),
+            list_text(&data["waiting_for"])
+        ),
+        Some(EventType::GateOpened) => format!("GATE OPEN: {cube} opened"),
         _ => format!("{}: {}", text(&event["type"]), text(&event["subject"])),
     }
 }
@@ -345,6 +366,15 @@ pub fn reminder_subject(subject: &str, firing_for: Duration) -> String {
         (h, m) => format!("{h}h {m}m"),
     };
     format!("[still failing for {since}] {subject}")
+}
+
+/// The strings of a JSON list, comma-separated.
+fn list_text(list: &Value) -> String {
+    let items: Vec<&str> = list
+        .as_array()
+        .map(|items| items.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    items.join(", ")
 }
 
 /// `42m 10s`, `1h 5m`, `12s`.

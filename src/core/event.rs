@@ -24,6 +24,12 @@ pub enum EventType {
     BatchRecovered,
     #[serde(rename = "aggregate.refresh.overdue")]
     RefreshOverdue,
+    #[serde(rename = "aggregate.gate.opened")]
+    GateOpened,
+    #[serde(rename = "aggregate.gate.blocked")]
+    GateBlocked,
+    #[serde(rename = "aggregate.gate.missed")]
+    GateMissed,
     #[serde(rename = "environment.created")]
     EnvironmentCreated,
     #[serde(rename = "environment.updated")]
@@ -57,13 +63,16 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 24] = [
         EventType::BatchStarted,
         EventType::BatchSucceeded,
         EventType::BatchFailed,
         EventType::BatchStalled,
         EventType::BatchRecovered,
         EventType::RefreshOverdue,
+        EventType::GateOpened,
+        EventType::GateBlocked,
+        EventType::GateMissed,
         EventType::EnvironmentCreated,
         EventType::EnvironmentUpdated,
         EventType::EnvironmentDeleted,
@@ -89,6 +98,9 @@ impl EventType {
             EventType::BatchStalled => "aggregate.batch.stalled",
             EventType::BatchRecovered => "aggregate.batch.recovered",
             EventType::RefreshOverdue => "aggregate.refresh.overdue",
+            EventType::GateOpened => "aggregate.gate.opened",
+            EventType::GateBlocked => "aggregate.gate.blocked",
+            EventType::GateMissed => "aggregate.gate.missed",
             EventType::EnvironmentCreated => "environment.created",
             EventType::EnvironmentUpdated => "environment.updated",
             EventType::EnvironmentDeleted => "environment.deleted",

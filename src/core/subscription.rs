@@ -51,6 +51,8 @@ pub enum Target {
     Email(EmailRule),
     /// Project documents committed to a Git repository.
     GitArchive(GitArchive),
+    /// OpenLineage run events for batches (`core::openlineage`).
+    OpenLineage(super::openlineage::OpenLineage),
 }
 
 /// Writes each project event's XML into a Git repository, one commit per
@@ -148,6 +150,10 @@ impl Ping {
             EventType::BatchStarted => Some(Ping::Start),
             EventType::BatchSucceeded => Some(Ping::Success),
             EventType::BatchFailed | EventType::BatchStalled => Some(Ping::Fail),
+            // A gate's check: fine when it opens, failing when it is
+            // blocked or misses its deadline.
+            EventType::GateOpened => Some(Ping::Success),
+            EventType::GateBlocked | EventType::GateMissed => Some(Ping::Fail),
             _ => None,
         }
     }
@@ -186,7 +192,7 @@ pub fn run_id(batch_id: &str) -> String {
 
 impl Subscription {
     pub fn wants(&self, event_type: EventType, scope: &Scope) -> bool {
-        if self.filter.matches(event_type, scope) {
+        if self.filter.matches(event_type, scope) || self.takes_gate_openings(event_type, scope) {
             return true;
         }
         // An email rule that sends resolved notices also takes the successes
@@ -202,6 +208,14 @@ impl Subscription {
                 .any(|t| self.filter.matches(*t, scope))
     }
 
+    /// An email rule that sends resolved notices and takes missed gates
+    /// also takes their openings, which resolve them.
+    fn takes_gate_openings(&self, event_type: EventType, scope: &Scope) -> bool {
+        matches!(&self.target, Target::Email(rule) if rule.send_resolved)
+            && event_type == EventType::GateOpened
+            && self.filter.matches(EventType::GateMissed, scope)
+    }
+
     /// Identifies the target: when it changes (new URL), a subscription
     /// disabled by a 410 from the old target is enabled again.
     pub fn target_fingerprint(&self) -> String {
@@ -210,6 +224,7 @@ impl Subscription {
             Target::Healthcheck(h) => h.url.source().to_owned(),
             Target::Email(rule) => rule.to.join(","),
             Target::GitArchive(g) => g.path.display().to_string(),
+            Target::OpenLineage(o) => o.url.clone(),
         }
     }
 
@@ -218,6 +233,7 @@ impl Subscription {
         match &self.target {
             Target::Webhook(w) => Some(w.url.source()),
             Target::Healthcheck(h) => Some(h.url.source()),
+            Target::OpenLineage(o) => Some(&o.url),
             Target::Email(_) | Target::GitArchive(_) => None,
         }
     }
@@ -233,6 +249,7 @@ impl Subscription {
             Target::Healthcheck(h) => vec![("url", &h.url)],
             Target::Email(rule) => rule.link.iter().map(|l| ("link_template", l)).collect(),
             Target::GitArchive(g) => vec![("layout", &g.layout)],
+            Target::OpenLineage(o) => vec![("job_name", &o.job_name)],
         }
     }
 

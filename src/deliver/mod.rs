@@ -9,6 +9,7 @@ mod email;
 mod git;
 mod http;
 mod mail;
+mod openlineage;
 mod recorder;
 mod request;
 mod store_backoff;

@@ -12,7 +12,7 @@ use crate::core::subscription::{
 };
 use crate::store::ClaimedDelivery;
 
-const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
+pub(super) const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
 
 /// An HTTP request ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,7 @@ pub fn prepare(
             Ok(request)
         }
         Target::Healthcheck(check) => prepare_ping(check, delivery),
+        Target::OpenLineage(lineage) => super::openlineage::prepare(lineage, delivery),
         Target::Email(_) => Err("email goes through the mailer, not HTTP".to_owned()),
         Target::GitArchive(_) => {
             Err("a Git archive is written by the archiver, not HTTP".to_owned())
@@ -55,7 +56,7 @@ pub fn prepare(
 }
 
 /// The envelope, parsed, for templates.
-fn context(delivery: &ClaimedDelivery) -> Result<Value, String> {
+pub(super) fn context(delivery: &ClaimedDelivery) -> Result<Value, String> {
     serde_json::from_slice(&delivery.body).map_err(|e| format!("stored event is not JSON: {e}"))
 }
 
@@ -203,8 +204,10 @@ fn prepare_ping(
     let ping = Ping::for_event(&delivery.event_type)
         .ok_or_else(|| format!("{} has no healthcheck endpoint", delivery.event_type))?;
     let context = context(delivery)?;
+    // A gate's opening or miss names no batch: its event is the run.
     let batch_id = context["data"]["batch_id"]
         .as_str()
+        .or(context["id"].as_str())
         .ok_or("the event names no batch")?;
     let base = check
         .url
@@ -224,10 +227,18 @@ fn prepare_ping(
     })
 }
 
-/// One line a monitor shows in its log: what happened to which batch.
+/// One line a monitor shows in its log: what happened to which batch (or
+/// gate).
 fn summary(event: &Value) -> String {
     let data = &event["data"];
     let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    if let Some(gate) = data["gate"].as_str() {
+        return format!(
+            "{}: gate {gate} ({})",
+            text(&event["type"]),
+            text(&data["environment_id"])
+        );
+    }
     let mut line = format!(
         "{}: batch {} of cube {} ({})",
         text(&event["type"]),

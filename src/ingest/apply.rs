@@ -7,6 +7,8 @@
 //! in the in-memory phase, before the first write. A store failure fails the
 //! whole batch, and every caller in it is told.
 
+mod gates;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -34,6 +36,8 @@ pub(super) struct Core {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) wakeups: Wakeups,
     pub(super) feed: ChangeFeed,
+    /// The configured dependency gates (see `gates`).
+    pub(super) gates: Arc<[crate::core::gate::Gate]>,
 }
 
 /// What a committed batch wrote: who to tell once it is durable.
@@ -87,6 +91,8 @@ struct Plan {
     environments: Vec<(EnvironmentEvent, DateTime<Utc>)>,
     schema_logs: Vec<(String, SchemaEvent, DateTime<Utc>)>,
     overdue: Vec<String>,
+    /// Gate records the batch changed.
+    gates: HashMap<String, crate::core::gate::GateRecord>,
     /// Project documents, stored once per event.
     documents: Vec<(String, Arc<PreparedDocument>)>,
 }
@@ -104,6 +110,8 @@ struct Overlay {
     subscriptions: Arc<[Subscription]>,
     /// Each project's latest model (`None`: no document, or not XML).
     models: HashMap<String, Option<Arc<Model>>>,
+    /// The records of the gates the batch may move.
+    gates: HashMap<String, crate::core::gate::GateRecord>,
 }
 
 impl Core {
@@ -154,6 +162,7 @@ impl Core {
         }
         cubes.sort();
         cubes.dedup();
+        let gates = self.gates_touched(works);
         if self.store.is_shared() {
             // Other replicas ingest too: hold every key this group reads
             // until it commits (see `store::postgres`).
@@ -178,6 +187,7 @@ impl Core {
                 },
                 _ => None,
             }));
+            keys.extend(Self::gate_keys(&gates));
             tx.lock_keys(&keys).await?;
         }
         Ok(Overlay {
@@ -188,6 +198,10 @@ impl Core {
             seen: HashMap::new(),
             subscriptions: self.registry.current(),
             models: self.previous_models(tx, works).await?,
+            gates: {
+                let names: Vec<&str> = gates.iter().map(String::as_str).collect();
+                tx.load_gates(&names).await?
+            },
         })
     }
 
@@ -240,7 +254,11 @@ impl Core {
             raised(job, id, event_type, now, scope, subject, data)
         };
         match work {
-            Work::Event(event) => self.plan_event(job, event, overlay, plan),
+            Work::Event(event) => self.plan_event(job, event, now, overlay, plan),
+            Work::GateDeadline { gate, passed } => {
+                let missed = self.plan_deadline(job, gate, *passed, now, overlay, plan);
+                Ok(Pending::Done(Done::Changed(missed)))
+            }
             Work::Stall {
                 batch_id,
                 allowance,
@@ -385,6 +403,7 @@ impl Core {
         &self,
         job: usize,
         event: &Event,
+        now: DateTime<Utc>,
         overlay: &mut Overlay,
         plan: &mut Plan,
     ) -> Result<Pending, IngestError> {
@@ -430,6 +449,7 @@ impl Core {
                 if applied.changed {
                     self.add_row(primary, overlay, plan);
                     self.plan_recovery(event, &record, overlay, plan, &own);
+                    self.plan_gates(job, &event.event_id, &record, now, overlay, plan);
                 } else {
                     // Recorded as received, delivered to nobody.
                     plan.rows.push(primary);
@@ -568,6 +588,9 @@ impl Core {
         for name in &plan.overdue {
             tx.set_overdue(name, Some(now)).await?;
         }
+        let gates: Vec<(&str, &crate::core::gate::GateRecord)> =
+            plan.gates.iter().map(|(n, r)| (n.as_str(), r)).collect();
+        tx.save_gates(&gates, now).await?;
         for (event_id, document) in &plan.documents {
             tx.insert_document(event_id, &document.stored).await?;
         }

@@ -97,6 +97,11 @@ enum Work {
     },
     /// A test event for one subscription only.
     Test { subscription: String },
+    /// A gate's deadline passed: (the one before it, this one).
+    GateDeadline {
+        gate: String,
+        passed: (DateTime<Utc>, DateTime<Utc>),
+    },
 }
 
 /// What a job produced.
@@ -120,7 +125,8 @@ pub struct Ingestor {
 const QUEUE: usize = 8192;
 
 impl Ingestor {
-    /// Starts the committer task (so this needs a tokio runtime).
+    /// Starts the committer task (so this needs a tokio runtime), applying
+    /// outcomes to these dependency gates.
     pub fn new(
         store: Store,
         registry: crate::registry::Registry,
@@ -128,6 +134,7 @@ impl Ingestor {
         wakeups: Wakeups,
         feed: ChangeFeed,
         metrics: crate::metrics::Metrics,
+        gates: Vec<crate::core::gate::Gate>,
     ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let core = Core {
@@ -137,6 +144,7 @@ impl Ingestor {
             clock: clock.clone(),
             wakeups,
             feed,
+            gates: gates.into(),
         };
         tokio::spawn(committer::run(core, queue));
         Self { jobs, clock, store }
@@ -225,6 +233,21 @@ impl Ingestor {
             Done::Tested(id) => Ok(id),
             _ => Ok(String::new()),
         }
+    }
+
+    /// Judges a gate's passed deadline (the one before it, this one):
+    /// raises `aggregate.gate.missed` unless the gate opened between them.
+    /// Returns whether it was missed.
+    pub async fn judge_gate_deadline(
+        &self,
+        gate: &str,
+        passed: (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<bool, IngestError> {
+        let work = Work::GateDeadline {
+            gate: gate.to_owned(),
+            passed,
+        };
+        Ok(matches!(self.submit(work).await?, Done::Changed(true)))
     }
 
     /// Raises `herald.subscription.disabled`.

@@ -185,6 +185,12 @@ const TABLES: &[Table] = &[
         page: 1000,
     },
     Table {
+        name: "gates",
+        columns: &[("name", Text), ("record", Text), ("updated_at", Int)],
+        identity: None,
+        page: 1000,
+    },
+    Table {
         name: "email_groups",
         columns: &[("rule", Text), ("group_key", Text), ("last_sent_at", Int)],
         identity: None,

@@ -31,6 +31,7 @@ use crate::core::document::StoredDocument;
 use crate::core::email::AlertState;
 use crate::core::event::{EnvironmentEvent, SchemaEvent};
 use crate::core::silence::Silence;
+use crate::core::gate::GateRecord;
 
 pub use postgres::{
     masked_url, PgStore, CHANGES_CHANNEL, DELIVERIES_CHANNEL, SUBSCRIPTIONS_CHANNEL,
@@ -390,6 +391,10 @@ delegate! { Store:
     /// Gives up to `pages` free pages back to the file system (the database
     /// uses incremental auto-vacuum; freed pages are reused either way).
     async fn release_free_pages(&self, pages: u32) -> Result<(), StoreError>;
+    /// Every stored gate's record, by name.
+    async fn gate_records(&self) -> Result<HashMap<String, GateRecord>, StoreError>;
+    /// Starts tracking the configured gates not tracked yet, from `now`.
+    async fn track_gates(&self, names: &[String], now: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
 delegate! { Tx:
@@ -420,6 +425,10 @@ delegate! { Tx:
     /// A stored document, compressed, as this transaction sees it.
     async fn stored_document(&mut self, event_id: &str) -> Result<Option<StoredDocument>, StoreError>;
     async fn set_overdue(&mut self, name: &str, since: Option<DateTime<Utc>>) -> Result<(), StoreError>;
+    /// The stored gate records among `names`, as this transaction sees them.
+    async fn load_gates(&mut self, names: &[&str]) -> Result<HashMap<String, GateRecord>, StoreError>;
+    /// Upserts gate records.
+    async fn save_gates(&mut self, gates: &[(&str, &GateRecord)], now: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
 /// PostgreSQL's SQLSTATE classes for a server that cannot take writes now.

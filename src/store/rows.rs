@@ -12,6 +12,7 @@ use crate::core::document::StoredDocument;
 use crate::core::event::Scope;
 use crate::core::filter::Pattern;
 use crate::core::silence::{Matchers, Silence};
+use crate::core::gate::GateRecord;
 use crate::store::types::{
     AttemptRow, BatchChange, ClaimedDelivery, DeliveryRow, DeliveryState, ManagedSubscription,
     PendingDelivery, PriorEvent, ScheduleState,
@@ -212,6 +213,11 @@ pub(super) fn document(r: &impl Columns) -> StoredDocument {
 }
 
 /// `name, baseline_at, overdue_since`.
+/// A gate's name and record.
+pub(super) fn gate(r: &impl Columns) -> Result<(String, GateRecord), StoreError> {
+    Ok((r.text("name"), from_json(&r.text("record"))?))
+}
+
 pub(super) fn schedule(r: &impl Columns) -> Result<ScheduleState, StoreError> {
     Ok(ScheduleState {
         name: r.text("name"),

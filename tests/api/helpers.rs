@@ -171,12 +171,15 @@ async fn create_database() -> String {
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const AIRFLOW_AUTH: &str = "Basic aGVyYWxkOmhlcmFsZA==";
+pub const AIRFLOW_BEARER: &str = "Bearer eyJzdWIiOiJoZXJhbGQifQ";
 
 /// The environment the test configurations see: `AIRFLOW_BASIC_AUTH` holds
-/// a basic-auth header value, every other variable the test secret.
+/// a basic-auth header value, `AIRFLOW_API_AUTH` a bearer token's, every
+/// other variable the test secret.
 fn test_env(name: &str) -> Option<String> {
     match name {
         "AIRFLOW_BASIC_AUTH" => Some(AIRFLOW_AUTH.to_owned()),
+        "AIRFLOW_API_AUTH" => Some(AIRFLOW_BEARER.to_owned()),
         _ => Some(SECRET.to_owned()),
     }
 }

@@ -497,6 +497,7 @@ async fn a_reused_event_id_within_one_group_commit_is_refused() {
         Default::default(),
         Default::default(),
         Default::default(),
+        Vec::new(),
     );
     let event = |outcome| Event {
         event_id: "e1".into(),

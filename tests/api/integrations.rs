@@ -1,6 +1,6 @@
 //! Healthcheck pings and payload templates, with the README's examples.
 
-use crate::helpers::{batch_ref, Receiver, Spawn, TestApp, AIRFLOW_AUTH};
+use crate::helpers::{batch_ref, Receiver, Spawn, TestApp, AIRFLOW_AUTH, AIRFLOW_BEARER};
 
 /// Loads an example from `examples/`, pointing its URL at `receiver`.
 async fn app_with_example(file: &str, real_base: &str, receiver: &Receiver) -> TestApp {
@@ -19,7 +19,12 @@ async fn app_with_example(file: &str, real_base: &str, receiver: &Receiver) -> T
 async fn every_example_is_quoted_in_the_readme() {
     let readme =
         std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    for file in ["airflow.toml", "slack.toml", "healthchecks.toml"] {
+    for file in [
+        "airflow.toml",
+        "airflow3-assets.toml",
+        "slack.toml",
+        "healthchecks.toml",
+    ] {
         let example =
             std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR")))
                 .unwrap();
@@ -93,6 +98,62 @@ async fn the_airflow_example_renders_the_exact_body_airflow_receives() {
     assert!(
         got[0].signature_is_valid(crate::helpers::SECRET)
             || got[0].header("webhook-signature").is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_airflow3_example_posts_the_exact_asset_events_airflow_receives() {
+    let receiver = Receiver::start().await;
+    let app = app_with_example(
+        "airflow3-assets.toml",
+        "http://airflow.internal:8080",
+        &receiver,
+    )
+    .await;
+    app.succeed_batch("ev-1", "b-stock", "stock").await;
+    app.succeed_batch("ev-2", "b-fx", "fx").await;
+    app.succeed_batch("ev-3", "b-sales", "sales").await;
+    app.deliver().await;
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "the sales refresh and the gate's opening");
+    for request in &got {
+        assert_eq!(request.path, "/api/v2/assets/events");
+        assert_eq!(request.header("content-type"), "application/json");
+        assert_eq!(request.header("authorization"), AIRFLOW_BEARER);
+    }
+    let mut bodies: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect();
+    bodies.sort();
+    let cube = r#"
+{
+  "asset_id": 7,
+  "extra": {
+    "herald_event_id": "ev-3",
+    "environment": "prod",
+    "cube": "sales",
+    "batch_id": "b-sales",
+    "finished_at": "2026-03-01T12:00:00Z"
+  }
+}
+"#;
+    let gate = r#"
+{
+  "asset_id": 12,
+  "extra": {
+    "herald_event_id": "herald:gate-opened:finance-daily:ev-3",
+    "gate": "finance-daily",
+    "opened_at": "2026-03-01T12:00:00Z",
+    "batches": ["b-stock","b-fx","b-sales"]
+  }
+}
+"#;
+    assert_eq!(
+        bodies,
+        // Sorted: asset 12 before asset 7.
+        [gate.trim_start_matches('\n'), cube.trim_start_matches('\n')]
     );
 }
 

@@ -17,6 +17,8 @@ mod bench;
 mod delivery;
 #[path = "../api/email.rs"]
 mod email;
+#[path = "../api/gates.rs"]
+mod gates;
 #[path = "../api/git.rs"]
 mod git;
 #[path = "../api/helpers.rs"]
@@ -28,6 +30,8 @@ mod integrations;
 mod migrate;
 #[path = "../api/monitor.rs"]
 mod monitor;
+#[path = "../api/openlineage.rs"]
+mod openlineage;
 #[path = "../api/ops.rs"]
 mod ops;
 mod outage;

@@ -74,6 +74,11 @@ impl Tx {
         self.store.failed(error)
     }
 
+    /// The transaction's connection, for the other modules' statements.
+    pub(super) fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+
     /// Serializes this group with any other touching the same keys, on
     /// any replica, until it commits (see the module doc of `postgres`).
     pub async fn lock_keys(&mut self, keys: &[String]) -> Result<(), StoreError> {

@@ -25,6 +25,7 @@
 //!   only as a fallback.
 
 mod deliveries;
+mod gates;
 mod ingest;
 mod queries;
 mod silences;

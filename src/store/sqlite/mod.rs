@@ -9,6 +9,7 @@
 
 mod deliveries;
 mod email;
+mod gates;
 mod ingest;
 mod managed;
 mod monitor;
