@@ -111,6 +111,12 @@ pub struct DeliveryFilter {
     pub until: Option<DateTime<Utc>>,
     /// Only rows after this (event sequence, subscription) position.
     pub after: Option<(i64, String)>,
+    /// Newest first (by event sequence, then subscription, both descending):
+    /// the delivery log as people read it. False lists oldest first.
+    pub newest_first: bool,
+    /// Only rows before this (event sequence, subscription) position: where
+    /// the previous page of a newest-first listing ended.
+    pub before: Option<(i64, String)>,
     pub limit: Option<usize>,
 }
 

@@ -267,7 +267,19 @@ impl SqliteStore {
                 .push_bind(subscription.clone())
                 .push(")");
         }
-        query.push(" ORDER BY d.event_seq, d.subscription");
+        if let Some((seq, subscription)) = &filter.before {
+            query
+                .push(" AND (d.event_seq, d.subscription) < (")
+                .push_bind(*seq)
+                .push(", ")
+                .push_bind(subscription.clone())
+                .push(")");
+        }
+        query.push(if filter.newest_first {
+            " ORDER BY d.event_seq DESC, d.subscription DESC"
+        } else {
+            " ORDER BY d.event_seq, d.subscription"
+        });
         if let Some(limit) = filter.limit {
             query.push(" LIMIT ").push_bind(limit as i64);
         }
