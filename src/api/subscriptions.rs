@@ -491,6 +491,7 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
         }
         Target::GitArchive(g) => {
             // Configured only; shown as its repository path.
+            spec.kind = pb::SubscriptionKind::Git as i32;
             spec.url = g.path.display().to_string();
         }
         Target::Email(rule) => {

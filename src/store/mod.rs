@@ -307,6 +307,11 @@ delegate! { Store:
     /// Records that a group was mailed at `now`, telling its recipients
     /// about these alerts (key, firing).
     async fn record_mailed(&self, rule: &str, group: &str, alerts: &[(String, bool)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The Message-ID of a group's first mail, which its later mails answer.
+    async fn email_group_thread(&self, rule: &str, group: &str) -> Result<Option<String>, StoreError>;
+    /// Makes `message_id` the group's first mail, unless it has one (call
+    /// after `record_mailed`, which creates the group).
+    async fn start_email_thread(&self, rule: &str, group: &str, message_id: &str) -> Result<(), StoreError>;
     /// A project's newest stored document (its event id, and the document
     /// compressed), read outside the writer.
     async fn latest_document(&self, project_id: &str) -> Result<Option<(String, StoredDocument)>, StoreError>;

@@ -511,6 +511,39 @@ impl PgStore {
         row.map(|r| from_millis(r.get("last_sent_at"))).transpose()
     }
 
+    pub async fn email_group_thread(
+        &self,
+        rule: &str,
+        group: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT thread_id FROM email_groups WHERE rule = $1 AND group_key = $2",
+        )
+        .bind(rule)
+        .bind(group)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
+    pub async fn start_email_thread(
+        &self,
+        rule: &str,
+        group: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE email_groups SET thread_id = $3
+             WHERE rule = $1 AND group_key = $2 AND thread_id IS NULL",
+        )
+        .bind(rule)
+        .bind(group)
+        .bind(message_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn email_alert_states(
         &self,
         rule: &str,

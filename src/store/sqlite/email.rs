@@ -82,6 +82,40 @@ impl SqliteStore {
         row.map(|r| from_millis(r.get("last_sent_at"))).transpose()
     }
 
+    pub async fn email_group_thread(
+        &self,
+        rule: &str,
+        group: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT thread_id FROM email_groups WHERE rule = ? AND group_key = ?",
+        )
+        .bind(rule)
+        .bind(group)
+        .fetch_optional(&self.reader)
+        .await?
+        .flatten())
+    }
+
+    pub async fn start_email_thread(
+        &self,
+        rule: &str,
+        group: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE email_groups SET thread_id = ? WHERE rule = ? AND group_key = ? AND thread_id IS NULL",
+        )
+        .bind(message_id)
+        .bind(rule)
+        .bind(group)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn email_alert_states(
         &self,
         rule: &str,
