@@ -18,6 +18,7 @@ use crate::core::batch::BatchRecord;
 use crate::core::schedule::Schedule;
 use crate::core::stall::StallPolicy;
 use crate::ingest::{IngestError, Ingestor};
+use crate::reload::Live;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -29,6 +30,12 @@ struct Inner {
     store: Store,
     ingestor: Ingestor,
     clock: Arc<dyn Clock>,
+    /// Replaced whole by a configuration reload; a check reads one version.
+    rules: Live<Rules>,
+}
+
+/// What the monitor checks against.
+struct Rules {
     stalls: StallPolicy,
     schedules: Vec<Schedule>,
 }
@@ -50,36 +57,49 @@ impl Monitor {
         stalls: StallPolicy,
         schedules: Vec<Schedule>,
     ) -> Result<Self, IngestError> {
-        let names: Vec<_> = schedules
-            .iter()
-            .map(|s| (s.name.clone(), s.environment_id.clone(), s.cube_id.clone()))
-            .collect();
-        store.sync_schedules(&names, clock.now()).await?;
+        sync_schedules(&store, &schedules, clock.now()).await?;
         let inner = Inner {
             store,
             ingestor,
             clock,
-            stalls,
-            schedules,
+            rules: Live::new(Rules { stalls, schedules }),
         };
         Ok(Self {
             inner: Arc::new(inner),
         })
     }
 
+    /// Checks against new rules from the next check on (a configuration
+    /// reload); new schedules are recorded first.
+    pub async fn reload(
+        &self,
+        stalls: StallPolicy,
+        schedules: Vec<Schedule>,
+    ) -> Result<(), IngestError> {
+        let inner = &self.inner;
+        sync_schedules(&inner.store, &schedules, inner.clock.now()).await?;
+        inner.rules.set(Rules { stalls, schedules });
+        Ok(())
+    }
+
     /// Checks every running batch and every schedule once.
     pub async fn run_once(&self) -> Result<Findings, IngestError> {
         let mut findings = Findings::default();
+        let rules = self.inner.rules.get();
         let running = self.inner.store.running_batches().await?;
-        let histories = self.inner.histories(&running).await?;
+        let histories = self.inner.histories(&rules.stalls, &running).await?;
         for batch in &running {
             let key = (batch.environment_id.clone(), batch.cube_id.clone());
             let history = histories.get(&key).map_or(&[][..], Vec::as_slice);
-            if self.inner.check_stall(batch, history).await? {
+            if self
+                .inner
+                .check_stall(&rules.stalls, batch, history)
+                .await?
+            {
                 findings.stalled += 1;
             }
         }
-        for schedule in &self.inner.schedules {
+        for schedule in &rules.schedules {
             self.inner.check_schedule(schedule, &mut findings).await?;
         }
         Ok(findings)
@@ -113,14 +133,32 @@ impl Monitor {
     }
 }
 
+/// Records the configured schedules (new ones start their baseline now).
+async fn sync_schedules(
+    store: &Store,
+    schedules: &[Schedule],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), IngestError> {
+    let names: Vec<_> = schedules
+        .iter()
+        .map(|s| (s.name.clone(), s.environment_id.clone(), s.cube_id.clone()))
+        .collect();
+    store.sync_schedules(&names, now).await?;
+    Ok(())
+}
+
 /// Recent successful durations, by (environment, cube).
 type Histories = HashMap<(String, String), Vec<Duration>>;
 
 impl Inner {
     /// The history of every cube with a running batch, when the policy
     /// learns from it: one read for all of them, however many batches run.
-    async fn histories(&self, running: &[BatchRecord]) -> Result<Histories, IngestError> {
-        let Some(learning) = &self.stalls.learning else {
+    async fn histories(
+        &self,
+        stalls: &StallPolicy,
+        running: &[BatchRecord],
+    ) -> Result<Histories, IngestError> {
+        let Some(learning) = &stalls.learning else {
             return Ok(Histories::new());
         };
         let cubes: BTreeSet<(&str, &str)> = running
@@ -134,13 +172,14 @@ impl Inner {
 
     async fn check_stall(
         &self,
+        stalls: &StallPolicy,
         batch: &BatchRecord,
         history: &[Duration],
     ) -> Result<bool, IngestError> {
         let Some(started_at) = batch.started_at else {
             return Ok(false);
         };
-        let allowance = self.stalls.allowance(
+        let allowance = stalls.allowance(
             &batch.environment_id,
             &batch.cube_id,
             &batch.cube_name,

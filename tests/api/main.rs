@@ -19,6 +19,7 @@ mod projects;
 mod properties;
 mod python;
 mod query;
+mod reload;
 mod restart;
 mod retention;
 mod smtp;
