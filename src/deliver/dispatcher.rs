@@ -580,6 +580,8 @@ impl Inner {
         self.recorder.record(record, outcome.update.clone()).await?;
         let sent = (outcome.update != DeliveryUpdate::Suppressed).then_some(a.duration);
         self.metrics.attempt(outcome.update.verdict(), sent);
+        self.metrics
+            .subscription_outcome(&lane.sub.name, outcome.update.verdict());
         log_attempt(
             &lane.sub.name,
             outcome.delivery_id,

@@ -38,7 +38,8 @@ pub use sqlite::{SqliteStore, WriteTx};
 pub use types::{
     AttemptRecord, AttemptRow, BatchChange, BatchFilter, BatchPage, ClaimedDelivery,
     DeliveryFilter, DeliveryRow, DeliveryState, DeliveryUpdate, ManagedSubscription, NewEvent,
-    PendingDelivery, PriorEvent, Pruned, ScheduleState, SnapshotPage, SnapshotRest, StoredSecret,
+    PendingDelivery, PriorEvent, Pruned, ScheduleState, ScrapeGauges, SnapshotPage, SnapshotRest,
+    StoredSecret,
 };
 
 /// Herald's failure to talk to its database: never the caller's fault.
@@ -272,6 +273,9 @@ delegate! { Store:
     async fn record_attempts(&self, owner: &str, attempts: &[(AttemptRecord, DeliveryUpdate)], now: DateTime<Utc>) -> Result<(), StoreError>;
     /// How many deliveries are pending, and when the oldest was enqueued.
     async fn outbox_gauges(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError>;
+    /// Backlog by subscription, running and stalled batches, each cube's
+    /// last success (for `/metrics`).
+    async fn scrape_gauges(&self) -> Result<ScrapeGauges, StoreError>;
     /// Whether the database answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Gives back leases this owner still holds (at shutdown), so the rows

@@ -120,6 +120,19 @@ pub struct DeliveryFilter {
     pub limit: Option<usize>,
 }
 
+/// What `/metrics` reads from the store at scrape time: a few grouped
+/// statements over indexes, never a scan of the delivery log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrapeGauges {
+    /// Pending deliveries by subscription: (subscription, count, when the
+    /// oldest was created).
+    pub backlog: Vec<(String, i64, DateTime<Utc>)>,
+    pub running_batches: i64,
+    pub stalled_batches: i64,
+    /// Each cube's latest success: (environment, cube, finished at).
+    pub last_success: Vec<(String, String, DateTime<Utc>)>,
+}
+
 /// A row of the delivery log.
 #[derive(Debug, Clone)]
 pub struct DeliveryRow {
