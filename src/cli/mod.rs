@@ -7,6 +7,7 @@ mod emit;
 mod listen;
 mod migrate;
 mod output;
+mod progress;
 mod schedules;
 mod server;
 mod subs;
