@@ -19,6 +19,7 @@ mod projects;
 mod properties;
 mod python;
 mod query;
+mod readme;
 mod reload;
 mod restart;
 mod retention;
