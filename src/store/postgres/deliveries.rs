@@ -16,6 +16,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::ingest::notify;
 use super::{PgStore, SUBSCRIPTIONS_CHANNEL};
 use crate::core::email::AlertState;
+use crate::store::portable;
 use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::types::{
     AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryUpdate,
@@ -258,54 +259,13 @@ impl PgStore {
     }
 
     pub async fn scrape_gauges(&self) -> Result<ScrapeGauges, StoreError> {
-        let backlog = sqlx::query(
-            "SELECT subscription, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries
-             WHERE state = 'pending' GROUP BY subscription ORDER BY subscription",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.get("subscription"),
-                r.get("n"),
-                from_millis(r.get("oldest"))?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-        let states = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM batches WHERE state IN ('RUNNING', 'STALLED') GROUP BY state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let count = |state: &str| {
-            states
-                .iter()
-                .find(|r| r.get::<String, _>("state") == state)
-                .map_or(0, |r| r.get::<i64, _>("n"))
-        };
-        let last_success = sqlx::query(
-            "SELECT environment_id, cube_id, MAX(finished_at) AS at FROM batches
-             WHERE state = 'SUCCEEDED' AND finished_at IS NOT NULL
-             GROUP BY environment_id, cube_id ORDER BY environment_id, cube_id",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.get("environment_id"),
-                r.get("cube_id"),
-                from_millis(r.get("at"))?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-        Ok(ScrapeGauges {
-            backlog,
-            running_batches: count("RUNNING"),
-            stalled_batches: count("STALLED"),
-            last_success,
-        })
+        let [backlog, states, last_success] = portable::SCRAPE_STATEMENTS;
+        let fetch = |statement| sqlx::query(statement).fetch_all(&self.pool);
+        portable::scrape_gauges([
+            fetch(backlog).await?,
+            fetch(states).await?,
+            fetch(last_success).await?,
+        ])
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -567,14 +527,9 @@ impl PgStore {
         rule: &str,
         group: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT thread_id FROM email_groups WHERE rule = $1 AND group_key = $2",
-        )
-        .bind(rule)
-        .bind(group)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten())
+        let mut query = portable::email_group_thread::<Postgres>(rule, group);
+        let row = query.build().fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| r.get("thread_id")))
     }
 
     pub async fn start_email_thread(
@@ -583,15 +538,8 @@ impl PgStore {
         group: &str,
         message_id: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE email_groups SET thread_id = $3
-             WHERE rule = $1 AND group_key = $2 AND thread_id IS NULL",
-        )
-        .bind(rule)
-        .bind(group)
-        .bind(message_id)
-        .execute(&self.pool)
-        .await?;
+        let mut query = portable::start_email_thread::<Postgres>(rule, group, message_id);
+        query.build().execute(&self.pool).await?;
         Ok(())
     }
 

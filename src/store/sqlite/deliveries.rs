@@ -13,6 +13,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::{from_millis, to_millis, SqliteStore, StoreError};
+use crate::store::portable;
 use crate::store::types::{
     AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryUpdate,
     ScrapeGauges,
@@ -195,54 +196,13 @@ impl SqliteStore {
     }
 
     pub async fn scrape_gauges(&self) -> Result<ScrapeGauges, StoreError> {
-        let backlog = sqlx::query(
-            "SELECT subscription, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries
-             WHERE state = 'pending' GROUP BY subscription ORDER BY subscription",
-        )
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.get("subscription"),
-                r.get("n"),
-                from_millis(r.get("oldest"))?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-        let states = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM batches WHERE state IN ('RUNNING', 'STALLED') GROUP BY state",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        let count = |state: &str| {
-            states
-                .iter()
-                .find(|r| r.get::<String, _>("state") == state)
-                .map_or(0, |r| r.get::<i64, _>("n"))
-        };
-        let last_success = sqlx::query(
-            "SELECT environment_id, cube_id, MAX(finished_at) AS at FROM batches
-             WHERE state = 'SUCCEEDED' AND finished_at IS NOT NULL
-             GROUP BY environment_id, cube_id ORDER BY environment_id, cube_id",
-        )
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.get("environment_id"),
-                r.get("cube_id"),
-                from_millis(r.get("at"))?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-        Ok(ScrapeGauges {
-            backlog,
-            running_batches: count("RUNNING"),
-            stalled_batches: count("STALLED"),
-            last_success,
-        })
+        let [backlog, states, last_success] = portable::SCRAPE_STATEMENTS;
+        let fetch = |statement| sqlx::query(statement).fetch_all(&self.reader);
+        portable::scrape_gauges([
+            fetch(backlog).await?,
+            fetch(states).await?,
+            fetch(last_success).await?,
+        ])
     }
 
     /// Whether the database answers (for readiness).

@@ -8,6 +8,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{from_millis, rows, to_millis, SqliteStore, StoreError};
 use crate::core::email::AlertState;
+use crate::store::portable;
 use crate::store::types::PendingDelivery;
 
 impl SqliteStore {
@@ -87,14 +88,9 @@ impl SqliteStore {
         rule: &str,
         group: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT thread_id FROM email_groups WHERE rule = ? AND group_key = ?",
-        )
-        .bind(rule)
-        .bind(group)
-        .fetch_optional(&self.reader)
-        .await?
-        .flatten())
+        let mut query = portable::email_group_thread::<Sqlite>(rule, group);
+        let row = query.build().fetch_optional(&self.reader).await?;
+        Ok(row.and_then(|r| r.get("thread_id")))
     }
 
     pub async fn start_email_thread(
@@ -104,14 +100,8 @@ impl SqliteStore {
         message_id: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "UPDATE email_groups SET thread_id = ? WHERE rule = ? AND group_key = ? AND thread_id IS NULL",
-        )
-        .bind(message_id)
-        .bind(rule)
-        .bind(group)
-        .execute(&mut *tx)
-        .await?;
+        let mut query = portable::start_email_thread::<Sqlite>(rule, group, message_id);
+        query.build().execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
