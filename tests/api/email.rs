@@ -464,3 +464,30 @@ async fn a_groups_mails_carry_ids_and_dates_and_later_ones_answer_the_first() {
         );
     }
 }
+
+/// A stall is mailed with how far past its allowance the batch ran, in
+/// words, and its times to the second.
+#[tokio::test]
+async fn a_stall_mail_says_how_long_past_its_allowance_in_words() {
+    let smtp = SmtpServer::start().await;
+    let stalls = "[stalls]\nmax_duration = \"5m\"\nlearn = false\n";
+    let app = app(smtp.config("") + &rule("") + stalls).await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.advance(Duration::from_secs(6 * 60 + 3));
+    assert_eq!(app.check().await.stalled, 1);
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        mails[0].subject(),
+        "STALLED: refresh of SALES (prod) ran 1 min 3 s longer than its 5 min allowance"
+    );
+    assert!(
+        mails[0]
+            .text()
+            .contains("Started       2026-03-01T12:00:00Z"),
+        "{}",
+        mails[0].text()
+    );
+}
