@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::ops;
 use crate::registry::{self, ManagedContext, Registry};
+use crate::reload::{Live, Reloader};
 use crate::retention::Pruner;
 use crate::store::{Store, StoreError};
 
@@ -236,6 +237,8 @@ pub struct Application {
     leadership: Leadership,
     /// What the notification listener updates (several replicas).
     listening: Listening,
+    /// What a configuration reload replaces.
+    reloader: Reloader,
 }
 
 impl Application {
@@ -254,6 +257,7 @@ impl Application {
         };
         let registry =
             Registry::new(registry::load(&settings.subscriptions, &store, &context).await?);
+        registry.set_configured(settings.subscriptions.clone());
         let managed_context = context.clone();
         let leadership = Leadership::for_store(&store, &settings.store.replica);
         let wakeups = Wakeups::default();
@@ -287,7 +291,6 @@ impl Application {
         let subscriptions_api = SubscriptionApi::new(SubscriptionParts {
             store: store.clone(),
             registry: registry.clone(),
-            config: settings.subscriptions.clone().into(),
             context: managed_context.clone(),
             ingestor: ingestor.clone(),
             clock: options.clock.clone(),
@@ -313,15 +316,22 @@ impl Application {
             settings.retention.clone(),
             metrics.clone(),
         );
+        let reloader = Reloader {
+            store: store.clone(),
+            registry: registry.clone(),
+            context: managed_context.clone(),
+            monitor: monitor.clone(),
+            schedules: Live::new(settings.schedules.clone()),
+        };
         let listening = Listening {
             store: store.clone(),
             wakeups: wakeups.clone(),
             feed: feed.clone(),
             registry: registry.clone(),
-            config: settings.subscriptions.clone().into(),
-            context: managed_context,
+            context: managed_context.clone(),
         };
         Ok(Self {
+            reloader,
             leadership,
             listening,
             listener,
@@ -370,6 +380,12 @@ impl Application {
     /// Who waits for changes, and the streams open per caller.
     pub fn feed(&self) -> ChangeFeed {
         self.feed.clone()
+    }
+
+    /// What replaces subscriptions, schedules and stall rules when the
+    /// configuration file is reloaded (see [`Reloader::on_hangup`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Serves until `stop` completes, then shuts down in order: stop
@@ -464,7 +480,7 @@ impl Application {
                     self.options.clock.clone(),
                     self.settings.server.watch_send_timeout,
                 )
-                .with_schedules(self.settings.schedules.clone())
+                .with_schedules(self.reloader.schedules.clone())
                 .with_gates(self.settings.gates.clone()),
                 Auth::new(&self.settings.server.tokens, Service::Query),
             ))

@@ -153,7 +153,6 @@ pub struct Listening {
     pub wakeups: Wakeups,
     pub feed: ChangeFeed,
     pub registry: Registry,
-    pub config: Arc<[crate::core::subscription::Subscription]>,
     pub context: ManagedContext,
 }
 
@@ -250,7 +249,7 @@ impl Listening {
     /// otherwise only when the set differs, since replacing restarts every
     /// lane.
     async fn reload_subscriptions(&self, changed: bool) {
-        match crate::registry::load(&self.config, &self.store, &self.context).await {
+        match crate::registry::load(&self.registry.configured(), &self.store, &self.context).await {
             Ok(all) => {
                 let same = || format!("{:?}", &*self.registry.current()) == format!("{all:?}");
                 if changed || !same() {

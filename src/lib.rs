@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod ops;
 pub mod registry;
+pub mod reload;
 pub mod retention;
 pub mod store;
 pub mod telemetry;

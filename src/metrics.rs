@@ -2,12 +2,16 @@
 //! read from the store at scrape time, rendered in the text exposition
 //! format on `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::core::event::EventType;
+use crate::store::ScrapeGauges;
 
 /// Upper bounds (seconds) of the attempt-latency histogram buckets.
 const BUCKETS: [f64; 11] = [
@@ -37,6 +41,9 @@ struct Counters {
     attempt_micros: AtomicU64,
     /// Rows removed by retention, by kind (see [`PRUNED_KINDS`]).
     pruned: [AtomicU64; PRUNED_KINDS.len()],
+    /// Outcomes by (subscription, outcome); a subscription's first outcome
+    /// takes the lock to add its entry, later ones only count.
+    by_subscription: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 /// The kinds of rows retention removes.
@@ -92,6 +99,101 @@ impl Metrics {
         if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
             c.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts one outcome of a subscription's delivery (beside
+    /// [`Metrics::attempt`], which counts it fleet-wide with its duration).
+    pub fn subscription_outcome(&self, subscription: &str, outcome: &str) {
+        let Some(outcome) = OUTCOMES.iter().find(|o| **o == outcome) else {
+            return;
+        };
+        let mut counts = self
+            .counters
+            .by_subscription
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *counts
+            .entry((subscription.to_owned(), *outcome))
+            .or_default() += 1;
+    }
+
+    /// The per-subscription counters and the store's gauges at `now`.
+    pub fn render_scrape(&self, gauges: &ScrapeGauges, now: DateTime<Utc>) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "herald_subscription_deliveries_total",
+            "counter",
+            "Delivery outcomes by subscription (since this process started).",
+        );
+        let counts = self
+            .counters
+            .by_subscription
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for ((subscription, outcome), n) in counts {
+            let s = escape(&subscription);
+            let _ = writeln!(
+                out,
+                "herald_subscription_deliveries_total{{subscription=\"{s}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let age = |at: DateTime<Utc>| (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+        header(
+            &mut out,
+            "herald_subscription_backlog",
+            "gauge",
+            "Pending deliveries by subscription (absent: none).",
+        );
+        for (subscription, n, _) in &gauges.backlog {
+            let s = escape(subscription);
+            let _ = writeln!(
+                out,
+                "herald_subscription_backlog{{subscription=\"{s}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "herald_subscription_oldest_pending_age_seconds",
+            "gauge",
+            "Age of each subscription's oldest pending delivery.",
+        );
+        for (subscription, _, oldest) in &gauges.backlog {
+            let (s, a) = (escape(subscription), age(*oldest));
+            let _ = writeln!(
+                out,
+                "herald_subscription_oldest_pending_age_seconds{{subscription=\"{s}\"}} {a}"
+            );
+        }
+        header(
+            &mut out,
+            "herald_batches_running",
+            "gauge",
+            "Batches running now.",
+        );
+        let _ = writeln!(out, "herald_batches_running {}", gauges.running_batches);
+        header(
+            &mut out,
+            "herald_batches_stalled",
+            "gauge",
+            "Batches stalled (outlived their allowance, not finished).",
+        );
+        let _ = writeln!(out, "herald_batches_stalled {}", gauges.stalled_batches);
+        header(
+            &mut out,
+            "herald_cube_seconds_since_last_success",
+            "gauge",
+            "Seconds since each cube's latest successful refresh (cubes that never succeeded are absent).",
+        );
+        for (environment, cube, at) in &gauges.last_success {
+            let (e, c, a) = (escape(environment), escape(cube), age(*at));
+            let _ = writeln!(
+                out,
+                "herald_cube_seconds_since_last_success{{environment=\"{e}\",cube=\"{c}\"}} {a}"
+            );
+        }
+        out
     }
 
     /// The text exposition format.
@@ -175,6 +277,14 @@ impl Metrics {
     }
 }
 
+/// A label value with `\\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -201,10 +311,7 @@ mod tests {
 /// Adds `name="value"` to every sample of a rendered exposition, so the
 /// series of several replicas scraped into one Prometheus stay apart.
 pub fn label_every_sample(text: &str, name: &str, value: &str) -> String {
-    let value = value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n");
+    let value = escape(value);
     let mut out = String::with_capacity(text.len() + text.len() / 4);
     for line in text.lines() {
         if line.starts_with('#') || line.is_empty() {

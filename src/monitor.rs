@@ -21,6 +21,7 @@ use crate::core::gate::{Gate, GateRecord};
 use crate::core::schedule::Schedule;
 use crate::core::stall::StallPolicy;
 use crate::ingest::{IngestError, Ingestor};
+use crate::reload::Live;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -32,9 +33,16 @@ struct Inner {
     store: Store,
     ingestor: Ingestor,
     clock: Arc<dyn Clock>,
+    /// Replaced whole by a configuration reload; a check reads one version.
+    rules: Live<Rules>,
+    /// Dependency gates with deadlines (a restart changes them).
+    gates: Vec<Gate>,
+}
+
+/// What the monitor checks against.
+struct Rules {
     stalls: StallPolicy,
     schedules: Vec<Schedule>,
-    gates: Vec<Gate>,
 }
 
 /// What one check found.
@@ -57,19 +65,14 @@ impl Monitor {
         schedules: Vec<Schedule>,
         gates: Vec<Gate>,
     ) -> Result<Self, IngestError> {
-        let names: Vec<_> = schedules
-            .iter()
-            .map(|s| (s.name.clone(), s.environment_id.clone(), s.cube_id.clone()))
-            .collect();
-        store.sync_schedules(&names, clock.now()).await?;
+        sync_schedules(&store, &schedules, clock.now()).await?;
         let gate_names: Vec<String> = gates.iter().map(|g| g.name.clone()).collect();
         store.track_gates(&gate_names, clock.now()).await?;
         let inner = Inner {
             store,
             ingestor,
             clock,
-            stalls,
-            schedules,
+            rules: Live::new(Rules { stalls, schedules }),
             gates,
         };
         Ok(Self {
@@ -77,19 +80,37 @@ impl Monitor {
         })
     }
 
+    /// Checks against new rules from the next check on (a configuration
+    /// reload); new schedules are recorded first.
+    pub async fn reload(
+        &self,
+        stalls: StallPolicy,
+        schedules: Vec<Schedule>,
+    ) -> Result<(), IngestError> {
+        let inner = &self.inner;
+        sync_schedules(&inner.store, &schedules, inner.clock.now()).await?;
+        inner.rules.set(Rules { stalls, schedules });
+        Ok(())
+    }
+
     /// Checks every running batch and every schedule once.
     pub async fn run_once(&self) -> Result<Findings, IngestError> {
         let mut findings = Findings::default();
+        let rules = self.inner.rules.get();
         let running = self.inner.store.running_batches().await?;
-        let histories = self.inner.histories(&running).await?;
+        let histories = self.inner.histories(&rules.stalls, &running).await?;
         for batch in &running {
             let key = (batch.environment_id.clone(), batch.cube_id.clone());
             let history = histories.get(&key).map_or(&[][..], Vec::as_slice);
-            if self.inner.check_stall(batch, history).await? {
+            if self
+                .inner
+                .check_stall(&rules.stalls, batch, history)
+                .await?
+            {
                 findings.stalled += 1;
             }
         }
-        for schedule in &self.inner.schedules {
+        for schedule in &rules.schedules {
             self.inner.check_schedule(schedule, &mut findings).await?;
         }
         // Still-firing alerts mailed `repeat_interval` ago are mailed again
@@ -163,14 +184,32 @@ impl Monitor {
     }
 }
 
+/// Records the configured schedules (new ones start their baseline now).
+async fn sync_schedules(
+    store: &Store,
+    schedules: &[Schedule],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), IngestError> {
+    let names: Vec<_> = schedules
+        .iter()
+        .map(|s| (s.name.clone(), s.environment_id.clone(), s.cube_id.clone()))
+        .collect();
+    store.sync_schedules(&names, now).await?;
+    Ok(())
+}
+
 /// Recent successful durations, by (environment, cube).
 type Histories = HashMap<(String, String), Vec<Duration>>;
 
 impl Inner {
     /// The history of every cube with a running batch, when the policy
     /// learns from it: one read for all of them, however many batches run.
-    async fn histories(&self, running: &[BatchRecord]) -> Result<Histories, IngestError> {
-        let Some(learning) = &self.stalls.learning else {
+    async fn histories(
+        &self,
+        stalls: &StallPolicy,
+        running: &[BatchRecord],
+    ) -> Result<Histories, IngestError> {
+        let Some(learning) = &stalls.learning else {
             return Ok(Histories::new());
         };
         let cubes: BTreeSet<(&str, &str)> = running
@@ -184,13 +223,14 @@ impl Inner {
 
     async fn check_stall(
         &self,
+        stalls: &StallPolicy,
         batch: &BatchRecord,
         history: &[Duration],
     ) -> Result<bool, IngestError> {
         let Some(started_at) = batch.started_at else {
             return Ok(false);
         };
-        let allowance = self.stalls.allowance(
+        let allowance = stalls.allowance(
             &batch.environment_id,
             &batch.cube_id,
             &batch.cube_name,

@@ -46,12 +46,17 @@ async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
             OutboxGauges::default()
         }
     };
+    let mut text = ops.metrics.render(gauges);
+    match ops.store.scrape_gauges().await {
+        Ok(more) => text.push_str(&ops.metrics.render_scrape(&more, ops.clock.now())),
+        Err(e) => tracing::warn!(error = %e, "reading per-subscription gauges failed"),
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::label_every_sample(&ops.metrics.render(gauges), "replica", &ops.replica),
+        crate::metrics::label_every_sample(&text, "replica", &ops.replica),
     )
 }
 

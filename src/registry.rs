@@ -13,6 +13,11 @@ use crate::core::subscription::Subscription;
 pub struct Registry {
     current: Arc<RwLock<Arc<[Subscription]>>>,
     version: Arc<watch::Sender<u64>>,
+    /// The configuration file's part of the set (replaced by a reload).
+    configured: Arc<RwLock<Arc<[Subscription]>>>,
+    /// One rebuild at a time, so a reload and an API change cannot undo
+    /// each other.
+    rebuilding: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Registry {
@@ -20,7 +25,34 @@ impl Registry {
         Self {
             current: Arc::new(RwLock::new(subscriptions.into())),
             version: Arc::new(watch::channel(0).0),
+            configured: Arc::new(RwLock::new(Arc::from([]))),
+            rebuilding: Arc::default(),
         }
+    }
+
+    /// The subscriptions of the configuration file (read-only over the API).
+    pub fn configured(&self) -> Arc<[Subscription]> {
+        // Replaced whole, like `current`.
+        self.configured
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_configured(&self, configured: Vec<Subscription>) {
+        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = configured.into();
+    }
+
+    /// Rebuilds the set from the configured subscriptions and the managed
+    /// ones the store holds.
+    pub async fn rebuild(
+        &self,
+        store: &crate::store::Store,
+        context: &ManagedContext,
+    ) -> Result<(), crate::store::StoreError> {
+        let _one_at_a_time = self.rebuilding.lock().await;
+        self.replace(load(&self.configured(), store, context).await?);
+        Ok(())
     }
 
     pub fn current(&self) -> Arc<[Subscription]> {

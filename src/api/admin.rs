@@ -269,14 +269,16 @@ fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), F
             ))
         }
     };
-    let after = decode_token(&r.page_token)?;
+    let before = decode_token(&r.page_token)?;
     let filter = DeliveryFilter {
         subscription: parse_optional_id("subscription", &r.subscription)?,
         event_id: parse_optional_id("event_id", &r.event_id)?,
         state,
         since: r.since.map(|t| timestamp("since", t)).transpose()?,
         until: r.until.map(|t| timestamp("until", t)).transpose()?,
-        after,
+        after: None,
+        newest_first: true,
+        before,
         // One more than a page says whether another page follows.
         limit: Some(page_size + 1),
     };

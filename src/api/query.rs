@@ -18,6 +18,7 @@ use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::schedule::Schedule;
 use crate::core::validate::{parse_id, parse_optional_id, FieldError};
 use crate::feed::{ChangeFeed, Interest, StreamSlot};
+use crate::reload::Live;
 use crate::store::{BatchFilter, Store, StoreError};
 
 const DEFAULT_AWAIT: Duration = Duration::from_secs(3600);
@@ -29,8 +30,9 @@ pub struct QueryApi {
     clock: Arc<dyn Clock>,
     /// How long a watch may leave its buffer full before it is ended.
     send_timeout: Duration,
-    /// The configured refresh schedules, for `ListSchedules`.
-    schedules: Arc<[Schedule]>,
+    /// The configured refresh schedules, for `ListSchedules` (replaced by
+    /// a configuration reload).
+    schedules: Live<Vec<Schedule>>,
     /// The configured dependency gates, for `GetGate` and `ListGates`.
     gates: Arc<[crate::core::gate::Gate]>,
 }
@@ -47,7 +49,7 @@ impl QueryApi {
             feed,
             clock,
             send_timeout,
-            schedules: Arc::from([]),
+            schedules: Live::new(Vec::new()),
             gates: Arc::from([]),
         }
     }
@@ -59,8 +61,8 @@ impl QueryApi {
     }
 
     /// Answers `ListSchedules` with these schedules.
-    pub fn with_schedules(mut self, schedules: Vec<Schedule>) -> Self {
-        self.schedules = schedules.into();
+    pub fn with_schedules(mut self, schedules: Live<Vec<Schedule>>) -> Self {
+        self.schedules = schedules;
         self
     }
 
@@ -177,10 +179,13 @@ impl QueryService for QueryApi {
         &self,
         _request: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
-        let schedules =
-            super::schedules::schedule_statuses(&self.store, &self.schedules, self.clock.now())
-                .await
-                .map_err(ApiError::from)?;
+        let schedules = super::schedules::schedule_statuses(
+            &self.store,
+            &self.schedules.get(),
+            self.clock.now(),
+        )
+        .await
+        .map_err(ApiError::from)?;
         Ok(Response::new(pb::ListSchedulesResponse { schedules }))
     }
 

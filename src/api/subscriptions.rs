@@ -17,14 +17,12 @@ use crate::core::signature::SigningSecret;
 use crate::core::subscription::{Subscription, Target};
 use crate::core::validate::{parse_id, FieldError};
 use crate::ingest::Ingestor;
-use crate::registry::{build_managed, load, ManagedContext, Registry};
+use crate::registry::{build_managed, ManagedContext, Registry};
 use crate::store::{ManagedSubscription, Store, StoredSecret};
 
 pub struct SubscriptionApi {
     store: Store,
     registry: Registry,
-    /// The configuration file's subscriptions (read-only here).
-    config: Arc<[Subscription]>,
     context: ManagedContext,
     ingestor: Ingestor,
     clock: Arc<dyn Clock>,
@@ -34,7 +32,6 @@ pub struct SubscriptionApi {
 pub struct SubscriptionParts {
     pub store: Store,
     pub registry: Registry,
-    pub config: Arc<[Subscription]>,
     pub context: ManagedContext,
     pub ingestor: Ingestor,
     pub clock: Arc<dyn Clock>,
@@ -45,7 +42,6 @@ impl SubscriptionApi {
         Self {
             store: p.store,
             registry: p.registry,
-            config: p.config,
             context: p.context,
             ingestor: p.ingestor,
             clock: p.clock,
@@ -54,13 +50,12 @@ impl SubscriptionApi {
 
     /// Reloads the registry from the configuration and the store.
     async fn reload(&self) -> Result<(), ApiError> {
-        self.registry
-            .replace(load(&self.config, &self.store, &self.context).await?);
+        self.registry.rebuild(&self.store, &self.context).await?;
         Ok(())
     }
 
     fn is_config(&self, name: &str) -> bool {
-        self.config.iter().any(|s| s.name == name)
+        self.registry.configured().iter().any(|s| s.name == name)
     }
 
     async fn managed(&self, name: &str) -> Result<ManagedSubscription, ApiError> {
@@ -496,6 +491,7 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
         }
         Target::GitArchive(g) => {
             // Configured only; shown as its repository path.
+            spec.kind = pb::SubscriptionKind::Git as i32;
             spec.url = g.path.display().to_string();
         }
         Target::OpenLineage(o) => {

@@ -13,8 +13,8 @@ const MAX_PAGE: u32 = 1000;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DeliveriesCommand {
-    /// List deliveries in the order their events were received, a page at
-    /// a time (--limit, --page-token, --all).
+    /// List deliveries newest first (the latest event first), a page at a
+    /// time (--limit, --page-token, --all), with each one's next attempt.
     List(ListArgs),
     /// Show one delivery and every attempt.
     Get(IdArgs),

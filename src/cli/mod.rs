@@ -8,6 +8,7 @@ mod gates;
 mod listen;
 mod migrate;
 mod output;
+mod progress;
 mod schedules;
 mod server;
 mod silence;
@@ -121,7 +122,7 @@ fn print_man_page() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct ServeArgs {
     /// TOML configuration file; without one Herald runs on the defaults.
     #[arg(long, short, env = "HERALD_CONFIG")]
@@ -218,10 +219,12 @@ async fn check_config(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = settings(args)?;
-    let app = Application::build(settings).await?;
-    app.run_until_stopped(shutdown_signal()).await?;
-    Ok(())
+    let app = Application::build(settings(args.clone())?).await?;
+    // SIGHUP reads the file again, with the same environment and flags.
+    let reloading = tokio::spawn(app.reloader().on_hangup(move || settings(args.clone())));
+    let served = app.run_until_stopped(shutdown_signal()).await;
+    reloading.abort();
+    Ok(served?)
 }
 
 /// Completes on SIGINT or SIGTERM.

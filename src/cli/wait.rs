@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::batches::batch_json;
-use super::output::{duration_text, enum_text, OutputArg};
+use super::output::{duration_text, enum_text, Format, OutputArg};
 use super::{connect, parse_time, status_error, Authed, ServerArg};
 use crate::api::pb::{self, query_service_client::QueryServiceClient, AwaitOutcome};
 use crate::api::timestamp_to_proto;
@@ -115,11 +115,14 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, serde_json::Value, String)
     // The server answers TIMED_OUT at the timeout; the transport deadline
     // only guards against a server that stopped answering at all.
     request.set_timeout(args.timeout.saturating_add(Duration::from_secs(30)));
-    let reply = client
-        .await_batch(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let live = super::progress::wanted(args.output.format() == Format::Table)
+        .then(|| tokio::spawn(super::progress::draw(client.clone(), watched(args))));
+    let reply = client.await_batch(request).await;
+    if let Some(live) = live {
+        live.abort();
+        super::progress::clear();
+    }
+    let reply = reply.map_err(status_error)?.into_inner();
     let outcome = AwaitOutcome::try_from(reply.outcome).unwrap_or(AwaitOutcome::Unspecified);
     let code = match outcome {
         AwaitOutcome::Succeeded => SUCCEEDED,
@@ -133,6 +136,16 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, serde_json::Value, String)
     });
     let line = describe(outcome, reply.batch.as_ref(), args);
     Ok((code, document, line))
+}
+
+/// What the live line follows.
+fn watched(args: &WaitArgs) -> super::progress::Watched {
+    super::progress::Watched {
+        batch_id: args.batch.clone(),
+        cube_id: args.cube().to_owned(),
+        environment_id: args.environment.clone(),
+        after: args.after.unwrap_or_else(Utc::now),
+    }
 }
 
 /// Refuses a `--batch-id` that Herald has seen for another cube (or

@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::event::EventType;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::template::Template;
-use super::time::after;
+use super::time::{after, duration_words, to_the_second};
 
 /// What an email subscription adds to the common subscription fields.
 #[derive(Debug, Clone)]
@@ -324,14 +324,11 @@ fn headline(event: &Value) -> String {
             };
             format!("FAILED: refresh of {cube} — {how_bad}")
         }
-        Some(EventType::BatchStalled) => format!(
-            "STALLED: refresh of {cube} has run longer than {}",
-            minutes(data["allowed_duration_ms"].as_u64().unwrap_or(0))
-        ),
-        Some(EventType::RefreshOverdue) => format!(
-            "OVERDUE: no successful refresh of {cube} since {}",
-            text(&data["last_success_at"])
-        ),
+        Some(EventType::BatchStalled) => format!("STALLED: refresh of {cube} {}", overrun(event)),
+        Some(EventType::RefreshOverdue) => match moment(&data["last_success_at"]) {
+            Some(last) => format!("OVERDUE: no successful refresh of {cube} since {last}"),
+            None => format!("OVERDUE: refresh of {cube} never succeeded"),
+        },
         Some(EventType::BatchSucceeded | EventType::BatchRecovered) => {
             format!("RECOVERED: refresh of {cube} succeeded")
         }
@@ -377,22 +374,32 @@ fn list_text(list: &Value) -> String {
     items.join(", ")
 }
 
-/// `42m 10s`, `1h 5m`, `12s`.
-fn human_duration(ms: u64) -> String {
-    let secs = ms / 1000;
-    match secs {
-        s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{}m {}s", s / 60, s % 60),
-        s => format!("{s}s"),
-    }
+fn words(ms: &Value) -> String {
+    duration_words(Duration::from_millis(ms.as_u64().unwrap_or(0)))
 }
 
-fn minutes(ms: u64) -> String {
-    let m = ms / 60_000;
-    if m >= 120 {
-        format!("{}h {}m", m / 60, m % 60)
-    } else {
-        format!("{m} minutes")
+/// A timestamp field to the second; `None` when absent or not a time.
+fn moment(v: &Value) -> Option<String> {
+    let t = DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
+    Some(to_the_second(t.with_timezone(&Utc)))
+}
+
+/// `ran 3 s longer than its 3 s allowance`: how far past its allowance a
+/// stalled batch was when Herald noticed (the event's time less its start).
+fn overrun(event: &Value) -> String {
+    let data = &event["data"];
+    let allowance = words(&data["allowed_duration_ms"]);
+    let time = |v: &Value| DateTime::parse_from_rfc3339(v.as_str()?).ok();
+    let ran = time(&event["time"])
+        .zip(time(&data["started_at"]))
+        .and_then(|(now, start)| (now - start).to_std().ok());
+    let allowed = Duration::from_millis(data["allowed_duration_ms"].as_u64().unwrap_or(0));
+    match ran {
+        Some(ran) => format!(
+            "ran {} longer than its {allowance} allowance",
+            duration_words(ran.saturating_sub(allowed))
+        ),
+        None => format!("has run longer than its {allowance} allowance"),
     }
 }
 
@@ -409,7 +416,7 @@ impl Section {
     fn of(rule: &EmailRule, event: &Value) -> Section {
         let data = &event["data"];
         let mut facts = Vec::new();
-        let fields: [(&str, &str); 13] = [
+        let fields: [(&str, &str); 14] = [
             ("Batch", "batch_id"),
             ("Cube", "cube_name"),
             ("Environment", "environment_id"),
@@ -419,6 +426,7 @@ impl Section {
             ("Duration", "duration_ms"),
             ("Error", "error_message"),
             ("Expected by", "expected_by"),
+            ("Last success", "last_success_at"),
             ("Subscription", "subscription"),
             ("Reason", "reason"),
             ("Event", "event_id"),
@@ -427,10 +435,14 @@ impl Section {
         for (label, field) in fields {
             let value = data.get(field).filter(|v| !v.is_null());
             match (field, value) {
-                ("duration_ms", Some(ms)) => {
-                    facts.push((label, human_duration(ms.as_u64().unwrap_or(0))))
+                // Present but empty: the cube has no success to show.
+                ("last_success_at", None) if data.get(field).is_some() => {
+                    facts.push((label, "never succeeded".to_owned()))
                 }
-                (_, Some(value)) => facts.push((label, text(value))),
+                ("duration_ms", Some(ms)) => facts.push((label, words(ms))),
+                (_, Some(value)) => {
+                    facts.push((label, moment(value).unwrap_or_else(|| text(value))))
+                }
                 (_, None) => {}
             }
         }
@@ -547,11 +559,69 @@ mod tests {
         );
         assert!(mail.text.contains("  Batch         b-1\n"), "{}", mail.text);
         assert!(
-            mail.text.contains("  Duration      10m 0s\n"),
+            mail.text.contains("  Duration      10 min\n"),
             "{}",
             mail.text
         );
         assert!(mail.html.contains("disk &lt;full&gt;"), "HTML is escaped");
+    }
+
+    #[test]
+    fn a_stall_says_how_far_past_its_allowance_in_words_at_any_scale() {
+        let stalled = |ran_ms: i64, allowed_ms: u64| {
+            let start = at(0);
+            let time = start + chrono::TimeDelta::milliseconds(ran_ms);
+            json!({"type": "aggregate.batch.stalled", "time": time.to_rfc3339(), "data": {
+                "cube_id": "sales", "environment_id": "prod", "allowed_duration_ms": allowed_ms,
+                "started_at": start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}})
+        };
+        let subject = |e| compose(&rule(), &[e]).subject;
+        assert_eq!(
+            subject(stalled(6_000, 3_000)),
+            "STALLED: refresh of sales (prod) ran 3 s longer than its 3 s allowance"
+        );
+        assert_eq!(
+            subject(stalled(2 * 3_600_000 + 61_000, 7_200_000)),
+            "STALLED: refresh of sales (prod) ran 1 min 1 s longer than its 2 h allowance"
+        );
+        let mail = compose(&rule(), &[stalled(6_250, 3_000)]);
+        assert!(
+            mail.text.contains("  Started       2023-11-14T22:13:20Z\n"),
+            "times to the second: {}",
+            mail.text
+        );
+    }
+
+    #[test]
+    fn an_overdue_cube_that_never_succeeded_says_so() {
+        let overdue = |last: Value| {
+            json!({"type": "aggregate.refresh.overdue", "data": {
+                "cube_id": "sales", "environment_id": "prod", "last_success_at": last,
+                "expected_by": "2026-03-01T12:00:00.250Z"}})
+        };
+        let never = compose(&rule(), &[overdue(Value::Null)]);
+        assert_eq!(
+            never.subject,
+            "OVERDUE: refresh of sales (prod) never succeeded"
+        );
+        assert!(
+            never.text.contains("  Last success  never succeeded\n"),
+            "{}",
+            never.text
+        );
+        assert!(
+            never
+                .text
+                .contains("  Expected by   2026-03-01T12:00:00Z\n"),
+            "{}",
+            never.text
+        );
+        assert!(!never.text.contains(" -\n"), "{}", never.text);
+        let once = compose(&rule(), &[overdue(json!("2026-03-01T06:00:00.999Z"))]);
+        assert_eq!(
+            once.subject,
+            "OVERDUE: no successful refresh of sales (prod) since 2026-03-01T06:00:00Z"
+        );
     }
 
     #[test]

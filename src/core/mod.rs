@@ -5,6 +5,7 @@
 //! Nothing in here does I/O or reads the clock; callers pass "now" in. That
 //! keeps every rule unit-testable and lets tests drive time by hand.
 
+pub mod archive;
 pub mod batch;
 pub mod cloudevent;
 pub mod document;

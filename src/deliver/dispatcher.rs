@@ -620,6 +620,7 @@ impl Inner {
             _ => outcome.update.verdict(),
         };
         self.metrics.attempt(counted, sent);
+        self.metrics.subscription_outcome(&lane.sub.name, counted);
         log_attempt(
             &lane.sub.name,
             outcome.delivery_id,

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::dispatcher::{Inner, Lane, Outcome};
 use super::http::Attempt;
-use super::mail::MailError;
+use super::mail::{MailError, Threading};
 use crate::core::email::{
     alert_of, compose, group_key, ready_at, reminder_subject, unsent_verdicts, worth_mailing,
     AlertState, EmailRule,
@@ -125,9 +125,18 @@ impl Inner {
             mail.subject = reminder_subject(&mail.subject, firing_for);
         }
         let started = std::time::Instant::now();
-        let sent = match &self.mailer {
-            Some(mailer) => mailer.send(&rule.to, &mail, lane.sub.timeout).await,
-            None => Err(MailError {
+        let thread = match &self.mailer {
+            Some(mailer) => Some(Threading {
+                message_id: mailer.new_message_id(),
+                answers: self.store.email_group_thread(&lane.sub.name, group).await?,
+            }),
+            None => None,
+        };
+        let sent = match (&self.mailer, &thread) {
+            (Some(mailer), Some(thread)) => {
+                mailer.send(&rule.to, &mail, thread, lane.sub.timeout).await
+            }
+            _ => Err(MailError {
                 transient: true,
                 code: None,
                 message: "no [smtp] server is configured".to_owned(),
@@ -148,6 +157,11 @@ impl Inner {
                 self.store
                     .record_mailed(&lane.sub.name, group, &alerts, now)
                     .await?;
+                if let Some(thread) = thread.filter(|t| t.answers.is_none()) {
+                    self.store
+                        .start_email_thread(&lane.sub.name, group, &thread.message_id)
+                        .await?;
+                }
                 for item in &mail_items {
                     plan.mailed(rule, item, now);
                 }

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::core::archive::{author, summary};
 use crate::core::document::StoredDocument;
 use crate::core::event::EventType;
 use crate::core::subscription::GitArchive;
@@ -102,7 +103,7 @@ fn commit(
             "-q",
             "--allow-empty",
             "--author",
-            &author(event),
+            &author(event["data"]["user"].as_str()),
             "-m",
             &message,
         ],
@@ -118,44 +119,6 @@ fn write_document(file: &Path, document: Option<&StoredDocument>) -> Result<(), 
             .map_err(|e| format!("writing {}: {e}", file.display()))?;
     }
     Ok(())
-}
-
-/// `project.published: Finance (finance), snapshot v7 [snap-7], to prod`.
-fn summary(event: &Value) -> String {
-    let data = &event["data"];
-    let text = |key: &str| data[key].as_str().unwrap_or_default().to_owned();
-    let mut line = format!(
-        "{}: {} ({})",
-        event["type"].as_str().unwrap_or("project event"),
-        text("project_name"),
-        text("project_id")
-    );
-    if !text("snapshot_id").is_empty() || !text("snapshot_tag").is_empty() {
-        line.push_str(&format!(
-            ", snapshot {} [{}]",
-            text("snapshot_tag"),
-            text("snapshot_id")
-        ));
-    }
-    if !text("target_environment").is_empty() {
-        line.push_str(&format!(", to {}", text("target_environment")));
-    }
-    line
-}
-
-/// `Ada <ada@example.com>` from the event's user.
-fn author(event: &Value) -> String {
-    let user = event["data"]["user"]
-        .as_str()
-        .filter(|u| !u.is_empty())
-        .unwrap_or("unknown");
-    let email = if user.contains('@') {
-        user.to_owned()
-    } else {
-        format!("{user}@users.herald.invalid")
-    };
-    let name = user.split('@').next().unwrap_or(user);
-    format!("{name} <{email}>")
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, String> {

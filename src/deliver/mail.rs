@@ -17,6 +17,14 @@ pub struct Mailer {
     host: String,
 }
 
+/// Where a mail sits in its group's thread: its own Message-ID, and the
+/// Message-ID of the group's first mail it answers (none for the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Threading {
+    pub message_id: String,
+    pub answers: Option<String>,
+}
+
 /// Why a mail did not go out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailError {
@@ -66,13 +74,20 @@ impl Mailer {
         }
     }
 
+    /// A new Message-ID in the sender's domain, unique without any
+    /// coordination between replicas (a UUIDv7).
+    pub fn new_message_id(&self) -> String {
+        format!("<{}@{}>", uuid::Uuid::now_v7(), self.from.email.domain())
+    }
+
     pub async fn send(
         &self,
         to: &[String],
         mail: &Mail,
+        thread: &Threading,
         timeout: Duration,
     ) -> Result<(), MailError> {
-        let message = self.message(to, mail)?;
+        let message = self.message(to, mail, thread)?;
         match tokio::time::timeout(timeout, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(MailError {
@@ -88,7 +103,12 @@ impl Mailer {
         }
     }
 
-    fn message(&self, to: &[String], mail: &Mail) -> Result<Message, MailError> {
+    fn message(
+        &self,
+        to: &[String],
+        mail: &Mail,
+        thread: &Threading,
+    ) -> Result<Message, MailError> {
         let permanent = |message: String| MailError {
             transient: false,
             code: None,
@@ -96,7 +116,12 @@ impl Mailer {
         };
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(mail.subject.clone());
+            .subject(mail.subject.clone())
+            .date_now()
+            .message_id(Some(thread.message_id.clone()));
+        if let Some(first) = &thread.answers {
+            builder = builder.in_reply_to(first.clone()).references(first.clone());
+        }
         for address in to {
             let mailbox: Mailbox = address
                 .parse()

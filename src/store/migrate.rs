@@ -192,7 +192,12 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "email_groups",
-        columns: &[("rule", Text), ("group_key", Text), ("last_sent_at", Int)],
+        columns: &[
+            ("rule", Text),
+            ("group_key", Text),
+            ("last_sent_at", Int),
+            ("thread_id", Text),
+        ],
         identity: None,
         page: 1000,
     },

@@ -40,7 +40,8 @@ pub use sqlite::{SqliteStore, WriteTx};
 pub use types::{
     AttemptRecord, AttemptRow, BatchChange, BatchFilter, BatchPage, ClaimedDelivery,
     DeliveryFilter, DeliveryRow, DeliveryState, DeliveryUpdate, ManagedSubscription, NewEvent,
-    PendingDelivery, PriorEvent, Pruned, Reminder, ScheduleState, SnapshotPage, SnapshotRest,
+    PendingDelivery, PriorEvent, Pruned, Reminder, ScheduleState, ScrapeGauges, SnapshotPage,
+    SnapshotRest,
     StoredSecret,
 };
 
@@ -275,6 +276,9 @@ delegate! { Store:
     async fn record_attempts(&self, owner: &str, attempts: &[(AttemptRecord, DeliveryUpdate)], now: DateTime<Utc>) -> Result<(), StoreError>;
     /// How many deliveries are pending, and when the oldest was enqueued.
     async fn outbox_gauges(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError>;
+    /// Backlog by subscription, running and stalled batches, each cube's
+    /// last success (for `/metrics`).
+    async fn scrape_gauges(&self) -> Result<ScrapeGauges, StoreError>;
     /// Whether the database answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Gives back leases this owner still holds (at shutdown), so the rows
@@ -327,6 +331,11 @@ delegate! { Store:
     /// Makes every reminder due at `now` due as a delivery again; returns
     /// the rules to wake.
     async fn fire_reminders(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+    /// The Message-ID of a group's first mail, which its later mails answer.
+    async fn email_group_thread(&self, rule: &str, group: &str) -> Result<Option<String>, StoreError>;
+    /// Makes `message_id` the group's first mail, unless it has one (call
+    /// after `record_mailed`, which creates the group).
+    async fn start_email_thread(&self, rule: &str, group: &str, message_id: &str) -> Result<(), StoreError>;
     /// A project's newest stored document (its event id, and the document
     /// compressed), read outside the writer.
     async fn latest_document(&self, project_id: &str) -> Result<Option<(String, StoredDocument)>, StoreError>;

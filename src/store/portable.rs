@@ -7,7 +7,7 @@
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::rows::{self, Columns};
-use super::types::{BatchFilter, BatchKey, BatchPage, SnapshotRest};
+use super::types::{BatchFilter, BatchKey, BatchPage, ScrapeGauges, SnapshotRest};
 use super::StoreError;
 use crate::core::batch::BatchRecord;
 
@@ -165,4 +165,87 @@ pub(super) fn snapshot_page(
     });
     let batches = found.iter().map(rows::batch).collect::<Result<_, _>>()?;
     Ok((batches, rest))
+}
+
+/// What `/metrics` reads at scrape time: pending deliveries by subscription
+/// (over the delivery index), batches running and stalled (over
+/// `batches_running`), each cube's latest success (over the partial index
+/// `batches_succeeded`). Run each and give the rows to [`scrape_gauges`].
+pub(super) const SCRAPE_STATEMENTS: [&str; 3] = [
+    "SELECT subscription, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries
+     WHERE state = 'pending' GROUP BY subscription ORDER BY subscription",
+    "SELECT state, COUNT(*) AS n FROM batches WHERE state IN ('RUNNING', 'STALLED') GROUP BY state",
+    "SELECT environment_id, cube_id, MAX(finished_at) AS at FROM batches
+     WHERE state = 'SUCCEEDED' AND finished_at IS NOT NULL
+     GROUP BY environment_id, cube_id ORDER BY environment_id, cube_id",
+];
+
+/// The gauges from the rows of the [`SCRAPE_STATEMENTS`], in their order.
+pub(super) fn scrape_gauges<R: Columns>(
+    [backlog, states, last_success]: [Vec<R>; 3],
+) -> Result<ScrapeGauges, StoreError> {
+    let count = |state: &str| {
+        states
+            .iter()
+            .find(|r| r.text("state") == state)
+            .map_or(0, |r| r.int("n"))
+    };
+    Ok(ScrapeGauges {
+        backlog: backlog
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.text("subscription"),
+                    r.int("n"),
+                    super::from_millis(r.int("oldest"))?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?,
+        running_batches: count("RUNNING"),
+        stalled_batches: count("STALLED"),
+        last_success: last_success
+            .iter()
+            .map(|r| {
+                let at = super::from_millis(r.int("at"))?;
+                Ok((r.text("environment_id"), r.text("cube_id"), at))
+            })
+            .collect::<Result<_, StoreError>>()?,
+    })
+}
+
+/// The Message-ID of an email group's first mail (one row, maybe NULL).
+pub(super) fn email_group_thread<'a, DB>(rule: &str, group: &str) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments<'a>: Default,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT thread_id FROM email_groups WHERE rule = ");
+    query
+        .push_bind(rule.to_owned())
+        .push(" AND group_key = ")
+        .push_bind(group.to_owned());
+    query
+}
+
+/// Makes `message_id` an email group's first mail, unless it has one.
+pub(super) fn start_email_thread<'a, DB>(
+    rule: &str,
+    group: &str,
+    message_id: &str,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments<'a>: Default,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("UPDATE email_groups SET thread_id = ");
+    query
+        .push_bind(message_id.to_owned())
+        .push(" WHERE rule = ")
+        .push_bind(rule.to_owned())
+        .push(" AND group_key = ")
+        .push_bind(group.to_owned())
+        .push(" AND thread_id IS NULL");
+    query
 }

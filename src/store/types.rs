@@ -144,7 +144,26 @@ pub struct DeliveryFilter {
     pub until: Option<DateTime<Utc>>,
     /// Only rows after this (event sequence, subscription) position.
     pub after: Option<(i64, String)>,
+    /// Newest first (by event sequence, then subscription, both descending):
+    /// the delivery log as people read it. False lists oldest first.
+    pub newest_first: bool,
+    /// Only rows before this (event sequence, subscription) position: where
+    /// the previous page of a newest-first listing ended.
+    pub before: Option<(i64, String)>,
     pub limit: Option<usize>,
+}
+
+/// What `/metrics` reads from the store at scrape time: a few grouped
+/// statements over indexes, never a scan of the delivery log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrapeGauges {
+    /// Pending deliveries by subscription: (subscription, count, when the
+    /// oldest was created).
+    pub backlog: Vec<(String, i64, DateTime<Utc>)>,
+    pub running_batches: i64,
+    pub stalled_batches: i64,
+    /// Each cube's latest success: (environment, cube, finished at).
+    pub last_success: Vec<(String, String, DateTime<Utc>)>,
 }
 
 /// A row of the delivery log.

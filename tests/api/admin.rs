@@ -93,6 +93,8 @@ async fn a_dead_delivery_redelivered_once_the_receiver_is_back_is_delivered() {
         .into_inner()
         .deliveries;
     assert_eq!(dead.len(), 2);
+    let dead: Vec<_> = dead.into_iter().rev().collect(); // ev-1 first
+    assert_eq!(dead[0].event_id, "ev-1");
     let detail = client
         .get_delivery(pb::GetDeliveryRequest {
             delivery_id: dead[0].delivery_id.clone(),
@@ -155,7 +157,11 @@ async fn the_delivery_log_pages_and_names_bad_arguments() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(seen, ["ev-0", "ev-1", "ev-2", "ev-3", "ev-4"]);
+    assert_eq!(
+        seen,
+        ["ev-4", "ev-3", "ev-2", "ev-1", "ev-0"],
+        "newest first"
+    );
     let bad = client
         .list_deliveries(pb::ListDeliveriesRequest {
             state: 9,
@@ -172,6 +178,75 @@ async fn the_delivery_log_pages_and_names_bad_arguments() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+/// Two subscriptions take every event: pages of three split an event's two
+/// deliveries, and the order (newest event first, then subscription name,
+/// descending) loses and repeats nothing across the split; filters hold.
+#[tokio::test]
+async fn the_delivery_log_is_newest_first_across_pages_and_subscriptions() {
+    let receiver = crate::helpers::Receiver::start().await;
+    let url = receiver.url();
+    let config = [
+        crate::helpers::webhook("alpha", &url, r#"events = ["*"]"#),
+        crate::helpers::webhook("beta", &url, r#"events = ["*"]"#),
+    ]
+    .concat();
+    let app = crate::helpers::spawn_app(&config).await;
+    for i in 1..=3 {
+        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
+            .await;
+    }
+    let mut client = admin(&app).await;
+    let list = |subscription: &str, token: String| pb::ListDeliveriesRequest {
+        subscription: subscription.into(),
+        page_size: 3,
+        page_token: token,
+        ..Default::default()
+    };
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = client
+            .list_deliveries(list("", token))
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        seen.extend(
+            page.deliveries
+                .into_iter()
+                .map(|d| format!("{}/{}", d.event_id, d.subscription)),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        [
+            "ev-3/beta",
+            "ev-3/alpha",
+            "ev-2/beta",
+            "ev-2/alpha",
+            "ev-1/beta",
+            "ev-1/alpha"
+        ]
+    );
+    assert_eq!(pages, 2, "six rows in pages of three: no empty third page");
+
+    let first = client
+        .list_deliveries(list("alpha", String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let alpha: Vec<_> = first
+        .deliveries
+        .iter()
+        .map(|d| d.event_id.as_str())
+        .collect();
+    assert_eq!(alpha, ["ev-3", "ev-2", "ev-1"]);
+    assert!(first.next_page_token.is_empty(), "exactly one full page");
 }
 
 #[tokio::test]
@@ -230,7 +305,7 @@ async fn the_cli_pages_through_deliveries_and_says_when_more_exist() {
             .await;
     }
     let first = herald_cli(&app, &["deliveries", "list", "--limit", "2", "-o", "json"]).await;
-    assert_eq!(listed(&first), ["ev-1", "ev-2"]);
+    assert_eq!(listed(&first), ["ev-3", "ev-2"], "newest first");
     let notice = String::from_utf8_lossy(&first.stderr).trim_end().to_owned();
     let token = notice
         .strip_prefix("more results: add --page-token ")
@@ -247,7 +322,7 @@ async fn the_cli_pages_through_deliveries_and_says_when_more_exist() {
         "--json",
     ];
     let second = herald_cli(&app, &next).await;
-    assert_eq!(listed(&second), ["ev-3"]);
+    assert_eq!(listed(&second), ["ev-1"]);
     assert!(second.stderr.is_empty(), "the last page says nothing more");
 
     let all = herald_cli(
@@ -255,8 +330,20 @@ async fn the_cli_pages_through_deliveries_and_says_when_more_exist() {
         &["deliveries", "list", "--limit", "1", "--all", "--json"],
     )
     .await;
-    assert_eq!(listed(&all), ["ev-1", "ev-2", "ev-3"]);
+    assert_eq!(listed(&all), ["ev-3", "ev-2", "ev-1"]);
     assert!(all.stderr.is_empty());
+
+    let table = herald_cli(&app, &["deliveries", "list", "--limit", "1"]).await;
+    let text = String::from_utf8_lossy(&table.stdout);
+    let header = text.lines().next().unwrap_or_default();
+    assert!(header.contains("NEXT ATTEMPT"), "{text}");
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert!(
+        rows[0].contains("pending") && rows[0].contains('Z'),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&table.stderr).starts_with("more results: "));
 }
 
 /// "Start listen again": pending deliveries go now, not at their next

@@ -59,7 +59,7 @@ async fn a_failed_batch_is_mailed_once_with_what_where_and_how_bad() {
         "Project       finance",
         "Started       2026-03-01T12:00:00Z",
         "Finished      2026-03-01T12:10:00Z",
-        "Duration      10m 0s",
+        "Duration      10 min",
         "Error         out of disk",
         "- agg-7: write failed",
         "Link          https://olap.example/prod/cubes/sales",
@@ -408,5 +408,86 @@ async fn after_an_smtp_outage_a_group_goes_out_as_one_mail_with_every_alert() {
     assert!(
         rows.iter().all(|r| r.state == DeliveryState::Delivered),
         "{rows:?}"
+    );
+}
+
+/// Every mail has a Message-ID and a Date; a group's later mails answer
+/// its first (In-Reply-To and References), so mail clients thread them.
+#[tokio::test]
+async fn a_groups_mails_carry_ids_and_dates_and_later_ones_answer_the_first() {
+    let smtp = SmtpServer::start().await;
+    let app = app(smtp.config("") + &rule("")).await;
+    app.fail_batch("ev-1", "b-1", "sales").await;
+    app.fail_batch("ev-x", "b-x", "stock").await;
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    app.succeed_batch("ev-2", "b-2", "sales").await;
+    app.advance(GROUP_INTERVAL);
+    app.deliver().await;
+
+    let mails = smtp.mails();
+    assert_eq!(
+        mails.len(),
+        3,
+        "sales failed, stock failed, sales recovered"
+    );
+    let parsed: Vec<_> = mails.iter().map(|m| m.parsed()).collect();
+    for mail in &parsed {
+        assert!(mail.date().is_some(), "a Date header");
+        let id = mail.message_id().unwrap_or_default();
+        assert!(
+            id.ends_with("@example.com"),
+            "a Message-ID in the sender's domain: {id}"
+        );
+    }
+    let ids: std::collections::HashSet<_> = parsed.iter().map(|m| m.message_id()).collect();
+    assert_eq!(ids.len(), 3, "every Message-ID is new");
+    let subject = |m: &mail_parser::Message| m.subject().unwrap_or_default().to_owned();
+    let first = parsed
+        .iter()
+        .find(|m| subject(m).starts_with("FAILED: refresh of SALES"))
+        .expect("the sales failure");
+    let recovered = parsed
+        .iter()
+        .find(|m| subject(m).starts_with("RECOVERED"))
+        .expect("the sales recovery");
+    let answered = first.message_id().unwrap_or_default();
+    assert_eq!(recovered.in_reply_to().as_text(), Some(answered));
+    assert_eq!(recovered.references().as_text(), Some(answered));
+    for opener in parsed
+        .iter()
+        .filter(|m| !subject(m).starts_with("RECOVERED"))
+    {
+        assert!(
+            opener.in_reply_to().is_empty(),
+            "a group's first mail answers nothing"
+        );
+    }
+}
+
+/// A stall is mailed with how far past its allowance the batch ran, in
+/// words, and its times to the second.
+#[tokio::test]
+async fn a_stall_mail_says_how_long_past_its_allowance_in_words() {
+    let smtp = SmtpServer::start().await;
+    let stalls = "[stalls]\nmax_duration = \"5m\"\nlearn = false\n";
+    let app = app(smtp.config("") + &rule("") + stalls).await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.advance(Duration::from_secs(6 * 60 + 3));
+    assert_eq!(app.check().await.stalled, 1);
+    app.advance(GROUP_WAIT);
+    app.deliver().await;
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        mails[0].subject(),
+        "STALLED: refresh of SALES (prod) ran 1 min 3 s longer than its 5 min allowance"
+    );
+    assert!(
+        mails[0]
+            .text()
+            .contains("Started       2026-03-01T12:00:00Z"),
+        "{}",
+        mails[0].text()
     );
 }

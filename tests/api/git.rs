@@ -267,3 +267,44 @@ async fn the_cli_emits_a_project_event_that_reaches_the_archive() {
         "<project><cube name=\"Sales\"/></project>"
     );
 }
+
+/// A user sent as `Name <email>` keeps both parts; a snapshot without a tag
+/// leaves no double space; `subs list` calls the archive `git`.
+#[tokio::test]
+async fn a_mailbox_user_and_an_untagged_snapshot_make_a_clean_commit_and_the_archive_lists_as_git()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    let app = archive_app(&repo, None).await;
+    let mut request = event(
+        &app,
+        "e1",
+        pb::ProjectEventKind::SnapshotCreated,
+        "Ada Lovelace <ada@example.com>",
+        "<project/>",
+    );
+    request.snapshot_tag = String::new();
+    app.ingest.clone().project_event(request).await.unwrap();
+    app.deliver().await;
+    assert_eq!(
+        git(&repo, &["log", "--format=%an <%ae>|%s"]).trim_end(),
+        "Ada Lovelace <ada@example.com>|project.snapshot_created: Finance (finance), snapshot [snap-1]"
+    );
+
+    let server = app.addr.to_string();
+    let out = crate::helpers::herald_cli(["subs", "list", "-o", "json", "--server", &server]).await;
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let archive = list
+        .iter()
+        .find(|s| s["name"] == "archive")
+        .expect("listed");
+    assert_eq!(archive["kind"], "git");
+    let table = crate::helpers::herald_cli(["subs", "list", "--server", &server]).await;
+    let text = String::from_utf8_lossy(&table.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("archive"))
+        .unwrap_or_default();
+    assert!(row.split_whitespace().nth(1) == Some("git"), "{text}");
+}

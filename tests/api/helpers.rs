@@ -193,6 +193,8 @@ pub struct TestApp {
     pub store: Store,
     pub dispatcher: Dispatcher,
     pub monitor: Monitor,
+    /// What a configuration reload (SIGHUP) replaces.
+    pub reloader: herald::reload::Reloader,
     pub pruner: herald::retention::Pruner,
     /// Who waits for changes, and the streams open per caller.
     pub feed: herald::feed::ChangeFeed,
@@ -266,6 +268,7 @@ impl Spawn {
         let http = app.http_addr().expect("the operations port is on");
         let (store, dispatcher, monitor) = (app.store(), app.dispatcher(), app.monitor());
         let pruner = app.pruner();
+        let reloader = app.reloader();
         let feed = app.feed();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
@@ -293,6 +296,7 @@ impl Spawn {
             store,
             dispatcher,
             monitor,
+            reloader,
             pruner,
             feed,
             clock,

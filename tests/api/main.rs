@@ -21,6 +21,8 @@ mod projects;
 mod properties;
 mod python;
 mod query;
+mod readme;
+mod reload;
 mod restart;
 mod retention;
 mod silences;

@@ -94,3 +94,76 @@ async fn liveness_and_readiness_answer() {
         assert_eq!(response.status(), 200, "/{path}");
     }
 }
+
+/// What admins ask of `/metrics`: outcomes and backlog by subscription,
+/// running and stalled batches, and how long since each cube succeeded.
+#[tokio::test]
+async fn metrics_show_each_subscription_batches_and_cubes() {
+    use std::time::Duration;
+    let receiver = crate::helpers::Receiver::start().await;
+    let down = format!("http://{}/hook", crate::helpers::dead_address().await);
+    let config = [
+        crate::helpers::webhook("etl", &receiver.url(), r#"events = ["*"]"#),
+        crate::helpers::webhook("down", &down, r#"events = ["*"]"#),
+        "[stalls]\nmax_duration = \"5m\"\n".to_owned(),
+    ]
+    .concat();
+    let app = crate::helpers::spawn_app(&config).await;
+    let before = scrape(&app).await;
+    assert_eq!(before["herald_batches_running"], 0.0);
+    assert!(!before
+        .keys()
+        .any(|k| k.starts_with("herald_subscription_backlog")));
+
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.start_batch("ev-2", "b-2", "stock").await;
+    app.advance(Duration::from_secs(30));
+    let queued = scrape(&app).await;
+    assert_eq!(
+        queued["herald_subscription_backlog{subscription=\"etl\"}"],
+        2.0
+    );
+    assert_eq!(
+        queued["herald_subscription_backlog{subscription=\"down\"}"],
+        2.0
+    );
+    assert_eq!(
+        queued["herald_subscription_oldest_pending_age_seconds{subscription=\"etl\"}"],
+        30.0
+    );
+    assert_eq!(queued["herald_batches_running"], 2.0);
+
+    app.deliver().await;
+    app.succeed_batch("ev-3", "b-1", "sales").await;
+    app.advance(Duration::from_secs(600));
+    assert_eq!(app.check().await.stalled, 1, "stock outlived its 5 m");
+    let later = scrape(&app).await;
+    let outcome = |sub: &str, outcome: &str| {
+        later
+            .get(&format!(
+                "herald_subscription_deliveries_total{{subscription=\"{sub}\",outcome=\"{outcome}\"}}"
+            ))
+            .copied()
+    };
+    assert_eq!(outcome("etl", "delivered"), Some(2.0));
+    assert_eq!(outcome("down", "retry"), Some(2.0));
+    assert_eq!(outcome("etl", "retry"), None);
+    assert_eq!(
+        later["herald_subscription_backlog{subscription=\"down\"}"], 4.0,
+        "two retries, the success and the stall"
+    );
+    assert_eq!(
+        later["herald_subscription_backlog{subscription=\"etl\"}"], 2.0,
+        "the success and the stall, not sent yet"
+    );
+    assert_eq!(later["herald_batches_running"], 0.0);
+    assert_eq!(later["herald_batches_stalled"], 1.0);
+    assert_eq!(
+        later["herald_cube_seconds_since_last_success{environment=\"prod\",cube=\"sales\"}"],
+        600.0
+    );
+    assert!(
+        !later.keys().any(|k| k.contains("cube=\"stock\"")),
+        "stock never succeeded"
+    );
+}

@@ -422,3 +422,57 @@ async fn herald_batches_latest_shows_the_newest_batch_of_a_cube() {
     assert_eq!(batch["batch_id"], "b-2");
     assert_eq!(batch["state"], "running");
 }
+
+/// On a terminal `herald wait` draws a live line (elapsed, state,
+/// aggregates built); piped, or with `-o json`, the output is unchanged.
+#[tokio::test]
+async fn herald_wait_draws_a_live_line_only_on_a_terminal() {
+    let app = spawn_app("").await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    let wait = format!(
+        "{} wait --server http://{} --cube-id sales --batch-id b-1 --timeout 1s",
+        env!("CARGO_BIN_EXE_herald"),
+        app.addr
+    );
+    // util-linux `script` runs the command on a pseudo-terminal.
+    let on_terminal = |command: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new("script")
+                .args(["-qec", &command, "/dev/null"])
+                .output()
+                .expect("script runs")
+        })
+    };
+    let shown = on_terminal(wait.clone()).await.unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(shown.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("waiting 0ms: batch b-1 running, 0 of 3 aggregates built"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("\r\x1b[2Ktimed out after 1s: batch b-1"),
+        "the live line is erased before the outcome: {text:?}"
+    );
+
+    let json = on_terminal(format!("{wait} -o json")).await.unwrap();
+    let text = String::from_utf8_lossy(&json.stdout);
+    assert!(!text.contains("waiting"), "{text:?}");
+    assert!(text.contains("\"outcome\": \"timed_out\""), "{text:?}");
+
+    let piped = tokio::task::spawn_blocking(move || {
+        let mut parts = wait.split(' ');
+        Command::new(parts.next().unwrap())
+            .args(parts)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(String::from_utf8_lossy(&piped.stdout).starts_with("timed out after 1s: batch b-1"));
+}

@@ -39,6 +39,8 @@ mod outage;
 mod projects;
 #[path = "../api/query.rs"]
 mod query;
+#[path = "../api/reload.rs"]
+mod reload;
 mod replicas;
 #[path = "../api/restart.rs"]
 mod restart;

@@ -16,10 +16,11 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::ingest::notify;
 use super::{PgStore, SUBSCRIPTIONS_CHANNEL};
 use crate::core::email::AlertState;
+use crate::store::portable;
 use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::types::{
     AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryUpdate,
-    ManagedSubscription, PendingDelivery,
+    ManagedSubscription, PendingDelivery, ScrapeGauges,
 };
 use crate::store::{from_millis, to_json, to_millis, StoreError};
 
@@ -260,6 +261,16 @@ impl PgStore {
         Ok((row.get("n"), oldest))
     }
 
+    pub async fn scrape_gauges(&self) -> Result<ScrapeGauges, StoreError> {
+        let [backlog, states, last_success] = portable::SCRAPE_STATEMENTS;
+        let fetch = |statement| sqlx::query(statement).fetch_all(&self.pool);
+        portable::scrape_gauges([
+            fetch(backlog).await?,
+            fetch(states).await?,
+            fetch(last_success).await?,
+        ])
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -328,7 +339,19 @@ impl PgStore {
                 .push_bind(subscription)
                 .push(")");
         }
-        query.push(" ORDER BY d.event_seq, d.subscription");
+        if let Some((seq, subscription)) = &filter.before {
+            query
+                .push(" AND (d.event_seq, d.subscription) < (")
+                .push_bind(*seq)
+                .push(", ")
+                .push_bind(subscription)
+                .push(")");
+        }
+        query.push(if filter.newest_first {
+            " ORDER BY d.event_seq DESC, d.subscription DESC"
+        } else {
+            " ORDER BY d.event_seq, d.subscription"
+        });
         if let Some(limit) = filter.limit {
             query.push(" LIMIT ").push_bind(limit as i64);
         }
@@ -500,6 +523,27 @@ impl PgStore {
                 .fetch_optional(&self.pool)
                 .await?;
         row.map(|r| from_millis(r.get("last_sent_at"))).transpose()
+    }
+
+    pub async fn email_group_thread(
+        &self,
+        rule: &str,
+        group: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut query = portable::email_group_thread::<Postgres>(rule, group);
+        let row = query.build().fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| r.get("thread_id")))
+    }
+
+    pub async fn start_email_thread(
+        &self,
+        rule: &str,
+        group: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut query = portable::start_email_thread::<Postgres>(rule, group, message_id);
+        query.build().execute(&self.pool).await?;
+        Ok(())
     }
 
     pub async fn email_alert_states(

@@ -13,8 +13,10 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::{from_millis, to_millis, SqliteStore, StoreError};
+use crate::store::portable;
 use crate::store::types::{
     AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryUpdate,
+    ScrapeGauges,
 };
 
 impl SqliteStore {
@@ -193,6 +195,16 @@ impl SqliteStore {
         Ok((row.get("n"), oldest))
     }
 
+    pub async fn scrape_gauges(&self) -> Result<ScrapeGauges, StoreError> {
+        let [backlog, states, last_success] = portable::SCRAPE_STATEMENTS;
+        let fetch = |statement| sqlx::query(statement).fetch_all(&self.reader);
+        portable::scrape_gauges([
+            fetch(backlog).await?,
+            fetch(states).await?,
+            fetch(last_success).await?,
+        ])
+    }
+
     /// Whether the database answers (for readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
@@ -267,7 +279,19 @@ impl SqliteStore {
                 .push_bind(subscription.clone())
                 .push(")");
         }
-        query.push(" ORDER BY d.event_seq, d.subscription");
+        if let Some((seq, subscription)) = &filter.before {
+            query
+                .push(" AND (d.event_seq, d.subscription) < (")
+                .push_bind(*seq)
+                .push(", ")
+                .push_bind(subscription.clone())
+                .push(")");
+        }
+        query.push(if filter.newest_first {
+            " ORDER BY d.event_seq DESC, d.subscription DESC"
+        } else {
+            " ORDER BY d.event_seq, d.subscription"
+        });
         if let Some(limit) = filter.limit {
             query.push(" LIMIT ").push_bind(limit as i64);
         }

@@ -8,6 +8,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{from_millis, rows, to_millis, SqliteStore, StoreError};
 use crate::core::email::AlertState;
+use crate::store::portable;
 use crate::store::types::PendingDelivery;
 
 impl SqliteStore {
@@ -80,6 +81,29 @@ impl SqliteStore {
                 .fetch_optional(&self.reader)
                 .await?;
         row.map(|r| from_millis(r.get("last_sent_at"))).transpose()
+    }
+
+    pub async fn email_group_thread(
+        &self,
+        rule: &str,
+        group: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut query = portable::email_group_thread::<Sqlite>(rule, group);
+        let row = query.build().fetch_optional(&self.reader).await?;
+        Ok(row.and_then(|r| r.get("thread_id")))
+    }
+
+    pub async fn start_email_thread(
+        &self,
+        rule: &str,
+        group: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut query = portable::start_email_thread::<Sqlite>(rule, group, message_id);
+        query.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn email_alert_states(
