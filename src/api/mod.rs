@@ -14,7 +14,7 @@ mod subscriptions;
 mod watch;
 
 pub use admin::AdminApi;
-pub use auth::{Auth, Caller, Service};
+pub use auth::{bearer_token, find_token, Auth, Caller, Service};
 pub use error::ApiError;
 pub use gate::DocumentGate;
 pub use ingest::IngestApi;

@@ -6,6 +6,7 @@ mod auth;
 mod bench;
 mod bounds;
 mod cli;
+mod console;
 mod delivery;
 mod egress;
 mod email;
