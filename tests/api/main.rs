@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod bench;
 mod bounds;
+mod browser;
 mod cli;
 mod console;
 mod delivery;
