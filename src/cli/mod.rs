@@ -9,6 +9,7 @@ mod migrate;
 mod output;
 mod schedules;
 mod server;
+mod status;
 mod subs;
 mod wait;
 
@@ -61,6 +62,9 @@ enum Command {
     /// Each refresh schedule: last success, when it becomes overdue, and
     /// whether it is.
     Schedules(schedules::SchedulesArgs),
+    /// The console's overview in the terminal: each cube's state, last
+    /// success and next expected refresh, and the receivers in trouble.
+    Status(status::StatusArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
     /// Check the configuration as `serve` would, without starting: exit 0
@@ -160,6 +164,7 @@ pub async fn run() -> ExitCode {
         Command::Subs(command) => subs::run(command).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Schedules(args) => schedules::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Completions { shell } => {

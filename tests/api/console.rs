@@ -8,7 +8,9 @@ use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 
-use crate::helpers::{app_with_receiver, batch_ref, webhook, Receiver, Reply, Spawn, TestApp};
+use crate::helpers::{
+    app_with_receiver, batch_ref, herald_cli, webhook, Receiver, Reply, Spawn, TestApp,
+};
 
 const TOKENS: &str = r#"
 [[tokens]]
@@ -563,4 +565,53 @@ async fn a_scheduled_cube_without_a_success_turns_overdue() {
         serde_json::from_str(&page(&app, "/overview.json", None).await).unwrap();
     assert_eq!(json["counts"]["overdue"], 1, "{json}");
     assert!(json["cubes"][0]["next_expected_at"].is_string());
+}
+
+#[tokio::test]
+async fn herald_status_prints_the_overview_plain_when_piped_and_as_json() {
+    let app = Spawn {
+        webhooks: TOKENS.to_owned(),
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    let console = format!("http://{}", app.http);
+    let refused = herald_cli(["status", "--console", &console]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--token"));
+    let table = herald_cli([
+        "status",
+        "--console",
+        &console,
+        "--token",
+        "reader-token-0123456789",
+    ])
+    .await;
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.starts_with("0 failing · 0 stalled · 0 overdue"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ENVIRONMENT") && !text.contains('\x1b'),
+        "plain when piped: {text}"
+    );
+    let json = herald_cli([
+        "status",
+        "--console",
+        &console,
+        "--token",
+        "reader-token-0123456789",
+        "-o",
+        "json",
+    ])
+    .await;
+    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["counts"]["failed"], 0);
+    assert!(document["cubes"].as_array().unwrap().is_empty());
 }
