@@ -167,13 +167,7 @@ pub(super) async fn enable(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, ConsoleError> {
-    admin(&console, &headers, &form).await?;
-    console
-        .parts()
-        .subscriptions
-        .enable_subscription(Request::new(name(&form)))
-        .await?;
-    Ok(Redirect::to(&form.back()).into_response())
+    set_enabled(&console, &headers, &form, true).await
 }
 
 pub(super) async fn disable(
@@ -181,12 +175,22 @@ pub(super) async fn disable(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, ConsoleError> {
-    admin(&console, &headers, &form).await?;
-    console
-        .parts()
-        .subscriptions
-        .disable_subscription(Request::new(name(&form)))
-        .await?;
+    set_enabled(&console, &headers, &form, false).await
+}
+
+async fn set_enabled(
+    console: &Console,
+    headers: &HeaderMap,
+    form: &ActionForm,
+    enabled: bool,
+) -> Result<Response, ConsoleError> {
+    admin(console, headers, form).await?;
+    let api = &console.parts().subscriptions;
+    let request = Request::new(name(form));
+    match enabled {
+        true => api.enable_subscription(request).await?,
+        false => api.disable_subscription(request).await?,
+    };
     Ok(Redirect::to(&form.back()).into_response())
 }
 

@@ -188,3 +188,125 @@ where
     query.push_bind(digest.to_owned());
     query
 }
+
+/// The console's store methods for one backend: `$db` its database,
+/// `$read` and `$write` the pools to read and write through. Both backends
+/// run the same builders above; only the pools differ.
+macro_rules! console_queries {
+    ($store:ty, $db:ty, read: |$r:ident| $read:expr, write: |$w:ident| $write:expr) => {
+        impl $store {
+            pub async fn latest_batches(
+                &self,
+            ) -> Result<Vec<$crate::store::CubeLatest>, $crate::store::StoreError> {
+                let $r = self;
+                let found = sqlx::query($crate::store::console::LATEST_BATCHES)
+                    .fetch_all($read)
+                    .await?;
+                found
+                    .iter()
+                    .map($crate::store::console::cube_latest)
+                    .collect()
+            }
+
+            pub async fn subscription_health(
+                &self,
+                since: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<$crate::store::SubscriptionHealth>, $crate::store::StoreError> {
+                let $r = self;
+                let mut query = $crate::store::console::subscription_health::<$db>(since);
+                let found = query.build().fetch_all($read).await?;
+                found.iter().map($crate::store::console::health).collect()
+            }
+
+            pub async fn batch_events(
+                &self,
+                batch_id: &str,
+            ) -> Result<Vec<$crate::store::BatchEventRow>, $crate::store::StoreError> {
+                let $r = self;
+                let mut query = $crate::store::console::batch_events::<$db>(batch_id);
+                let found = query.build().fetch_all($read).await?;
+                found
+                    .iter()
+                    .map($crate::store::console::batch_event)
+                    .collect()
+            }
+
+            pub async fn batch_deliveries(
+                &self,
+                batch_ids: &[String],
+            ) -> Result<Vec<(String, $crate::store::DeliveryRow)>, $crate::store::StoreError> {
+                if batch_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let $r = self;
+                let mut query = $crate::store::console::batch_deliveries::<$db>(batch_ids);
+                let found = query.build().fetch_all($read).await?;
+                found
+                    .iter()
+                    .map(|r| {
+                        use sqlx::Row;
+                        Ok((r.get("batch_id"), $crate::store::rows::delivery(r)?))
+                    })
+                    .collect()
+            }
+
+            pub async fn project_versions(
+                &self,
+            ) -> Result<Vec<$crate::store::ProjectVersion>, $crate::store::StoreError> {
+                let $r = self;
+                let found = sqlx::query($crate::store::console::PROJECT_VERSIONS_SQL)
+                    .fetch_all($read)
+                    .await?;
+                found
+                    .iter()
+                    .map($crate::store::console::project_version)
+                    .collect()
+            }
+
+            pub async fn create_session(
+                &self,
+                digest: &str,
+                token_name: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                expires_at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let $w = self;
+                $crate::store::console::delete_expired_sessions::<$db>(now)
+                    .build()
+                    .execute($write)
+                    .await?;
+                $crate::store::console::insert_session::<$db>(digest, token_name, now, expires_at)
+                    .build()
+                    .execute($write)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn session_token(
+                &self,
+                digest: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let $r = self;
+                let mut query = $crate::store::console::find_session::<$db>(digest, now);
+                let found = query.build().fetch_optional($read).await?;
+                Ok(found.map(|r| r.get("token_name")))
+            }
+
+            pub async fn delete_session(
+                &self,
+                digest: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                let $w = self;
+                $crate::store::console::delete_session::<$db>(digest)
+                    .build()
+                    .execute($write)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use console_queries;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
+use crate::console::TOKENS;
 use crate::helpers::{app_with_receiver, batch_ref, webhook, Receiver, Reply, Spawn, TestApp};
 
 /// A chromedriver this test started; killed when dropped.
@@ -234,17 +235,6 @@ async fn an_admin_sees_what_broke_follows_it_live_and_fixes_a_dead_delivery() {
     assert_eq!(text(&client, "#delivery-state").await, "delivered");
     client.close().await.unwrap();
 }
-
-const TOKENS: &str = r#"
-[[tokens]]
-name = "ops"
-role = "admin"
-token = "admin-token-0123456789ab"
-[[tokens]]
-name = "airflow"
-role = "reader"
-token = "reader-token-0123456789"
-"#;
 
 #[tokio::test]
 async fn a_reader_sees_no_actions_cannot_forge_one_and_signs_out() {

@@ -12,7 +12,7 @@ use crate::helpers::{
     app_with_receiver, batch_ref, herald_cli, webhook, Receiver, Reply, Spawn, TestApp,
 };
 
-const TOKENS: &str = r#"
+pub const TOKENS: &str = r#"
 [[tokens]]
 name = "ops"
 role = "admin"
@@ -614,4 +614,40 @@ async fn herald_status_prints_the_overview_plain_when_piped_and_as_json() {
     let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(document["counts"]["failed"], 0);
     assert!(document["cubes"].as_array().unwrap().is_empty());
+}
+
+/// Without tokens the console is open on loopback only: an operations
+/// port on every address (allowed with `insecure`) serves metrics, but
+/// refuses the console.
+#[tokio::test]
+async fn without_tokens_the_console_is_closed_beyond_loopback() {
+    let dir = crate::helpers::TestDir::create().await;
+    let toml = format!(
+        "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"0.0.0.0:0\"\ninsecure = true\n\
+         [store]\nurl = \"{}\"\n",
+        dir.store_url()
+    );
+    let settings = herald::config::Settings::from_toml(
+        &toml,
+        &herald::config::Overrides::default(),
+        &|_: &str| None,
+    )
+    .unwrap();
+    let app = herald::app::Application::build(settings).await.unwrap();
+    let port = app.http_addr().unwrap().port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let running = tokio::spawn(app.run_until_stopped(async move { stopped.cancelled().await }));
+    let base = format!("http://127.0.0.1:{port}");
+    let console = client().get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(console.status(), StatusCode::FORBIDDEN);
+    assert!(console.text().await.unwrap().contains("loopback"));
+    let metrics = client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    stop.cancel();
+    running.await.unwrap().unwrap();
 }
