@@ -198,6 +198,9 @@ pub enum ConsoleError {
     Forbidden(String),
     #[error("sign in first")]
     SignIn,
+    /// Too many live pages or streams are open.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{}", .0.message())]
@@ -212,6 +215,7 @@ impl IntoResponse for ConsoleError {
             ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
             ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ConsoleError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ConsoleError::SignIn => {
                 return (StatusCode::SEE_OTHER, [(header::LOCATION, "/signin")]).into_response()
             }

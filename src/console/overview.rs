@@ -69,7 +69,7 @@ pub struct CubeRow {
     pub last_success_at: Option<DateTime<Utc>>,
     pub next_expected_at: Option<DateTime<Utc>>,
     pub stall_allowance_seconds: Option<u64>,
-    /// `configured` or `learned`.
+    /// `configured` (a `[[stalls.rules]]` entry), `learned` or `default`.
     pub allowance_source: Option<String>,
     pub error_message: Option<String>,
 }
@@ -245,10 +245,10 @@ async fn add_allowances(
             .and_then(|l| l.allowance(durations));
         row.stall_allowance_seconds = allowance.map(|d| d.as_secs());
         row.allowance_source = allowance.map(|a| {
-            if Some(a) == learned {
-                "learned"
-            } else {
-                "configured"
+            match (Some(a) == learned, Some(a) == policy.default) {
+                (true, _) => "learned",
+                (false, true) => "default",
+                (false, false) => "configured",
             }
             .to_owned()
         });

@@ -624,10 +624,17 @@ pub(super) async fn events(
     State(console): State<Console>,
     headers: HeaderMap,
 ) -> Result<Response, ConsoleError> {
-    viewer(&console, &headers).await?;
-    let waiter = console.parts().feed.subscribe(Interest::Everything);
+    let viewer = viewer(&console, &headers).await?;
+    // An open page holds a stream slot, counted with watch and await
+    // streams against `server.max_watch_streams` (per token, too).
+    let feed = &console.parts().feed;
+    let slot = feed
+        .open_stream(viewer.token.as_deref().unwrap_or_default())
+        .map_err(|refused| ConsoleError::Busy(refused.to_string()))?;
+    let waiter = feed.subscribe(Interest::Everything);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
     tokio::spawn(async move {
+        let _slot = slot;
         loop {
             tokio::select! {
                 _ = waiter.changed() => {

@@ -453,11 +453,22 @@ async fn an_admin_redelivers_retries_and_rotates_with_the_api_s_own_logic() {
 }
 
 #[tokio::test]
-async fn a_batch_change_reaches_the_event_stream() {
-    let app = Spawn::default().start().await;
+async fn a_batch_change_reaches_the_event_stream_which_counts_as_a_watch_stream() {
+    let app = Spawn {
+        server: "max_watch_streams = 1".to_owned(),
+        ..Spawn::default()
+    }
+    .start()
+    .await;
     let mut events = get(&app, "/events", None).await;
     assert_eq!(events.status(), StatusCode::OK);
     assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let second = get(&app, "/events", None).await;
+    assert_eq!(
+        second.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "over max_watch_streams"
+    );
     app.start_batch("ev-1", "b-1", "sales").await;
     let mut seen = String::new();
     while !seen.contains("event: change") {
