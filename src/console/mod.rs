@@ -19,7 +19,9 @@
 
 mod access;
 mod actions;
+mod badges;
 mod draw;
+mod live;
 pub mod overview;
 mod pages;
 
@@ -127,8 +129,8 @@ pub fn routes(console: Console) -> Router {
         .route("/subscriptions", get(pages::subscriptions))
         .route("/projects", get(pages::projects))
         .route("/documents/{event}", get(pages::document))
-        .route("/badge/{environment}/{cube}", get(pages::badge))
-        .route("/events", get(pages::events))
+        .route("/badge/{environment}/{cube}", get(badges::badge))
+        .route("/events", get(live::events))
         .route("/signin", get(access::signin_form).post(access::sign_in))
         .route("/signout", post(access::sign_out))
         .route("/actions/redeliver", post(actions::redeliver))

@@ -2,17 +2,13 @@
 //! store and render a template.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::access::{viewer, Viewer};
 use super::draw::{self, age_text};
@@ -20,7 +16,6 @@ use super::overview::{self, CubeState, Overview};
 use super::{Console, ConsoleError};
 use crate::core::batch::BatchState;
 use crate::core::subscription::{Subscription, Target};
-use crate::feed::Interest;
 use crate::store::{BatchFilter, DeliveryFilter, DeliveryRow, DeliveryState};
 
 /// Batches a cube page shows.
@@ -186,28 +181,8 @@ pub(super) async fn cube(
         .iter()
         .find(|c| c.environment_id == environment && c.cube_id == cube);
     let allowance = row.and_then(|r| r.stall_allowance_seconds);
-    let ids: Vec<String> = batches.iter().map(|b| b.batch_id.clone()).collect();
-    let mut caused: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for (batch_id, delivery) in parts.store.batch_deliveries(&ids).await? {
-        caused
-            .entry(batch_id)
-            .or_default()
-            .push(delivery_view(&delivery));
-    }
+    let rows = batch_rows(&console, &batches, now).await?;
     let last_failure = batches.iter().find(|b| b.state == BatchState::Failed);
-    let rows: Vec<Value> = batches
-        .iter()
-        .map(|b| {
-            json!({
-                "batch_id": b.batch_id,
-                "state": b.state.as_str().to_lowercase(),
-                "started_at": time_text(b.started_at),
-                "finished_at": time_text(b.finished_at),
-                "duration": b.started_at.map(|s| age_text((b.finished_at.unwrap_or(now) - s).num_seconds())),
-                "deliveries": caused.remove(&b.batch_id).unwrap_or_default(),
-            })
-        })
-        .collect();
     let context = json!({
         "environment_id": environment,
         "cube_id": cube,
@@ -225,6 +200,38 @@ pub(super) async fn cube(
     });
     let title = format!("{} · {}", newest.cube_name, environment);
     console.render("cube.html", page(&viewer, &title, "overview", context))
+}
+
+/// The cube page's batch table: each batch with the deliveries it caused.
+async fn batch_rows(
+    console: &Console,
+    batches: &[crate::core::batch::BatchRecord],
+    now: DateTime<Utc>,
+) -> Result<Vec<Value>, ConsoleError> {
+    let ids: Vec<String> = batches.iter().map(|b| b.batch_id.clone()).collect();
+    let mut caused: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (batch_id, delivery) in console.parts().store.batch_deliveries(&ids).await? {
+        caused
+            .entry(batch_id)
+            .or_default()
+            .push(delivery_view(&delivery));
+    }
+    Ok(batches
+        .iter()
+        .map(|b| {
+            let duration = b
+                .started_at
+                .map(|s| age_text((b.finished_at.unwrap_or(now) - s).num_seconds()));
+            json!({
+                "batch_id": b.batch_id,
+                "state": b.state.as_str().to_lowercase(),
+                "started_at": time_text(b.started_at),
+                "finished_at": time_text(b.finished_at),
+                "duration": duration,
+                "deliveries": caused.remove(&b.batch_id).unwrap_or_default(),
+            })
+        })
+        .collect())
 }
 
 fn delivery_view(d: &DeliveryRow) -> Value {
@@ -566,88 +573,4 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// `/badge/{environment}/{cube}.svg`: public when `console.public_badges`.
-pub(super) async fn badge(
-    State(console): State<Console>,
-    headers: HeaderMap,
-    Path((environment, file)): Path<(String, String)>,
-) -> Result<Response, ConsoleError> {
-    if !console.parts().settings.public_badges {
-        viewer(&console, &headers).await?;
-    }
-    let cube = file
-        .strip_suffix(".svg")
-        .ok_or_else(|| ConsoleError::NotFound("badges end in .svg".into()))?;
-    let overview = overview::read(console.parts()).await?;
-    let row = overview
-        .cubes
-        .iter()
-        .find(|c| c.environment_id == environment && c.cube_id == cube);
-    let label = row.map_or(cube, |r| r.cube_name.as_str());
-    let (message, tone) = match row {
-        None => ("unknown".to_owned(), "info"),
-        Some(r) => badge_message(r, overview.generated_at),
-    };
-    let svg = draw::badge(label, &message, tone);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "max-age=60"),
-        ],
-        svg,
-    )
-        .into_response())
-}
-
-fn badge_message(r: &overview::CubeRow, now: DateTime<Utc>) -> (String, &'static str) {
-    match r.state {
-        CubeState::Succeeded => match since_text(r.last_success_at, now) {
-            Some(age) => (format!("fresh {age}"), "ok"),
-            None => ("fresh".to_owned(), "ok"),
-        },
-        CubeState::Failed => ("failed".to_owned(), "bad"),
-        CubeState::Stalled => ("stalled".to_owned(), "warn"),
-        CubeState::Overdue => ("overdue".to_owned(), "warn"),
-        CubeState::Running => (
-            format!("running {}/{}", r.aggregates_built, r.aggregate_count),
-            "info",
-        ),
-        CubeState::Waiting => ("waiting".to_owned(), "info"),
-    }
-}
-
-/// Server-sent events: `change` whenever a batch change commits (on any
-/// replica); pages reload their content when they hear one.
-pub(super) async fn events(
-    State(console): State<Console>,
-    headers: HeaderMap,
-) -> Result<Response, ConsoleError> {
-    let viewer = viewer(&console, &headers).await?;
-    // An open page holds a stream slot, counted with watch and await
-    // streams against `server.max_watch_streams` (per token, too).
-    let feed = &console.parts().feed;
-    let slot = feed
-        .open_stream(viewer.token.as_deref().unwrap_or_default())
-        .map_err(|refused| ConsoleError::Busy(refused.to_string()))?;
-    let waiter = feed.subscribe(Interest::Everything);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
-    tokio::spawn(async move {
-        let _slot = slot;
-        loop {
-            tokio::select! {
-                _ = waiter.changed() => {
-                    if tx.send(Ok(Event::default().event("change").data("batch"))).await.is_err() {
-                        break;
-                    }
-                }
-                _ = tx.closed() => break,
-            }
-        }
-    });
-    let keep_alive = KeepAlive::new().interval(Duration::from_secs(15));
-    Ok(Sse::new(ReceiverStream::new(rx))
-        .keep_alive(keep_alive)
-        .into_response())
 }
