@@ -58,7 +58,7 @@ async fn driver() -> Option<Driver> {
         .expect("chromedriver starts");
     let driver = Driver { child, port };
     let status = format!("http://127.0.0.1:{port}/status");
-    for _ in 0..100 {
+    for _ in 0..300 {
         if reqwest::get(&status)
             .await
             .is_ok_and(|r| r.status().is_success())
@@ -67,7 +67,7 @@ async fn driver() -> Option<Driver> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("chromedriver did not answer on port {port} within 10 s");
+    panic!("chromedriver did not answer on port {port} within 30 s");
 }
 
 async fn browser(driver: &Driver) -> Client {
@@ -89,14 +89,15 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a Chromium session")
 }
 
-/// Waits (bounded) until `css` matches an element.
+/// Waits (bounded: CI runs the whole suite on two cores beside Chromium)
+/// until `css` matches an element.
 async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
     client
         .wait()
-        .at_most(Duration::from_secs(10))
+        .at_most(Duration::from_secs(30))
         .for_element(Locator::Css(css))
         .await
-        .unwrap_or_else(|e| panic!("no `{css}` within 10 s: {e}"))
+        .unwrap_or_else(|e| panic!("no `{css}` within 30 s: {e}"))
 }
 
 async fn text(client: &Client, css: &str) -> String {
