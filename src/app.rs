@@ -232,8 +232,8 @@ pub struct Application {
     /// The operations port (`/metrics`, `/healthz`, `/readyz`), if enabled.
     http: Option<TcpListener>,
     metrics: Metrics,
-    admin: AdminApi,
-    subscriptions_api: SubscriptionApi,
+    admin: Arc<AdminApi>,
+    subscriptions_api: Arc<SubscriptionApi>,
     leadership: Leadership,
     /// What the notification listener updates (several replicas).
     listening: Listening,
@@ -288,19 +288,19 @@ impl Application {
             replica: settings.store.replica.clone(),
         };
         let dispatcher = Dispatcher::new(parts, registry.clone()).await?;
-        let subscriptions_api = SubscriptionApi::new(SubscriptionParts {
+        let subscriptions_api = Arc::new(SubscriptionApi::new(SubscriptionParts {
             store: store.clone(),
             registry: registry.clone(),
             context: managed_context.clone(),
             ingestor: ingestor.clone(),
             clock: options.clock.clone(),
-        });
-        let admin = AdminApi::new(
+        }));
+        let admin = Arc::new(AdminApi::new(
             store.clone(),
             registry.clone(),
             wakeups.clone(),
             options.clock.clone(),
-        );
+        ));
         let monitor = Monitor::new(
             store.clone(),
             ingestor.clone(),
@@ -388,6 +388,27 @@ impl Application {
         self.reloader.clone()
     }
 
+    /// The admin console, served on the operations port.
+    fn console(&self) -> crate::console::Console {
+        let settings = &self.settings;
+        crate::console::Console::new(crate::console::ConsoleParts {
+            store: self.store.clone(),
+            clock: self.options.clock.clone(),
+            feed: self.feed.clone(),
+            registry: self.listening.registry.clone(),
+            admin: self.admin.clone(),
+            subscriptions: self.subscriptions_api.clone(),
+            tokens: settings.server.tokens.clone(),
+            settings: settings.console.clone(),
+            schedules: settings.schedules.clone(),
+            stalls: settings.stalls.clone(),
+            loopback: settings
+                .server
+                .http_listen
+                .is_some_and(|addr| addr.ip().is_loopback()),
+        })
+    }
+
     /// Serves until `stop` completes, then shuts down in order: stop
     /// accepting calls, let in-flight deliveries finish within the grace
     /// period (leases cover the rest), close the database.
@@ -395,6 +416,7 @@ impl Application {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        let console = self.console();
         let shutdown = CancellationToken::new();
         let mut lanes = JoinSet::new();
         let mut monitor = None;
@@ -423,6 +445,7 @@ impl Application {
                 self.metrics.clone(),
                 self.options.clock.clone(),
                 &self.settings.store.replica,
+                console,
             );
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -465,12 +488,12 @@ impl Application {
                 ),
                 Auth::new(&self.settings.server.tokens, Service::Ingest),
             ))
-            .add_service(ReaderMethods::new(AdminServiceServer::with_interceptor(
-                self.admin,
+            .add_service(ReaderMethods::new(InterceptedService::new(
+                AdminServiceServer::from_arc(self.admin),
                 Auth::new(&self.settings.server.tokens, Service::Admin),
             )))
-            .add_service(SubscriptionServiceServer::with_interceptor(
-                self.subscriptions_api,
+            .add_service(InterceptedService::new(
+                SubscriptionServiceServer::from_arc(self.subscriptions_api),
                 Auth::new(&self.settings.server.tokens, Service::Admin),
             ))
             .add_service(QueryServiceServer::with_interceptor(

@@ -7,9 +7,11 @@
 
 mod gates;
 mod openlineage;
+mod console;
 mod retention;
 mod store;
 
+pub use console::ConsoleSettings;
 pub use retention::RetentionSettings;
 pub use store::{default_replica_name, StoreSettings, DEFAULT_STORE_URL};
 
@@ -57,6 +59,8 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// Which addresses webhooks and pings may go to.
     pub egress: EgressPolicy,
+    /// The web console (`[console]`).
+    pub console: ConsoleSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +343,7 @@ impl Settings {
             smtp: smtp.map(|(settings, _)| settings),
             egress,
             retention: retention::parse_retention(raw.retention.take().unwrap_or_default())?,
+            console: console::parse_console(raw.console.take().unwrap_or_default())?,
         })
     }
 }
@@ -1396,6 +1401,7 @@ struct RawConfig {
     #[serde(default)]
     git_archives: Vec<RawGitArchive>,
     retention: Option<retention::RawRetention>,
+    console: Option<console::RawConsole>,
 }
 
 #[derive(Debug, Deserialize)]

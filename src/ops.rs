@@ -1,5 +1,6 @@
 //! The operations HTTP port: `/metrics` (Prometheus text), `/healthz` (the
-//! process is up) and `/readyz` (the database answers and takes writes).
+//! process is up), `/readyz` (the database answers and takes writes), and
+//! the admin console on every other path (`crate::console`).
 
 use std::sync::Arc;
 
@@ -22,7 +23,13 @@ struct Ops {
     replica: Arc<str>,
 }
 
-pub fn routes(store: Store, metrics: Metrics, clock: Arc<dyn Clock>, replica: &str) -> Router {
+pub fn routes(
+    store: Store,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    replica: &str,
+    console: crate::console::Console,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -33,6 +40,7 @@ pub fn routes(store: Store, metrics: Metrics, clock: Arc<dyn Clock>, replica: &s
             clock,
             replica: replica.into(),
         })
+        .merge(crate::console::routes(console))
 }
 
 async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {

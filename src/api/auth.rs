@@ -101,29 +101,35 @@ impl Auth {
         }
     }
 
-    /// Compares digests, every one of them, in constant time: neither the
-    /// time taken nor the order of tokens says anything about a match.
     fn find(&self, presented: &str) -> Option<&ApiToken> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found = None;
-        for token in self.tokens.iter() {
-            let diff = token
-                .digest
-                .iter()
-                .zip(digest.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
-                found = Some(token);
-            }
-        }
-        found
+        find_token(&self.tokens, presented)
     }
+}
+
+/// The configured token `presented` is, if any (the gRPC interceptor and
+/// the console's sign-in both ask this). Compares digests, every one of
+/// them, in constant time: neither the time taken nor the order of tokens
+/// says anything about a match.
+pub fn find_token<'a>(tokens: &'a [ApiToken], presented: &str) -> Option<&'a ApiToken> {
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let mut found = None;
+    for token in tokens {
+        let diff = token
+            .digest
+            .iter()
+            .zip(digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            found = Some(token);
+        }
+    }
+    found
 }
 
 /// The token of a `Bearer <token>` credential. The scheme is matched
 /// without regard to case and may be followed by several spaces (RFC 9110
 /// §11.1: `bearer`, `BEARER` and `Bearer` are one scheme).
-fn bearer_token(header: &str) -> Option<&str> {
+pub fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

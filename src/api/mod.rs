@@ -16,7 +16,7 @@ mod subscriptions;
 mod watch;
 
 pub use admin::AdminApi;
-pub use auth::{Auth, Caller, ReaderMethods, Service};
+pub use auth::{bearer_token, find_token, Auth, Caller, ReaderMethods, Service};
 pub use error::ApiError;
 pub use gate::DocumentGate;
 pub use ingest::IngestApi;

@@ -12,6 +12,7 @@ mod progress;
 mod schedules;
 mod server;
 mod silence;
+mod status;
 mod subs;
 mod wait;
 
@@ -70,6 +71,9 @@ enum Command {
     Schedules(schedules::SchedulesArgs),
     /// Each dependency gate ([[gates]]): open or waiting, and for what.
     Gates(gates::GatesArgs),
+    /// The console's overview in the terminal: each cube's state, last
+    /// success and next expected refresh, and the receivers in trouble.
+    Status(status::StatusArgs),
     /// Receive webhooks locally: verify signatures and print each event.
     Listen(listen::ListenArgs),
     /// Check the configuration as `serve` would, without starting: exit 0
@@ -171,6 +175,7 @@ pub async fn run() -> ExitCode {
         Command::Listen(args) => listen::run(args).await,
         Command::Schedules(args) => schedules::run(args).await,
         Command::Gates(args) => gates::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Completions { shell } => {

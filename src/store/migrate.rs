@@ -262,6 +262,18 @@ const TABLES: &[Table] = &[
         identity: None,
         page: 16,
     },
+    // Console sessions move too: nobody is signed out by the move.
+    Table {
+        name: "console_sessions",
+        columns: &[
+            ("digest", Text),
+            ("token_name", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+        ],
+        identity: None,
+        page: 1000,
+    },
 ];
 
 /// Why a copy was refused or failed.

@@ -13,6 +13,7 @@
 //! implement. The `delegate!` lists below are the whole seam: a method
 //! missing from a backend is a compile error, not a runtime surprise.
 
+mod console;
 pub mod migrate;
 mod portable;
 mod postgres;
@@ -44,6 +45,7 @@ pub use types::{
     SnapshotRest,
     StoredSecret,
 };
+pub use types::{BatchEventRow, CubeLatest, ProjectVersion, SubscriptionHealth};
 
 /// Herald's failure to talk to its database: never the caller's fault.
 #[derive(Debug, thiserror::Error)]
@@ -404,6 +406,25 @@ delegate! { Store:
     async fn gate_records(&self) -> Result<HashMap<String, GateRecord>, StoreError>;
     /// Starts tracking the configured gates not tracked yet, from `now`.
     async fn track_gates(&self, names: &[String], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The newest batch of every cube, with the cube's last success (the
+    /// console's overview and `herald status`).
+    async fn latest_batches(&self) -> Result<Vec<CubeLatest>, StoreError>;
+    /// Per subscription with deliveries: what finished since `since`, the
+    /// backlog, the dead and the newest error.
+    async fn subscription_health(&self, since: DateTime<Utc>) -> Result<Vec<SubscriptionHealth>, StoreError>;
+    /// A batch's events, in the order Herald received them.
+    async fn batch_events(&self, batch_id: &str) -> Result<Vec<BatchEventRow>, StoreError>;
+    /// The deliveries the events of these batches caused, each with its
+    /// batch id, in event order.
+    async fn batch_deliveries(&self, batch_ids: &[String]) -> Result<Vec<(String, DeliveryRow)>, StoreError>;
+    /// Stored project documents' events, newest first per project.
+    async fn project_versions(&self) -> Result<Vec<ProjectVersion>, StoreError>;
+    /// Records a console session by the digest of its token (and drops
+    /// expired ones).
+    async fn create_session(&self, digest: &str, token_name: &str, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The token name a live session signed in with.
+    async fn session_token(&self, digest: &str, now: DateTime<Utc>) -> Result<Option<String>, StoreError>;
+    async fn delete_session(&self, digest: &str) -> Result<(), StoreError>;
 }
 
 delegate! { Tx:

@@ -349,3 +349,49 @@ pub struct Reminder {
     pub firing_since: DateTime<Utc>,
     pub remind_at: DateTime<Utc>,
 }
+
+/// A cube as the console's overview shows it: its newest batch (by when it
+/// began) and when it last succeeded.
+#[derive(Debug, Clone)]
+pub struct CubeLatest {
+    pub batch: BatchRecord,
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+/// How one subscription's deliveries stand, for the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionHealth {
+    pub subscription: String,
+    /// Deliveries that finished since the window began, and how many of
+    /// them were delivered.
+    pub recent_finished: i64,
+    pub recent_delivered: i64,
+    /// Pending deliveries, and when the oldest of them was enqueued.
+    pub pending: i64,
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub dead: i64,
+    /// The error of the newest delivery that has one.
+    pub last_error: Option<String>,
+}
+
+/// One event of a batch, in the order Herald received it.
+#[derive(Debug, Clone)]
+pub struct BatchEventRow {
+    pub seq: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A stored project document and the event that brought it.
+#[derive(Debug, Clone)]
+pub struct ProjectVersion {
+    pub project_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub received_at: DateTime<Utc>,
+    /// The event's CloudEvents envelope (its `data` names the snapshot and
+    /// summarises the model changes).
+    pub envelope: serde_json::Value,
+}

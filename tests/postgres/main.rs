@@ -13,6 +13,8 @@
 #[path = "../api/admin.rs"]
 mod admin;
 mod bench;
+#[path = "../api/console.rs"]
+mod console;
 #[path = "../api/delivery.rs"]
 mod delivery;
 #[path = "../api/email.rs"]

@@ -24,6 +24,7 @@
 //!   wakes its lanes and its watchers within milliseconds; polling remains
 //!   only as a fallback.
 
+mod console;
 mod deliveries;
 mod gates;
 mod ingest;

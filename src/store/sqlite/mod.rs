@@ -7,6 +7,7 @@
 //! `herald serve` on it would share nothing of its leases' meaning, so
 //! several replicas need the PostgreSQL backend.
 
+mod console;
 mod deliveries;
 mod email;
 mod gates;
