@@ -322,6 +322,7 @@ impl Application {
             context: managed_context.clone(),
             monitor: monitor.clone(),
             schedules: Live::new(settings.schedules.clone()),
+            stalls: Live::new(settings.stalls.clone()),
         };
         let listening = Listening {
             store: store.clone(),
@@ -400,8 +401,8 @@ impl Application {
             subscriptions: self.subscriptions_api.clone(),
             tokens: settings.server.tokens.clone(),
             settings: settings.console.clone(),
-            schedules: settings.schedules.clone(),
-            stalls: settings.stalls.clone(),
+            schedules: self.reloader.schedules.clone(),
+            stalls: self.reloader.stalls.clone(),
             loopback: settings
                 .server
                 .http_listen

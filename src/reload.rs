@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::Settings;
 use crate::core::schedule::Schedule;
+use crate::core::stall::StallPolicy;
 use crate::monitor::Monitor;
 use crate::registry::{ManagedContext, Registry};
 use crate::store::Store;
@@ -64,6 +65,8 @@ pub struct Reloader {
     pub context: ManagedContext,
     pub monitor: Monitor,
     pub schedules: Live<Vec<Schedule>>,
+    /// The stall rules the console shows (the monitor keeps its own copy).
+    pub stalls: Live<StallPolicy>,
 }
 
 impl Reloader {
@@ -80,6 +83,7 @@ impl Reloader {
         crate::app::check_settings(&settings)
             .await
             .map_err(anyhow::Error::from)?;
+        self.stalls.set(settings.stalls.clone());
         self.monitor
             .reload(settings.stalls, settings.schedules.clone())
             .await

@@ -40,6 +40,7 @@ use crate::core::schedule::Schedule;
 use crate::core::stall::StallPolicy;
 use crate::feed::ChangeFeed;
 use crate::registry::Registry;
+use crate::reload::Live;
 use crate::store::{Store, StoreError};
 
 /// What the console is built from.
@@ -52,8 +53,8 @@ pub struct ConsoleParts {
     pub subscriptions: Arc<SubscriptionApi>,
     pub tokens: Vec<ApiToken>,
     pub settings: ConsoleSettings,
-    pub schedules: Vec<Schedule>,
-    pub stalls: StallPolicy,
+    pub schedules: Live<Vec<Schedule>>,
+    pub stalls: Live<StallPolicy>,
     /// Whether the operations port listens on loopback only: without
     /// tokens, the console is open there and closed anywhere else.
     pub loopback: bool,

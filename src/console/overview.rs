@@ -180,7 +180,7 @@ async fn add_schedules(
     cubes: &mut BTreeMap<(String, String), CubeRow>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for schedule in &parts.schedules {
+    for schedule in parts.schedules.get().iter() {
         let key = (schedule.environment_id.clone(), schedule.cube_id.clone());
         let row = cubes.entry(key).or_insert_with(|| waiting_row(schedule));
         let state = parts.store.schedule_state(&schedule.name).await?;
@@ -222,7 +222,7 @@ async fn add_allowances(
     parts: &ConsoleParts,
     cubes: &mut BTreeMap<(String, String), CubeRow>,
 ) -> Result<(), StoreError> {
-    let policy = &parts.stalls;
+    let policy = parts.stalls.get();
     let mut history: HashMap<(String, String), Vec<Duration>> = HashMap::new();
     if let Some(learning) = &policy.learning {
         let keys: Vec<(&str, &str)> = cubes

@@ -249,7 +249,17 @@ async fn the_cli_examples_of_the_readme_run_against_a_real_server() {
             let id = &newest.first().expect("a delivery to show").id;
             line = line.replace("DELIVERY_ID", id);
         }
+        if line.contains("SILENCE_ID") {
+            let silences = app
+                .store
+                .list_silences(false, chrono::Utc::now())
+                .await
+                .unwrap();
+            let id = &silences.first().expect("a silence to expire").id;
+            line = line.replace("SILENCE_ID", id);
+        }
         let server = app.addr.to_string();
+        let console = format!("http://{}", app.http);
         let path = path.clone();
         let shown = line.clone();
         let out = tokio::task::spawn_blocking(move || {
@@ -257,6 +267,7 @@ async fn the_cli_examples_of_the_readme_run_against_a_real_server() {
                 .args(["-c", &line])
                 .env("PATH", path)
                 .env("HERALD_SERVER", server)
+                .env("HERALD_CONSOLE", console)
                 .env_remove("HERALD_TOKEN")
                 .env_remove("HERALD_CA_CERT")
                 .output()
