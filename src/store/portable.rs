@@ -10,6 +10,7 @@ use super::rows::{self, Columns};
 use super::types::{BatchFilter, BatchKey, BatchPage, SnapshotRest};
 use super::StoreError;
 use crate::core::batch::BatchRecord;
+use crate::core::subscription::DeliveryOrder;
 
 /// `AND {table}.{column} = ?` for each column the filter names.
 pub(super) fn push_filter<'a, DB>(
@@ -165,4 +166,36 @@ pub(super) fn snapshot_page(
     });
     let batches = found.iter().map(rows::batch).collect::<Result<_, _>>()?;
     Ok((batches, rest))
+}
+
+/// The SQL that keeps an ordered lane in order, over `deliveries d`: a
+/// join (the event's scope, for lanes per cube or batch) and a condition
+/// that holds back a delivery while an earlier one of its lane is still
+/// pending — in flight, waiting for a retry, or not yet tried. A finished
+/// one (delivered, failed, dead) releases the next. Empty for unordered
+/// subscriptions, whose claims stay as they are.
+pub(crate) fn ordered_lane(order: DeliveryOrder) -> (&'static str, &'static str) {
+    const JOIN: &str = " JOIN events e ON e.seq = d.event_seq";
+    match order {
+        DeliveryOrder::None => ("", ""),
+        DeliveryOrder::Subscription => (
+            "",
+            " AND NOT EXISTS (SELECT 1 FROM deliveries p
+                WHERE p.subscription = d.subscription AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq)",
+        ),
+        DeliveryOrder::Cube => (
+            JOIN,
+            " AND NOT EXISTS (SELECT 1 FROM deliveries p JOIN events pe ON pe.seq = p.event_seq
+                WHERE p.subscription = d.subscription AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq
+                  AND pe.environment_id = e.environment_id AND pe.cube_id = e.cube_id)",
+        ),
+        DeliveryOrder::Batch => (
+            JOIN,
+            " AND NOT EXISTS (SELECT 1 FROM deliveries p JOIN events pe ON pe.seq = p.event_seq
+                WHERE p.subscription = d.subscription AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq AND pe.batch_id = e.batch_id)",
+        ),
+    }
 }

@@ -15,6 +15,7 @@ mod ingest;
 mod integrations;
 mod monitor;
 mod ops;
+mod ordering;
 mod projects;
 mod properties;
 mod python;

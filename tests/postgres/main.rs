@@ -30,6 +30,8 @@ mod migrate;
 mod monitor;
 #[path = "../api/ops.rs"]
 mod ops;
+#[path = "../api/ordering.rs"]
+mod ordering;
 mod outage;
 #[path = "../api/projects.rs"]
 mod projects;
