@@ -18,25 +18,25 @@ use crate::helpers::{eventually, spawn_app, webhook, Spawn, TestApp};
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
-struct Arrival {
+pub(crate) struct Arrival {
     /// `started` or `succeeded`, from the event type.
     kind: String,
     batch: String,
-    at: Instant,
+    pub(crate) at: Instant,
     answered: u16,
 }
 
 /// Fails the first attempt of every `started` (503); with `dead_batch`,
 /// every attempt of that batch's `started`.
 #[derive(Clone, Default)]
-struct FlakyReceiver {
+pub(crate) struct FlakyReceiver {
     arrivals: Arc<Mutex<Vec<Arrival>>>,
     seen: Arc<Mutex<HashSet<String>>>,
     dead_batch: Arc<Mutex<Option<String>>>,
 }
 
 impl FlakyReceiver {
-    async fn start() -> (FlakyReceiver, String) {
+    pub(crate) async fn start() -> (FlakyReceiver, String) {
         let receiver = FlakyReceiver::default();
         let state = receiver.clone();
         let app = Router::new().fallback(any(move |headers: HeaderMap, body: Bytes| {
@@ -71,7 +71,7 @@ impl FlakyReceiver {
     }
 
     /// `kind:batch` of each request answered 2xx, in arrival order.
-    fn delivered(&self) -> Vec<String> {
+    pub(crate) fn delivered(&self) -> Vec<String> {
         let arrivals = self.arrivals.lock().unwrap();
         arrivals
             .iter()
@@ -80,7 +80,20 @@ impl FlakyReceiver {
             .collect()
     }
 
-    fn arrivals(&self) -> Vec<Arrival> {
+    /// Whether each batch's `succeeded` came after its `started` was
+    /// answered 2xx (a batch missing either counts as out of order).
+    pub(crate) fn in_order(&self, batches: &[String]) -> bool {
+        let delivered = self.delivered();
+        let at = |what: String| delivered.iter().position(|d| *d == what);
+        batches.iter().all(|b| {
+            match (at(format!("started:{b}")), at(format!("succeeded:{b}"))) {
+                (Some(started), Some(succeeded)) => started < succeeded,
+                _ => false,
+            }
+        })
+    }
+
+    pub(crate) fn arrivals(&self) -> Vec<Arrival> {
         self.arrivals.lock().unwrap().clone()
     }
 }
