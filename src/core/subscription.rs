@@ -217,6 +217,14 @@ pub struct Taken {
     pub next_token_at: Option<i64>,
 }
 
+impl Taken {
+    /// Whether the bucket ran short: fewer tokens than wanted, all used
+    /// (`leased` of them). Only then can due work be waiting for a token.
+    pub fn ran_short(&self, leased: usize) -> bool {
+        self.next_token_at.is_some() && leased == self.granted
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Target {
     Webhook(Webhook),

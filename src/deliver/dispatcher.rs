@@ -786,13 +786,13 @@ fn released_by_death(order: DeliveryOrder) -> Option<&'static str> {
     match order {
         DeliveryOrder::None => None,
         DeliveryOrder::Cube => {
-            Some("ordering = \"cube\": the next delivery of this cube is released")
+            Some("ordering = \"cube\": the next delivery of this cube, if any, is released")
         }
         DeliveryOrder::Batch => {
-            Some("ordering = \"batch\": the next delivery of this batch is released")
+            Some("ordering = \"batch\": the next delivery of this batch, if any, is released")
         }
         DeliveryOrder::Subscription => {
-            Some("in-order lane: the next delivery of this subscription is released")
+            Some("in-order lane: the next delivery of this subscription, if any, is released")
         }
     }
 }

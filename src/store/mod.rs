@@ -282,7 +282,7 @@ delegate! { Store:
     /// are due at once for whoever runs next.
     async fn release_leases(&self, owner: &str, ids: &[String]) -> Result<(), StoreError>;
     /// When the subscription's earliest pending delivery falls due (or its
-    /// lease expires), if it has any.
+    /// lease expires), if it has any; in an ordered lane, heads only.
     async fn next_due_at(&self, subscription: &str, order: DeliveryOrder) -> Result<Option<DateTime<Utc>>, StoreError>;
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError>;
     async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError>;

@@ -14,7 +14,7 @@ use herald::api::pb::{self, subscription_service_client::SubscriptionServiceClie
 use herald::clock::Clock;
 use tonic::Code;
 
-use crate::helpers::{eventually, spawn_app, webhook, Spawn, TestApp};
+use crate::helpers::{eventually, herald_cli, spawn_app, webhook, Spawn, TestApp};
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -85,12 +85,12 @@ impl FlakyReceiver {
     pub(crate) fn in_order(&self, batches: &[String]) -> bool {
         let delivered = self.delivered();
         let at = |what: String| delivered.iter().position(|d| *d == what);
-        batches.iter().all(|b| {
-            match (at(format!("started:{b}")), at(format!("succeeded:{b}"))) {
+        batches.iter().all(
+            |b| match (at(format!("started:{b}")), at(format!("succeeded:{b}"))) {
                 (Some(started), Some(succeeded)) => started < succeeded,
                 _ => false,
-            }
-        })
+            },
+        )
     }
 
     pub(crate) fn arrivals(&self) -> Vec<Arrival> {
@@ -132,6 +132,7 @@ async fn with_cube_ordering_a_succeeded_waits_for_its_retried_started_and_other_
         receiver.delivered(),
         ["succeeded:b2", "started:b1", "succeeded:b1"]
     );
+    assert!(receiver.in_order(&["b1".to_owned()]));
 }
 
 #[tokio::test]
@@ -229,12 +230,13 @@ async fn a_rate_limit_holds_attempts_back_until_tokens_come_and_loses_none() {
     let spec = info.spec.unwrap();
     assert_eq!(spec.rate_limit, "5/s");
     assert_eq!(info.rate_limit_waited, "1400ms");
-    let metrics = reqwest::get(format!("http://{}/metrics", app.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let server = format!("http://{}", app.addr);
+    let out = herald_cli(["subs", "get", "etl", "--json", "--server", &server]).await;
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["rate_limit"], "5/s");
+    assert_eq!(shown["rate_limit_waited"], "1400ms");
+    assert_eq!(shown["ordering"], "none");
+    let metrics = app.metrics().await;
     assert!(
         metrics
             .lines()

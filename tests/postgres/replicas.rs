@@ -730,7 +730,10 @@ async fn a_rate_limit_holds_across_the_fleet() {
         .iter()
         .filter(|t| **t - first < Duration::from_secs(1))
         .count();
-    assert!(in_first_second <= 21, "{in_first_second} in the first second");
+    assert!(
+        in_first_second <= 21,
+        "{in_first_second} in the first second"
+    );
     let mut batches = receiver.delivered();
     batches.sort();
     batches.dedup();

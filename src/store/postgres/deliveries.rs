@@ -16,8 +16,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::ingest::notify;
 use super::{PgStore, SUBSCRIPTIONS_CHANNEL};
 use crate::core::email::AlertState;
-use crate::core::subscription::{Bucket, DeliveryOrder};
-use crate::store::portable::ordered_lane;
+use crate::core::subscription::DeliveryOrder;
+use crate::store::portable::{close_claim, ordered_lane, select_bucket, upsert_bucket};
 use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::types::{
     AttemptRecord, AttemptRow, Claim, ClaimRequest, ClaimedDelivery, DeliveryFilter, DeliveryRow,
@@ -96,43 +96,22 @@ impl PgStore {
             });
         };
         let now = to_millis(request.now);
-        let bucket = sqlx::query(&format!(
-            "SELECT {BUCKET_COLUMNS} FROM rate_buckets WHERE subscription = $1"
-        ))
-        .bind(request.subscription)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| read_bucket(&row));
+        let bucket = select_bucket(request.subscription)
+            .build()
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| rows::bucket(&row));
         let taken = rate.take(bucket, now, request.limit);
         let deliveries = lease_due(&mut tx, request, taken.granted).await?;
-        let throttled = taken.next_token_at.is_some()
-            && deliveries.len() == taken.granted
-            && any_due(&mut tx, request).await?;
-        let mut bucket = taken.bucket;
-        let waited = bucket.settle(taken.granted - deliveries.len(), throttled, now);
-        sqlx::query(
-            "INSERT INTO rate_buckets (subscription, milli_tokens, refilled_at, waiting_since, waited_ms)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (subscription) DO UPDATE SET milli_tokens = $2, refilled_at = $3,
-                waiting_since = $4, waited_ms = $5",
-        )
-        .bind(request.subscription)
-        .bind(bucket.milli_tokens)
-        .bind(bucket.refilled_at)
-        .bind(bucket.waiting_since)
-        .bind(bucket.waited_ms)
-        .execute(&mut *tx)
-        .await?;
+        let due_left = taken.ran_short(deliveries.len()) && any_due(&mut tx, request).await?;
+        let (bucket, mut claim) = close_claim(taken, deliveries.len(), due_left, now)?;
+        upsert_bucket(request.subscription, &bucket)
+            .build()
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(Claim {
-            deliveries,
-            throttled_until: throttled
-                .then_some(taken.next_token_at)
-                .flatten()
-                .map(from_millis)
-                .transpose()?,
-            waited: std::time::Duration::from_millis(waited as u64),
-        })
+        claim.deliveries = deliveries;
+        Ok(claim)
     }
 
     pub async fn rate_limit_waited(
@@ -140,14 +119,13 @@ impl PgStore {
         subscription: &str,
         now: DateTime<Utc>,
     ) -> Result<std::time::Duration, StoreError> {
-        let bucket = sqlx::query(&format!(
-            "SELECT {BUCKET_COLUMNS} FROM rate_buckets WHERE subscription = $1"
-        ))
-        .bind(subscription)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|row| read_bucket(&row));
-        Ok(bucket.map_or_else(Default::default, |b| b.waited(to_millis(now))))
+        let bucket = select_bucket(subscription)
+            .build()
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(bucket.map_or_else(Default::default, |row| {
+            rows::bucket(&row).waited(to_millis(now))
+        }))
     }
 
     /// Records attempts and moves their deliveries on, releasing the
@@ -643,18 +621,6 @@ impl PgStore {
     /// any subscription).
     async fn wake_all(&self) -> Result<(), StoreError> {
         self.notify(super::DELIVERIES_CHANNEL, "*").await
-    }
-}
-
-/// The rate bucket's columns, as [`read_bucket`] reads them.
-const BUCKET_COLUMNS: &str = "milli_tokens, refilled_at, waiting_since, waited_ms";
-
-fn read_bucket(row: &sqlx::postgres::PgRow) -> Bucket {
-    Bucket {
-        milli_tokens: row.get("milli_tokens"),
-        refilled_at: row.get("refilled_at"),
-        waiting_since: row.get("waiting_since"),
-        waited_ms: row.get("waited_ms"),
     }
 }
 

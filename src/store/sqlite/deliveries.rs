@@ -13,8 +13,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::{from_millis, to_millis, SqliteStore, StoreError};
-use crate::core::subscription::{Bucket, DeliveryOrder};
-use crate::store::portable::ordered_lane;
+use crate::core::subscription::DeliveryOrder;
+use crate::store::portable::{close_claim, ordered_lane, select_bucket, upsert_bucket};
 use crate::store::types::{
     AttemptRecord, AttemptRow, Claim, ClaimRequest, ClaimedDelivery, DeliveryFilter, DeliveryRow,
     DeliveryUpdate,
@@ -80,43 +80,23 @@ impl SqliteStore {
         // The bucket is read, spent and written in the claim's transaction.
         let now = to_millis(request.now);
         let mut tx = self.writer.begin().await?;
-        let bucket = sqlx::query(&format!(
-            "SELECT {BUCKET_COLUMNS} FROM rate_buckets WHERE subscription = ?"
-        ))
-        .bind(request.subscription)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| read_bucket(&row));
+        let bucket = select_bucket(request.subscription)
+            .build()
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| rows::bucket(&row));
         let taken = rate.take(bucket, now, request.limit);
         let ids = lease_due(&mut *tx, request, taken.granted).await?;
-        let throttled = taken.next_token_at.is_some()
-            && ids.len() == taken.granted
+        let due_left = taken.ran_short(ids.len())
             && !lease_due_ids(&mut *tx, request, 1, false).await?.is_empty();
-        let mut bucket = taken.bucket;
-        let waited = bucket.settle(taken.granted - ids.len(), throttled, now);
-        sqlx::query(
-            "INSERT INTO rate_buckets (subscription, milli_tokens, refilled_at, waiting_since, waited_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (subscription) DO UPDATE SET milli_tokens = ?2, refilled_at = ?3,
-                waiting_since = ?4, waited_ms = ?5",
-        )
-        .bind(request.subscription)
-        .bind(bucket.milli_tokens)
-        .bind(bucket.refilled_at)
-        .bind(bucket.waiting_since)
-        .bind(bucket.waited_ms)
-        .execute(&mut *tx)
-        .await?;
+        let (bucket, mut claim) = close_claim(taken, ids.len(), due_left, now)?;
+        upsert_bucket(request.subscription, &bucket)
+            .build()
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(Claim {
-            deliveries: self.claimed(&ids).await?,
-            throttled_until: throttled
-                .then_some(taken.next_token_at)
-                .flatten()
-                .map(from_millis)
-                .transpose()?,
-            waited: std::time::Duration::from_millis(waited as u64),
-        })
+        claim.deliveries = self.claimed(&ids).await?;
+        Ok(claim)
     }
 
     /// How long work of the subscription has waited for its rate limit
@@ -126,14 +106,13 @@ impl SqliteStore {
         subscription: &str,
         now: DateTime<Utc>,
     ) -> Result<std::time::Duration, StoreError> {
-        let bucket = sqlx::query(&format!(
-            "SELECT {BUCKET_COLUMNS} FROM rate_buckets WHERE subscription = ?"
-        ))
-        .bind(subscription)
-        .fetch_optional(&self.reader)
-        .await?
-        .map(|row| read_bucket(&row));
-        Ok(bucket.map_or_else(Default::default, |b| b.waited(to_millis(now))))
+        let bucket = select_bucket(subscription)
+            .build()
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(bucket.map_or_else(Default::default, |row| {
+            rows::bucket(&row).waited(to_millis(now))
+        }))
     }
 
     /// The claimed rows with what they send, in claim order.
@@ -397,18 +376,6 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         found.iter().map(rows::attempt).collect()
-    }
-}
-
-/// The rate bucket's columns, as [`read_bucket`] reads them.
-const BUCKET_COLUMNS: &str = "milli_tokens, refilled_at, waiting_since, waited_ms";
-
-fn read_bucket(row: &sqlx::sqlite::SqliteRow) -> Bucket {
-    Bucket {
-        milli_tokens: row.get("milli_tokens"),
-        refilled_at: row.get("refilled_at"),
-        waiting_since: row.get("waiting_since"),
-        waited_ms: row.get("waited_ms"),
     }
 }
 
