@@ -6,6 +6,12 @@
 //! other subscription keeps flowing, and ingest never waits on any of them.
 //! Email lanes group their deliveries into mails instead (see `email`).
 //!
+//! Order and pace are the claim's business, not the lane's: an ordered
+//! subscription (`ordering`, and every Git archive) is only handed the
+//! heads of its lanes, and a rate-limited one only as many deliveries as
+//! its bucket has tokens for — in the store, so both hold across replicas.
+//! A lane the bucket held back sleeps until the next token is due.
+//!
 //! Two ways to run it: [`Dispatcher::spawn`] starts the background lanes
 //! (production), [`Dispatcher::run_until_idle`] drives every lane by hand
 //! until nothing is due (tests with a manual clock).
