@@ -31,6 +31,7 @@ use crate::core::retry::{RetryPolicy, MAX_RETRIES};
 use crate::core::schedule::{parse_cron, Cadence, Schedule};
 use crate::core::signature::SigningSecret;
 use crate::core::stall::{Learning, StallPolicy, StallRule};
+use crate::core::subscription::{DeliveryOrder, RateLimit};
 use crate::core::subscription::{
     GitArchive, Healthcheck, ProjectXml, Subscription, Target, Webhook, GIT_ARCHIVE_EVENTS,
     HEALTHCHECK_EVENTS,
@@ -443,7 +444,10 @@ fn parse_git_archive(key: &str, raw: RawGitArchive) -> Result<(String, Subscript
         max_in_flight: Some(1),
         ..RawSubscription::default()
     };
-    parse_common(key, common, target)
+    let (key, mut sub) = parse_common(key, common, target)?;
+    // Commits go in event order: the whole archive is one ordered lane.
+    sub.ordering = DeliveryOrder::Subscription;
+    Ok((key, sub))
 }
 
 /// The parts every kind of subscription has.
@@ -498,8 +502,25 @@ fn parse_common(
             limits::IN_FLIGHT,
         )?,
         target,
+        ordering: parse_ordering(key, raw.ordering.as_deref())?,
+        rate_limit: raw
+            .rate_limit
+            .as_deref()
+            .map(RateLimit::parse)
+            .transpose()
+            .map_err(|reason| invalid(format!("{key}.rate_limit"), reason))?,
     };
     Ok((key.to_owned(), sub))
+}
+
+fn parse_ordering(key: &str, raw: Option<&str>) -> Result<DeliveryOrder, ConfigError> {
+    let text = raw.unwrap_or("none");
+    DeliveryOrder::parse(text).ok_or_else(|| {
+        invalid(
+            format!("{key}.ordering"),
+            format!("`{text}` is not an ordering: use \"none\", \"cube\" or \"batch\""),
+        )
+    })
 }
 
 fn parse_webhook(
@@ -1540,6 +1561,10 @@ struct RawSubscription {
     /// Suppress deliveries a silence matches (see `herald silence`).
     #[serde(default)]
     respect_silences: bool,
+    /// "none" (default), "cube" or "batch": ordered delivery lanes.
+    ordering: Option<String>,
+    /// "20/s" or "600/m": a token bucket over attempts.
+    rate_limit: Option<String>,
 }
 
 /// A header value inline, or `{ env = "VAR" }` to keep a token out of the
@@ -1803,6 +1828,11 @@ mod tests {
             "webhooks[0].max_in_flight",
         );
         assert!(load(&hook("max_in_flight = 1024")).is_ok());
+        assert_key(&hook("rate_limit = \"0/s\""), "webhooks[0].rate_limit");
+        assert_key(&hook("rate_limit = \"fast\""), "webhooks[0].rate_limit");
+        assert_key(&hook("ordering = \"x\""), "webhooks[0].ordering");
+        let ordered = load(&hook("ordering = \"cube\"\nrate_limit = \"20/s\"")).unwrap();
+        assert_eq!(ordered.subscriptions[0].ordering, DeliveryOrder::Cube);
         let healthcheck =
             "[[healthchecks]]\nname = \"hc\"\nurl = \"http://hc.example\"\ntimeout = \"1h\"";
         assert_key(healthcheck, "healthchecks[0].timeout");

@@ -44,6 +44,8 @@ struct Counters {
     /// Outcomes by (subscription, outcome); a subscription's first outcome
     /// takes the lock to add its entry, later ones only count.
     by_subscription: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Microseconds due deliveries waited for their rate limits.
+    rate_limit_wait_micros: AtomicU64,
 }
 
 /// The kinds of rows retention removes.
@@ -74,6 +76,13 @@ impl Metrics {
         for (counter, n) in self.counters.pruned.iter().zip(counts) {
             counter.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// Adds a wait for a subscription's rate limit that just ended.
+    pub fn rate_limit_waited(&self, waited: Duration) {
+        self.counters
+            .rate_limit_wait_micros
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn event_committed(&self, event_type: EventType) {
@@ -273,6 +282,14 @@ impl Metrics {
             let n = c.pruned[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "herald_pruned_rows_total{{kind=\"{kind}\"}} {n}");
         }
+        header(
+            &mut out,
+            "herald_rate_limit_wait_seconds_total",
+            "counter",
+            "Time due deliveries waited for their subscription's rate_limit.",
+        );
+        let waited = c.rate_limit_wait_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "herald_rate_limit_wait_seconds_total {waited}");
         out
     }
 }

@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::config::{format_duration, parse_secret_grace, ConfigError};
 use crate::core::email::GroupLabel;
 use crate::core::signature::SigningSecret;
-use crate::core::subscription::{Subscription, Target};
+use crate::core::subscription::{DeliveryOrder, Subscription, Target};
 use crate::core::validate::{parse_id, FieldError};
 use crate::ingest::Ingestor;
 use crate::registry::{build_managed, ManagedContext, Registry};
@@ -94,6 +94,14 @@ impl SubscriptionApi {
             }
             .to_owned(),
             signing_secrets: signing_secrets(&sub, self.clock.now().timestamp()),
+            rate_limit_waited: match sub.rate_limit {
+                Some(_) => format_duration(
+                    self.store
+                        .rate_limit_waited(&name, self.clock.now())
+                        .await?,
+                ),
+                None => String::new(),
+            },
         })
     }
 
@@ -329,7 +337,7 @@ fn spec_error(e: ConfigError) -> ApiError {
 /// The SubscriptionSpec fields an update mask may name: those that are
 /// configuration keys (`name`, `kind` and `secret` are not changed by an
 /// update).
-const PATCHABLE: [&str; 20] = [
+const PATCHABLE: [&str; 22] = [
     "url",
     "events",
     "environments",
@@ -350,6 +358,8 @@ const PATCHABLE: [&str; 20] = [
     "send_resolved",
     "link_template",
     "respect_silences",
+    "ordering",
+    "rate_limit",
 ];
 
 /// The stored spec with the masked keys taken from `new`: a key `new`
@@ -413,6 +423,8 @@ fn spec_json(s: &pb::SubscriptionSpec) -> Result<(&'static str, Value), FieldErr
         text("method", &s.method);
         text("content_type", &s.content_type);
         text("body_template", &s.body_template);
+        text("ordering", &s.ordering);
+        text("rate_limit", &s.rate_limit);
     }
     let lists = [
         ("events", &s.events),
@@ -465,6 +477,11 @@ fn spec_of(sub: &Subscription) -> pb::SubscriptionSpec {
             .collect(),
         max_in_flight: sub.max_in_flight as u32,
         respect_silences: sub.respect_silences,
+        ordering: match sub.ordering {
+            DeliveryOrder::Cube | DeliveryOrder::Batch => sub.ordering.as_str().to_owned(),
+            DeliveryOrder::None | DeliveryOrder::Subscription => String::new(),
+        },
+        rate_limit: sub.rate_limit.map(|r| r.format()).unwrap_or_default(),
         ..Default::default()
     };
     match &sub.target {

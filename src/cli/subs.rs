@@ -95,6 +95,13 @@ pub struct SpecArgs {
     /// healthchecks; email rules always are).
     #[arg(long)]
     respect_silences: Option<bool>,
+    /// none, cube or batch: deliveries one at a time per cube or batch, in
+    /// event order (webhooks and healthchecks).
+    #[arg(long)]
+    ordering: Option<String>,
+    /// Most attempts per second or minute, e.g. 20/s or 600/m.
+    #[arg(long)]
+    rate_limit: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -120,6 +127,8 @@ impl SpecArgs {
             timeout: self.timeout.clone().unwrap_or_default(),
             secret: self.secret.clone().unwrap_or_default(),
             respect_silences: self.respect_silences.unwrap_or(false),
+            ordering: self.ordering.clone().unwrap_or_default(),
+            rate_limit: self.rate_limit.clone().unwrap_or_default(),
             ..Default::default()
         })
     }
@@ -135,6 +144,8 @@ impl SpecArgs {
             ("to", !self.to.is_empty()),
             ("timeout", self.timeout.is_some()),
             ("respect_silences", self.respect_silences.is_some()),
+            ("ordering", self.ordering.is_some()),
+            ("rate_limit", self.rate_limit.is_some()),
         ];
         given
             .iter()
@@ -330,6 +341,15 @@ fn info_json(info: &pb::SubscriptionInfo) -> Value {
     } else {
         v["url"] = json!(spec.url);
         v["respect_silences"] = json!(spec.respect_silences);
+        v["ordering"] = json!(if spec.ordering.is_empty() {
+            "none"
+        } else {
+            &spec.ordering
+        });
+        if !spec.rate_limit.is_empty() {
+            v["rate_limit"] = json!(spec.rate_limit);
+            v["rate_limit_waited"] = json!(info.rate_limit_waited);
+        }
     }
     v
 }

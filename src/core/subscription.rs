@@ -41,6 +41,188 @@ pub struct Subscription {
     /// Deliveries a silence matches are suppressed instead of sent (always
     /// so for email rules; webhooks and healthchecks opt in).
     pub respect_silences: bool,
+    /// Which deliveries must go out one at a time, in event order.
+    pub ordering: DeliveryOrder,
+    /// At most this many attempts per period, fleet-wide; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Which deliveries of a subscription form an ordered lane: within one,
+/// a delivery is attempted only once every earlier one (by event order)
+/// is finished — delivered, failed for good or dead — so a retried
+/// `started` is never overtaken by its `succeeded`. Lanes are independent
+/// of each other. An event without the lane's scope (no cube, no batch)
+/// belongs to no lane and goes out in parallel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryOrder {
+    /// Today's parallel lanes, up to `max_in_flight` at once.
+    #[default]
+    None,
+    /// One lane per (environment, cube).
+    Cube,
+    /// One lane per batch.
+    Batch,
+    /// The whole subscription is one lane (Git archives; not configurable).
+    Subscription,
+}
+
+impl DeliveryOrder {
+    /// Parses the `ordering` key.
+    pub fn parse(text: &str) -> Option<DeliveryOrder> {
+        match text {
+            "none" => Some(DeliveryOrder::None),
+            "cube" => Some(DeliveryOrder::Cube),
+            "batch" => Some(DeliveryOrder::Batch),
+            _ => None,
+        }
+    }
+
+    /// As the `ordering` key writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOrder::None => "none",
+            DeliveryOrder::Cube => "cube",
+            DeliveryOrder::Batch => "batch",
+            DeliveryOrder::Subscription => "subscription",
+        }
+    }
+}
+
+/// A token bucket: `per` attempts per `period`, with a burst of `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per: u32,
+    pub period: Duration,
+}
+
+/// Most attempts a rate limit may allow per period.
+pub const MAX_RATE: u32 = 1_000_000;
+
+/// A bucket's state as stored: tokens in thousandths (whole numbers keep
+/// both stores exact), when it was last refilled, since when due work has
+/// waited for a token, and how long work has waited in all (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bucket {
+    pub milli_tokens: i64,
+    pub refilled_at: i64,
+    pub waiting_since: Option<i64>,
+    pub waited_ms: i64,
+}
+
+impl Bucket {
+    /// How long work has waited for the limit in all, by `now_ms`.
+    pub fn waited(&self, now_ms: i64) -> std::time::Duration {
+        let ongoing = self
+            .waiting_since
+            .map_or(0, |since| (now_ms - since).max(0));
+        Duration::from_millis((self.waited_ms + ongoing).max(0) as u64)
+    }
+
+    /// Closes a claim: tokens taken but not used go back, and a wait for
+    /// the limit starts (`throttled`: due work was left for want of a
+    /// token) or ends. Returns the wait that ended now (ms), if any.
+    pub fn settle(&mut self, unused: usize, throttled: bool, now_ms: i64) -> i64 {
+        self.milli_tokens += unused as i64 * 1000;
+        match (throttled, self.waiting_since) {
+            (true, None) => {
+                self.waiting_since = Some(now_ms);
+                0
+            }
+            (false, Some(since)) => {
+                self.waiting_since = None;
+                let waited = (now_ms - since).max(0);
+                self.waited_ms += waited;
+                waited
+            }
+            _ => 0,
+        }
+    }
+}
+
+impl RateLimit {
+    /// Parses `"20/s"` or `"600/m"`.
+    pub fn parse(text: &str) -> Result<RateLimit, String> {
+        let wrong = || {
+            format!("`{text}` is not a rate: write attempts per second or minute, e.g. \"20/s\" or \"600/m\"")
+        };
+        let (count, unit) = text.trim().split_once('/').ok_or_else(wrong)?;
+        let period = match unit {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            _ => return Err(wrong()),
+        };
+        let per: u32 = count.parse().map_err(|_| wrong())?;
+        if per == 0 || per > MAX_RATE {
+            return Err(format!(
+                "`{text}` must allow between 1 and {MAX_RATE} attempts per period"
+            ));
+        }
+        Ok(RateLimit { per, period })
+    }
+
+    /// As the `rate_limit` key writes it.
+    pub fn format(&self) -> String {
+        let unit = if self.period.as_secs() == 60 {
+            "m"
+        } else {
+            "s"
+        };
+        format!("{}/{unit}", self.per)
+    }
+
+    fn capacity(&self) -> i64 {
+        i64::from(self.per) * 1000
+    }
+
+    /// Refills `bucket` (a new one starts full) up to `now_ms`, then takes
+    /// up to `want` whole tokens. Returns how many were taken, the bucket
+    /// after, and — when fewer than `want` were available — the time (unix
+    /// ms) the next token arrives.
+    pub fn take(&self, bucket: Option<Bucket>, now_ms: i64, want: usize) -> Taken {
+        let period_ms = self.period.as_millis() as i64;
+        let previous = bucket.unwrap_or_default();
+        let tokens = match bucket {
+            None => self.capacity(),
+            Some(b) => {
+                let elapsed = (now_ms - b.refilled_at).max(0);
+                // Thousandths of a token gained: per tokens each period.
+                let gained = elapsed.saturating_mul(self.capacity()) / period_ms;
+                b.milli_tokens.saturating_add(gained).min(self.capacity())
+            }
+        };
+        let granted = ((tokens / 1000) as usize).min(want);
+        let left = tokens - granted as i64 * 1000;
+        let next_token_at = (granted < want).then(|| {
+            let missing = 1000 - left % 1000;
+            let capacity = self.capacity();
+            now_ms + ((missing * period_ms + capacity - 1) / capacity).max(1)
+        });
+        Taken {
+            granted,
+            bucket: Bucket {
+                milli_tokens: left,
+                refilled_at: now_ms,
+                ..previous
+            },
+            next_token_at,
+        }
+    }
+}
+
+/// What [`RateLimit::take`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub granted: usize,
+    pub bucket: Bucket,
+    pub next_token_at: Option<i64>,
+}
+
+impl Taken {
+    /// Whether the bucket ran short: fewer tokens than wanted, all used
+    /// (`leased` of them). Only then can due work be waiting for a token.
+    pub fn ran_short(&self, leased: usize) -> bool {
+        self.next_token_at.is_some() && leased == self.granted
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +486,39 @@ mod tests {
         );
         assert_eq!(Ping::for_event("aggregate.batch.stalled"), Some(Ping::Fail));
         assert_eq!(Ping::for_event("environment.created"), None);
+    }
+
+    #[test]
+    fn rates_parse_per_second_or_minute_and_refuse_the_rest() {
+        let r = RateLimit::parse("20/s").unwrap();
+        assert_eq!((r.per, r.period), (20, Duration::from_secs(1)));
+        assert_eq!(RateLimit::parse("600/m").unwrap().format(), "600/m");
+        for bad in ["0/s", "fast", "20", "20/h", "-1/s", "2000000/s", ""] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(DeliveryOrder::parse("cube"), Some(DeliveryOrder::Cube));
+        assert_eq!(DeliveryOrder::parse("x"), None);
+    }
+
+    #[test]
+    fn a_bucket_starts_full_and_refills_at_the_rate() {
+        let r = RateLimit::parse("10/s").unwrap();
+        let t = r.take(None, 0, 25);
+        assert_eq!(t.granted, 10);
+        // Empty: the next token comes a tenth of a second later.
+        assert_eq!(t.next_token_at, Some(100));
+        let t2 = r.take(Some(t.bucket), 250, 25);
+        assert_eq!(t2.granted, 2);
+        assert_eq!(t2.next_token_at, Some(300));
+        // Never more than the burst, however long it rested.
+        let t3 = r.take(Some(t2.bucket), 1_000_000, 100);
+        assert_eq!(t3.granted, 10);
+        let mut b = t3.bucket;
+        assert_eq!(b.settle(0, true, 1_000_000), 0);
+        assert_eq!(b.settle(2, false, 1_000_400), 400);
+        assert_eq!((b.waited_ms, b.milli_tokens), (400, 2000));
+        let enough = r.take(None, 0, 3);
+        assert_eq!((enough.granted, enough.next_token_at), (3, None));
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! other subscription keeps flowing, and ingest never waits on any of them.
 //! Email lanes group their deliveries into mails instead (see `email`).
 //!
+//! Order and pace are the claim's business, not the lane's: an ordered
+//! subscription (`ordering`, and every Git archive) is only handed the
+//! heads of its lanes, and a rate-limited one only as many deliveries as
+//! its bucket has tokens for — in the store, so both hold across replicas.
+//! A lane the bucket held back sleeps until the next token is due.
+//!
 //! Two ways to run it: [`Dispatcher::spawn`] starts the background lanes
 //! (production), [`Dispatcher::run_until_idle`] drives every lane by hand
 //! until nothing is due (tests with a manual clock).
@@ -27,10 +33,12 @@ use crate::core::document::StoredDocument;
 use crate::core::event::EventType;
 use crate::core::retry::{AttemptResult, Verdict};
 use crate::core::silence::silencing;
-use crate::core::subscription::{ProjectXml, Subscription, Target};
+use crate::core::subscription::{DeliveryOrder, ProjectXml, Subscription, Target};
 use crate::ingest::Ingestor;
 use crate::registry::Registry;
-use crate::store::{AttemptRecord, ClaimedDelivery, DeliveryUpdate, Store, StoreError};
+use crate::store::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryUpdate, Store, StoreError,
+};
 
 use super::http::{Attempt, HttpSender};
 use super::mail::Mailer;
@@ -88,6 +96,8 @@ pub(super) struct Lane {
     in_flight: Mutex<HashSet<String>>,
     /// Cancelled when the lane is replaced (its subscription changed).
     stop: CancellationToken,
+    /// While its rate limit holds due work back: when the next token comes.
+    throttled_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Lane {
@@ -196,6 +206,7 @@ impl Inner {
                     disabled: AtomicBool::new(disabled.contains(&sub.name)),
                     in_flight: Mutex::new(HashSet::new()),
                     stop: CancellationToken::new(),
+                    throttled_until: Mutex::new(None),
                 })
             })
             .collect();
@@ -348,7 +359,19 @@ impl Inner {
         if full || lane.disabled.load(Ordering::Acquire) {
             return poll;
         }
-        match self.store.next_due_at(&lane.sub.name).await {
+        let throttled = *lane
+            .throttled_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let next_due = match throttled {
+            Some(token) => Ok(Some(token)),
+            None => {
+                self.store
+                    .next_due_at(&lane.sub.name, lane.sub.ordering)
+                    .await
+            }
+        };
+        match next_due {
             Ok(Some(due)) => (due - self.clock.now())
                 .to_std()
                 .unwrap_or_default()
@@ -388,41 +411,30 @@ impl Inner {
         if limit == 0 || lane.disabled.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
-        let now = self.clock.now();
-        if matches!(lane.sub.target, Target::GitArchive(_)) {
-            // One writer per archive across replicas.
-            if !self.leadership.leads(&lane_work(&lane.sub)).await {
-                return Ok(Vec::new());
-            }
-            // Commits go in event order: only the oldest pending delivery
-            // may be attempted, even when a newer one is due first.
-            let claimed = self
-                .store
-                .claim_head(
-                    &lane.sub.name,
-                    now,
-                    &self.owner,
-                    self.lease_until(&lane.sub),
-                )
-                .await?;
-            lane.in_flight()
-                .extend(claimed.iter().map(|d| d.id.clone()));
-            return Ok(claimed);
+        // One writer per archive across replicas.
+        let single = matches!(lane.sub.target, Target::GitArchive(_));
+        if single && !self.leadership.leads(&lane_work(&lane.sub)).await {
+            return Ok(Vec::new());
         }
-        let claimed = self
-            .store
-            .claim_due(
-                &lane.sub.name,
-                now,
-                limit,
-                lane.sub.max_in_flight,
-                &self.owner,
-                self.lease_until(&lane.sub),
-            )
-            .await?;
+        let request = ClaimRequest {
+            subscription: &lane.sub.name,
+            now: self.clock.now(),
+            limit,
+            max_in_flight: lane.sub.max_in_flight,
+            owner: &self.owner,
+            lease_until: self.lease_until(&lane.sub),
+            order: lane.sub.ordering,
+            rate_limit: lane.sub.rate_limit,
+        };
+        let claim = self.store.claim_due(&request).await?;
+        *lane
+            .throttled_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = claim.throttled_until;
+        self.metrics.rate_limit_waited(claim.waited);
         lane.in_flight()
-            .extend(claimed.iter().map(|d| d.id.clone()));
-        Ok(claimed)
+            .extend(claim.deliveries.iter().map(|d| d.id.clone()));
+        Ok(claim.deliveries)
     }
 
     /// Prepare → send → decide → record, for one claimed delivery; or
@@ -638,6 +650,7 @@ impl Inner {
                 delivery_id: outcome.delivery_id,
                 attempts: outcome.number,
                 last_error: a.error.as_deref(),
+                released: released_by_death(lane.sub.ordering),
             };
             self.report_trouble(&lane.sub.name, outcome.event, trouble)
                 .await;
@@ -660,9 +673,17 @@ impl Inner {
                 delivery_id,
                 attempts,
                 last_error,
+                released,
             } => {
                 self.ingestor
-                    .raise_dead_delivery(subscription, delivery_id, &event, attempts, last_error)
+                    .raise_dead_delivery(
+                        subscription,
+                        delivery_id,
+                        &event,
+                        attempts,
+                        last_error,
+                        released,
+                    )
                     .await
             }
             Trouble::Disabled(reason) => self.ingestor.raise_disabled(subscription, reason).await,
@@ -679,6 +700,7 @@ enum Trouble<'a> {
         delivery_id: &'a str,
         attempts: u32,
         last_error: Option<&'a str>,
+        released: Option<&'static str>,
     },
     Disabled(&'a str),
 }
@@ -762,6 +784,22 @@ fn log_failure(lane: &Lane, done: Result<Result<(), StoreError>, tokio::task::Jo
         Err(e) if e.is_cancelled() => {}
         Err(e) => {
             tracing::error!(subscription = %lane.sub.name, error = %e, "delivery task panicked")
+        }
+    }
+}
+
+/// What a dead delivery lets go on an ordered lane, as its report says.
+fn released_by_death(order: DeliveryOrder) -> Option<&'static str> {
+    match order {
+        DeliveryOrder::None => None,
+        DeliveryOrder::Cube => {
+            Some("ordering = \"cube\": the next delivery of this cube, if any, is released")
+        }
+        DeliveryOrder::Batch => {
+            Some("ordering = \"batch\": the next delivery of this batch, if any, is released")
+        }
+        DeliveryOrder::Subscription => {
+            Some("in-order lane: the next delivery of this subscription, if any, is released")
         }
     }
 }

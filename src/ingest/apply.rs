@@ -332,14 +332,18 @@ impl Core {
                 event,
                 attempts,
                 last_error,
+                released,
             } => {
-                let data = cloudevent::dead_delivery_data(
+                let mut data = cloudevent::dead_delivery_data(
                     subscription,
                     delivery_id,
                     event,
                     *attempts,
                     last_error.as_deref(),
                 );
+                if let Some(released) = released {
+                    data["released"] = serde_json::json!(released);
+                }
                 let id = format!("{RAISED_PREFIX}dead:{delivery_id}");
                 let subject = format!("subscriptions/{subscription}");
                 self.add_row(

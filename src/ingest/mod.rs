@@ -90,6 +90,8 @@ enum Work {
         event: serde_json::Value,
         attempts: u32,
         last_error: Option<String>,
+        /// On an ordered lane, what the death let go (the next delivery).
+        released: Option<String>,
     },
     Disabled {
         subscription: String,
@@ -212,6 +214,7 @@ impl Ingestor {
         event: &serde_json::Value,
         attempts: u32,
         last_error: Option<&str>,
+        released: Option<&str>,
     ) -> Result<(), IngestError> {
         let work = Work::DeadDelivery {
             subscription: subscription.to_owned(),
@@ -219,6 +222,7 @@ impl Ingestor {
             event: event.clone(),
             attempts,
             last_error: last_error.map(str::to_owned),
+            released: released.map(str::to_owned),
         };
         self.submit(work).await.map(|_| ())
     }

@@ -136,6 +136,18 @@ const TABLES: &[Table] = &[
         identity: None,
         page: 1000,
     },
+    Table {
+        name: "rate_buckets",
+        columns: &[
+            ("subscription", Text),
+            ("milli_tokens", Int),
+            ("refilled_at", Int),
+            ("waiting_since", Int),
+            ("waited_ms", Int),
+        ],
+        identity: None,
+        page: 1000,
+    },
     // `lease_owner` and `lease_until` are left out on purpose (module doc).
     Table {
         name: "deliveries",

@@ -33,6 +33,7 @@ use crate::core::email::AlertState;
 use crate::core::event::{EnvironmentEvent, SchemaEvent};
 use crate::core::silence::Silence;
 use crate::core::gate::GateRecord;
+use crate::core::subscription::DeliveryOrder;
 
 pub use postgres::{
     masked_url, PgStore, CHANGES_CHANNEL, DELIVERIES_CHANNEL, SUBSCRIPTIONS_CHANNEL,
@@ -46,6 +47,7 @@ pub use types::{
     StoredSecret,
 };
 pub use types::{BatchEventRow, CubeLatest, ProjectVersion, SubscriptionHealth};
+pub use types::{Claim, ClaimRequest};
 
 /// Herald's failure to talk to its database: never the caller's fault.
 #[derive(Debug, thiserror::Error)]
@@ -266,12 +268,12 @@ delegate! { Store:
     async fn sync_subscriptions(&self, subscriptions: &[(String, String)]) -> Result<Vec<String>, StoreError>;
     /// Why the subscription is disabled, if it is.
     async fn subscription_disabled(&self, name: &str) -> Result<Option<String>, StoreError>;
-    /// Leases the subscription's oldest pending delivery (by event order),
-    /// if it is due and free: for sinks that must apply events in order.
-    async fn claim_head(&self, subscription: &str, now: DateTime<Utc>, owner: &str, lease_until: DateTime<Utc>) -> Result<Vec<ClaimedDelivery>, StoreError>;
-    /// Leases up to `limit` due deliveries of one subscription to `owner`
-    /// until `lease_until`.
-    async fn claim_due(&self, subscription: &str, now: DateTime<Utc>, limit: usize, max_in_flight: usize, owner: &str, lease_until: DateTime<Utc>) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Leases up to `request.limit` due deliveries of one subscription:
+    /// only the heads of an ordered lane, only as many as its rate limit
+    /// allows now (the bucket is spent in the same transaction).
+    async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError>;
+    /// How long the subscription's work has waited for its rate limit.
+    async fn rate_limit_waited(&self, subscription: &str, now: DateTime<Utc>) -> Result<Duration, StoreError>;
     /// Records attempts and moves their deliveries on, releasing the
     /// leases, all in one transaction. An update only applies while `owner`
     /// still holds the lease; the attempt is recorded either way.
@@ -287,8 +289,8 @@ delegate! { Store:
     /// are due at once for whoever runs next.
     async fn release_leases(&self, owner: &str, ids: &[String]) -> Result<(), StoreError>;
     /// When the subscription's earliest pending delivery falls due (or its
-    /// lease expires), if it has any.
-    async fn next_due_at(&self, subscription: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// lease expires), if it has any; in an ordered lane, heads only.
+    async fn next_due_at(&self, subscription: &str, order: DeliveryOrder) -> Result<Option<DateTime<Utc>>, StoreError>;
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError>;
     async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError>;
     /// Makes deliveries due now, whatever their state. A lease still held

@@ -7,9 +7,10 @@
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::rows::{self, Columns};
-use super::types::{BatchFilter, BatchKey, BatchPage, ScrapeGauges, SnapshotRest};
+use super::types::{BatchFilter, BatchKey, BatchPage, Claim, ScrapeGauges, SnapshotRest};
 use super::StoreError;
 use crate::core::batch::BatchRecord;
+use crate::core::subscription::{Bucket, DeliveryOrder, Taken};
 
 /// `AND {table}.{column} = ?` for each column the filter names.
 pub(super) fn push_filter<'a, DB>(
@@ -248,4 +249,101 @@ where
         .push_bind(group.to_owned())
         .push(" AND thread_id IS NULL");
     query
+}
+
+/// The SQL that keeps an ordered lane in order, over `deliveries d`: a
+/// join (the event's scope, for lanes per cube or batch) and a condition
+/// that holds back a delivery while an earlier one of its lane is still
+/// pending — in flight, waiting for a retry, or not yet tried. A finished
+/// one (delivered, failed, dead) releases the next. Empty for unordered
+/// subscriptions, whose claims stay as they are.
+pub(super) fn ordered_lane(order: DeliveryOrder) -> (&'static str, &'static str) {
+    const JOIN: &str = " JOIN events e ON e.seq = d.event_seq";
+    match order {
+        DeliveryOrder::None => ("", ""),
+        DeliveryOrder::Subscription => (
+            "",
+            " AND NOT EXISTS (SELECT 1 FROM deliveries p
+                WHERE p.subscription = d.subscription AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq)",
+        ),
+        DeliveryOrder::Cube => (
+            JOIN,
+            " AND NOT EXISTS (SELECT 1 FROM deliveries p JOIN events pe ON pe.seq = p.event_seq
+                WHERE p.subscription = d.subscription AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq
+                  AND pe.environment_id = e.environment_id AND pe.cube_id = e.cube_id)",
+        ),
+        DeliveryOrder::Batch => (
+            JOIN,
+            " AND NOT EXISTS (SELECT 1 FROM deliveries p JOIN events pe ON pe.seq = p.event_seq
+                WHERE p.subscription = d.subscription AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq AND pe.batch_id = e.batch_id)",
+        ),
+    }
+}
+
+/// The rate bucket of one subscription (see [`rows::bucket`]).
+pub(super) fn select_bucket<'a, DB>(subscription: &str) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "SELECT milli_tokens, refilled_at, waiting_since, waited_ms FROM rate_buckets
+         WHERE subscription = ",
+    );
+    query.push_bind(subscription.to_owned());
+    query
+}
+
+/// Stores a subscription's rate bucket as a claim left it.
+pub(super) fn upsert_bucket<'a, DB>(subscription: &str, bucket: &Bucket) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<i64>: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "INSERT INTO rate_buckets (subscription, milli_tokens, refilled_at, waiting_since, waited_ms) ",
+    );
+    query.push_values([bucket], |mut row, b| {
+        row.push_bind(subscription.to_owned())
+            .push_bind(b.milli_tokens)
+            .push_bind(b.refilled_at)
+            .push_bind(b.waiting_since)
+            .push_bind(b.waited_ms);
+    });
+    query.push(
+        " ON CONFLICT (subscription) DO UPDATE SET milli_tokens = excluded.milli_tokens,
+            refilled_at = excluded.refilled_at, waiting_since = excluded.waiting_since,
+            waited_ms = excluded.waited_ms",
+    );
+    query
+}
+
+/// Closes a rate-limited claim that leased `leased` of the tokens taken:
+/// the bucket to store, and the claim's answer (its deliveries left for
+/// the caller to fill in). `due_left`: due work remained unclaimed (the
+/// caller need only look when [`Taken::ran_short`]).
+pub(super) fn close_claim(
+    taken: Taken,
+    leased: usize,
+    due_left: bool,
+    now_ms: i64,
+) -> Result<(Bucket, Claim), StoreError> {
+    let throttled = due_left && taken.ran_short(leased);
+    let mut bucket = taken.bucket;
+    let waited = bucket.settle(taken.granted - leased, throttled, now_ms);
+    let throttled_until = match throttled {
+        true => taken.next_token_at.map(super::from_millis).transpose()?,
+        false => None,
+    };
+    let claim = Claim {
+        deliveries: Vec::new(),
+        throttled_until,
+        waited: std::time::Duration::from_millis(waited.max(0) as u64),
+    };
+    Ok((bucket, claim))
 }

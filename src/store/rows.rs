@@ -53,6 +53,16 @@ macro_rules! columns_for {
 columns_for!(sqlx::sqlite::SqliteRow);
 columns_for!(sqlx::postgres::PgRow);
 
+/// A rate bucket, as `portable::select_bucket` reads it.
+pub(super) fn bucket(r: &impl Columns) -> crate::core::subscription::Bucket {
+    crate::core::subscription::Bucket {
+        milli_tokens: r.int("milli_tokens"),
+        refilled_at: r.int("refilled_at"),
+        waiting_since: r.opt_int("waiting_since"),
+        waited_ms: r.int("waited_ms"),
+    }
+}
+
 fn opt_time(
     r: &impl Columns,
     column: &str,

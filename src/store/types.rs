@@ -395,3 +395,28 @@ pub struct ProjectVersion {
     /// summarises the model changes).
     pub envelope: serde_json::Value,
 }
+
+/// What a lane asks of one claim.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub subscription: &'a str,
+    pub now: DateTime<Utc>,
+    /// Most rows to lease now (the lane's free slots).
+    pub limit: usize,
+    /// Most leases the whole fleet may hold for the subscription.
+    pub max_in_flight: usize,
+    pub owner: &'a str,
+    pub lease_until: DateTime<Utc>,
+    pub order: crate::core::subscription::DeliveryOrder,
+    pub rate_limit: Option<crate::core::subscription::RateLimit>,
+}
+
+/// What one claim leased, and whether the rate limit held work back.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// Due work was left for want of a token: when the next one comes.
+    pub throttled_until: Option<DateTime<Utc>>,
+    /// A wait for the limit that ended with this claim.
+    pub waited: std::time::Duration,
+}

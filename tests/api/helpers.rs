@@ -322,6 +322,12 @@ impl TestApp {
             .expect("dispatcher runs")
     }
 
+    /// The `/metrics` page, as Prometheus would read it.
+    pub async fn metrics(&self) -> String {
+        let page = reqwest::get(format!("http://{}/metrics", self.http));
+        page.await.unwrap().text().await.unwrap()
+    }
+
     /// A new plaintext channel to the gRPC port.
     pub async fn channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))

@@ -19,6 +19,7 @@ mod integrations;
 mod monitor;
 mod openlineage;
 mod ops;
+mod ordering;
 mod projects;
 mod properties;
 mod python;

@@ -36,6 +36,8 @@ mod monitor;
 mod openlineage;
 #[path = "../api/ops.rs"]
 mod ops;
+#[path = "../api/ordering.rs"]
+mod ordering;
 mod outage;
 #[path = "../api/projects.rs"]
 mod projects;

@@ -692,3 +692,84 @@ async fn three_replicas_send_one_mail_per_group_and_one_commit_per_event_in_orde
     let expected: Vec<String> = (0..6).map(|n| format!("cube-{n}")).collect();
     assert_eq!(cubes, expected, "one mail per group, none twice");
 }
+
+/// `rate_limit = "10/s"` holds across two replicas: one bucket for the
+/// fleet (burst 10, then 10 a second), not one per replica — which would
+/// let 20 through at once and 20 a second.
+#[tokio::test]
+async fn a_rate_limit_holds_across_the_fleet() {
+    let (receiver, url) = crate::ordering::FlakyReceiver::start().await;
+    let hook = webhook(
+        "limited",
+        &url,
+        "events = [\"aggregate.batch.succeeded\"]\nrate_limit = \"10/s\"\nmax_in_flight = 64",
+    );
+    let fleet = Fleet::start(2, &hook).await;
+    for n in 0..30 {
+        let mut client = fleet.client(n % 2).await;
+        client
+            .batch_succeeded(succeeded(&format!("r-{n}"), &format!("rb-{n}"), "sales"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || receiver.delivered().len() >= 30).await,
+        "all 30 delivered: {}",
+        receiver.delivered().len()
+    );
+    let mut times: Vec<_> = receiver.arrivals().iter().map(|a| a.at).collect();
+    times.sort();
+    let first = times[0];
+    // 30 at 10/s after a burst of 10 take two seconds; generous bounds.
+    assert!(
+        times[29] - first >= Duration::from_millis(1500),
+        "30 arrived within {:?}",
+        times[29] - first
+    );
+    let in_first_second = times
+        .iter()
+        .filter(|t| **t - first < Duration::from_secs(1))
+        .count();
+    assert!(
+        in_first_second <= 21,
+        "{in_first_second} in the first second"
+    );
+    let mut batches = receiver.delivered();
+    batches.sort();
+    batches.dedup();
+    assert_eq!(batches.len(), 30, "none lost, none twice");
+}
+
+/// `ordering = "cube"` holds across two replicas: with the first attempt
+/// of every `started` failing, no cube's `succeeded` overtakes its
+/// `started`, whichever replica ingested or claimed either.
+#[tokio::test]
+async fn cube_ordering_holds_across_the_fleet() {
+    let (receiver, url) = crate::ordering::FlakyReceiver::start().await;
+    let hook = format!(
+        "[[webhooks]]\nname = \"ordered\"\nurl = \"{url}\"\nsecret = \"{}\"\n\
+         events = [\"aggregate.batch.*\"]\nordering = \"cube\"\n\
+         retry_schedule = [\"300ms\", \"300ms\", \"300ms\"]\n",
+        crate::helpers::SECRET
+    );
+    let fleet = Fleet::start(2, &hook).await;
+    let batches: Vec<String> = (0..6).map(|n| format!("ob-{n}")).collect();
+    for (n, batch) in batches.iter().enumerate() {
+        let cube = format!("cube-{n}");
+        let mut one = fleet.client(n % 2).await;
+        let mut other = fleet.client((n + 1) % 2).await;
+        one.batch_started(started(&format!("os-{n}"), batch, &cube))
+            .await
+            .unwrap();
+        other
+            .batch_succeeded(succeeded(&format!("oc-{n}"), batch, &cube))
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || receiver.delivered().len() >= 12).await,
+        "all 12 delivered: {:?}",
+        receiver.delivered()
+    );
+    assert!(receiver.in_order(&batches), "{:?}", receiver.delivered());
+}

@@ -16,11 +16,12 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::ingest::notify;
 use super::{PgStore, SUBSCRIPTIONS_CHANNEL};
 use crate::core::email::AlertState;
-use crate::store::portable;
+use crate::core::subscription::DeliveryOrder;
+use crate::store::portable::{self, close_claim, ordered_lane, select_bucket, upsert_bucket};
 use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::types::{
-    AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryUpdate,
-    ManagedSubscription, PendingDelivery, ScrapeGauges,
+    AttemptRecord, AttemptRow, Claim, ClaimRequest, ClaimedDelivery, DeliveryFilter, DeliveryRow,
+    DeliveryUpdate, ManagedSubscription, PendingDelivery, ScrapeGauges,
 };
 use crate::store::{from_millis, to_json, to_millis, StoreError};
 
@@ -73,80 +74,58 @@ impl PgStore {
         }))
     }
 
-    /// Leases the subscription's oldest pending delivery, if it is due and
-    /// free. While any replica holds the head, nobody else gets a row of
-    /// this subscription: ordered lanes stay ordered across the fleet.
-    pub async fn claim_head(
-        &self,
-        subscription: &str,
-        now: DateTime<Utc>,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "WITH head AS (
-                SELECT id FROM deliveries WHERE subscription = $3 AND state = 'pending'
-                ORDER BY event_seq LIMIT 1 FOR UPDATE),
-             claimed AS (
-                UPDATE deliveries d SET lease_owner = $1, lease_until = $2 FROM head
-                WHERE d.id = head.id AND d.next_attempt_at <= $4
-                  AND (d.lease_until IS NULL OR d.lease_until <= $4)
-                RETURNING d.id, d.subscription, d.attempts, d.event_seq)
-             {CLAIMED}"
-        ))
-        .bind(owner)
-        .bind(to_millis(lease_until))
-        .bind(subscription)
-        .bind(to_millis(now))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(rows::claimed).collect())
-    }
-
     /// Leases up to `limit` due deliveries of one subscription to `owner`,
     /// fewer when the fleet already holds `max_in_flight - limit` leases
-    /// for it.
-    pub async fn claim_due(
+    /// for it, only the heads of an ordered lane, and only as many as the
+    /// rate limit's bucket has tokens for. The subscription's advisory
+    /// lock serializes its claims across replicas, so the in-flight count,
+    /// the heads and the bucket are read and changed by one claim at a
+    /// time: limits and order hold fleet-wide.
+    pub async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('claim:' || $1, 0))")
+            .bind(request.subscription)
+            .execute(&mut *tx)
+            .await?;
+        let Some(rate) = request.rate_limit else {
+            let deliveries = lease_due(&mut tx, request, request.limit).await?;
+            tx.commit().await?;
+            return Ok(Claim {
+                deliveries,
+                ..Claim::default()
+            });
+        };
+        let now = to_millis(request.now);
+        let bucket = select_bucket(request.subscription)
+            .build()
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| rows::bucket(&row));
+        let taken = rate.take(bucket, now, request.limit);
+        let deliveries = lease_due(&mut tx, request, taken.granted).await?;
+        let due_left = taken.ran_short(deliveries.len()) && any_due(&mut tx, request).await?;
+        let (bucket, mut claim) = close_claim(taken, deliveries.len(), due_left, now)?;
+        upsert_bucket(request.subscription, &bucket)
+            .build()
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        claim.deliveries = deliveries;
+        Ok(claim)
+    }
+
+    pub async fn rate_limit_waited(
         &self,
         subscription: &str,
         now: DateTime<Utc>,
-        limit: usize,
-        max_in_flight: usize,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('claim:' || $1, 0))")
-            .bind(subscription)
-            .execute(&mut *tx)
+    ) -> Result<std::time::Duration, StoreError> {
+        let bucket = select_bucket(subscription)
+            .build()
+            .fetch_optional(&self.pool)
             .await?;
-        let rows = sqlx::query(&format!(
-            "WITH held AS (
-                SELECT COUNT(*) AS n FROM deliveries
-                WHERE subscription = $3 AND state = 'pending' AND lease_until > $4),
-             due AS (
-                SELECT id FROM deliveries
-                WHERE subscription = $3 AND state = 'pending' AND next_attempt_at <= $4
-                  AND (lease_until IS NULL OR lease_until <= $4)
-                ORDER BY next_attempt_at, id
-                LIMIT GREATEST(0, LEAST($5, $6 - (SELECT n FROM held)))
-                FOR UPDATE SKIP LOCKED),
-             claimed AS (
-                UPDATE deliveries d SET lease_owner = $1, lease_until = $2 FROM due
-                WHERE d.id = due.id
-                RETURNING d.id, d.subscription, d.attempts, d.event_seq, d.next_attempt_at)
-             {CLAIMED} ORDER BY c.next_attempt_at, c.id"
-        ))
-        .bind(owner)
-        .bind(to_millis(lease_until))
-        .bind(subscription)
-        .bind(to_millis(now))
-        .bind(limit as i64)
-        .bind(max_in_flight as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(rows.iter().map(rows::claimed).collect())
+        Ok(bucket.map_or_else(Default::default, |row| {
+            rows::bucket(&row).waited(to_millis(now))
+        }))
     }
 
     /// Records attempts and moves their deliveries on, releasing the
@@ -291,11 +270,13 @@ impl PgStore {
     pub async fn next_due_at(
         &self,
         subscription: &str,
+        order: DeliveryOrder,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) AS due
-             FROM deliveries WHERE subscription = $1 AND state = 'pending'",
-        )
+        let (join, held) = ordered_lane(order);
+        let row = sqlx::query(&format!(
+            "SELECT MIN(GREATEST(d.next_attempt_at, COALESCE(d.lease_until, 0))) AS due
+             FROM deliveries d{join} WHERE d.subscription = $1 AND d.state = 'pending'{held}"
+        ))
         .bind(subscription)
         .fetch_one(&self.pool)
         .await?;
@@ -684,4 +665,65 @@ impl PgStore {
     async fn wake_all(&self) -> Result<(), StoreError> {
         self.notify(super::DELIVERIES_CHANNEL, "*").await
     }
+}
+
+/// The due, free rows a claim may take: heads only, in an ordered lane.
+fn due_rows(order: DeliveryOrder) -> String {
+    let (join, held) = ordered_lane(order);
+    format!(
+        "SELECT d.id FROM deliveries d{join}
+         WHERE d.subscription = $1 AND d.state = 'pending' AND d.next_attempt_at <= $2
+           AND (d.lease_until IS NULL OR d.lease_until <= $2){held}"
+    )
+}
+
+/// Leases up to `limit` due rows, fewer when the fleet's leases would
+/// pass `max_in_flight`. The caller holds the subscription's lock.
+async fn lease_due(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    request: &ClaimRequest<'_>,
+    limit: usize,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let due = due_rows(request.order);
+    let rows = sqlx::query(&format!(
+        "WITH held AS (
+            SELECT COUNT(*) AS n FROM deliveries
+            WHERE subscription = $1 AND state = 'pending' AND lease_until > $2),
+         due AS ({due}
+            ORDER BY d.next_attempt_at, d.id
+            LIMIT GREATEST(0, LEAST($5, $6 - (SELECT n FROM held)))
+            FOR UPDATE OF d SKIP LOCKED),
+         claimed AS (
+            UPDATE deliveries d SET lease_owner = $3, lease_until = $4 FROM due
+            WHERE d.id = due.id
+            RETURNING d.id, d.subscription, d.attempts, d.event_seq, d.next_attempt_at)
+         {CLAIMED} ORDER BY c.next_attempt_at, c.id"
+    ))
+    .bind(request.subscription)
+    .bind(to_millis(request.now))
+    .bind(request.owner)
+    .bind(to_millis(request.lease_until))
+    .bind(limit as i64)
+    .bind(request.max_in_flight as i64)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.iter().map(rows::claimed).collect())
+}
+
+/// Whether due work is left after a claim (the claimed rows now hold
+/// leases, so they do not count).
+async fn any_due(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    request: &ClaimRequest<'_>,
+) -> Result<bool, StoreError> {
+    let due = due_rows(request.order);
+    let found = sqlx::query(&format!("SELECT EXISTS ({due}) AS found"))
+        .bind(request.subscription)
+        .bind(to_millis(request.now))
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(found.get("found"))
 }

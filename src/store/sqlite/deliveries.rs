@@ -13,10 +13,11 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::{from_millis, to_millis, SqliteStore, StoreError};
-use crate::store::portable;
+use crate::core::subscription::DeliveryOrder;
+use crate::store::portable::{self, close_claim, ordered_lane, select_bucket, upsert_bucket};
 use crate::store::types::{
-    AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, DeliveryUpdate,
-    ScrapeGauges,
+    AttemptRecord, AttemptRow, Claim, ClaimRequest, ClaimedDelivery, DeliveryFilter, DeliveryRow,
+    DeliveryUpdate, ScrapeGauges,
 };
 
 impl SqliteStore {
@@ -65,80 +66,67 @@ impl SqliteStore {
         }))
     }
 
-    /// Leases the subscription's oldest pending delivery (by event order),
-    /// if it is due and free: for sinks that must apply events in order.
-    pub async fn claim_head(
-        &self,
-        subscription: &str,
-        now: DateTime<Utc>,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
-             WHERE id = (SELECT id FROM deliveries WHERE subscription = ?3 AND state = 'pending'
-                         ORDER BY event_seq LIMIT 1)
-               AND next_attempt_at <= ?4 AND (lease_until IS NULL OR lease_until <= ?4)
-             RETURNING id",
-        )
-        .bind(owner)
-        .bind(to_millis(lease_until))
-        .bind(subscription)
-        .bind(to_millis(now))
-        .fetch_all(self.writer.pool())
-        .await?;
-        let Some(row) = rows.first() else {
-            return Ok(Vec::new());
+    /// Leases up to `limit` due deliveries of one subscription to `owner`
+    /// until `lease_until`: in an ordered lane only its head, and under a
+    /// rate limit only as many as its bucket has tokens for.
+    pub async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
+        let Some(rate) = request.rate_limit else {
+            let ids = lease_due(self.writer.pool(), request, request.limit).await?;
+            return Ok(Claim {
+                deliveries: self.claimed(&ids).await?,
+                ..Claim::default()
+            });
         };
-        let id: String = row.get("id");
-        let claimed = sqlx::query(
-            "SELECT d.id, d.subscription, d.attempts, e.event_type, e.body
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?",
-        )
-        .bind(id)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(claimed.iter().map(rows::claimed).collect())
+        // The bucket is read, spent and written in the claim's transaction.
+        let now = to_millis(request.now);
+        let mut tx = self.writer.begin().await?;
+        let bucket = select_bucket(request.subscription)
+            .build()
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| rows::bucket(&row));
+        let taken = rate.take(bucket, now, request.limit);
+        let ids = lease_due(&mut *tx, request, taken.granted).await?;
+        let due_left = taken.ran_short(ids.len())
+            && !lease_due_ids(&mut *tx, request, 1, false).await?.is_empty();
+        let (bucket, mut claim) = close_claim(taken, ids.len(), due_left, now)?;
+        upsert_bucket(request.subscription, &bucket)
+            .build()
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        claim.deliveries = self.claimed(&ids).await?;
+        Ok(claim)
     }
 
-    /// Leases up to `limit` due deliveries of one subscription to `owner`
-    /// until `lease_until`.
-    pub async fn claim_due(
+    /// How long work of the subscription has waited for its rate limit
+    /// in all, the wait going on now included.
+    pub async fn rate_limit_waited(
         &self,
         subscription: &str,
         now: DateTime<Utc>,
-        limit: usize,
-        // One process: the lane's own count is the whole fleet's.
-        _max_in_flight: usize,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
-             WHERE id IN (
-                SELECT id FROM deliveries
-                WHERE subscription = ?3 AND state = 'pending' AND next_attempt_at <= ?4
-                  AND (lease_until IS NULL OR lease_until <= ?4)
-                ORDER BY next_attempt_at, id LIMIT ?5)
-             RETURNING id",
-        )
-        .bind(owner)
-        .bind(to_millis(lease_until))
-        .bind(subscription)
-        .bind(to_millis(now))
-        .bind(limit as i64)
-        .fetch_all(self.writer.pool())
-        .await?;
-        if rows.is_empty() {
+    ) -> Result<std::time::Duration, StoreError> {
+        let bucket = select_bucket(subscription)
+            .build()
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(bucket.map_or_else(Default::default, |row| {
+            rows::bucket(&row).waited(to_millis(now))
+        }))
+    }
+
+    /// The claimed rows with what they send, in claim order.
+    async fn claimed(&self, ids: &[String]) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT d.id, d.subscription, d.attempts, e.event_type, e.body
              FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id IN (",
         );
-        let mut ids = query.separated(", ");
-        for row in &rows {
-            ids.push_bind(row.get::<String, _>("id"));
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id);
         }
         query.push(") ORDER BY d.next_attempt_at, d.id");
         let claimed = query.build().fetch_all(&self.reader).await?;
@@ -232,11 +220,13 @@ impl SqliteStore {
     pub async fn next_due_at(
         &self,
         subscription: &str,
+        order: DeliveryOrder,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) AS due
-             FROM deliveries WHERE subscription = ? AND state = 'pending'",
-        )
+        let (join, held) = ordered_lane(order);
+        let row = sqlx::query(&format!(
+            "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) AS due
+             FROM deliveries d{join} WHERE d.subscription = ? AND d.state = 'pending'{held}"
+        ))
         .bind(subscription)
         .fetch_one(&self.reader)
         .await?;
@@ -409,6 +399,60 @@ impl SqliteStore {
         .await?;
         found.iter().map(rows::attempt).collect()
     }
+}
+
+/// Leases up to `limit` of the request's due, free rows (heads only, in
+/// an ordered lane); returns their ids.
+async fn lease_due<'e, E>(
+    executor: E,
+    request: &ClaimRequest<'_>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    lease_due_ids(executor, request, limit, true).await
+}
+
+/// The ids of up to `limit` due, free rows of the request, leased when
+/// `lease` (otherwise only looked at).
+async fn lease_due_ids<'e, E>(
+    executor: E,
+    request: &ClaimRequest<'_>,
+    limit: usize,
+    lease: bool,
+) -> Result<Vec<String>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let (join, held) = ordered_lane(request.order);
+    let due = format!(
+        "SELECT d.id FROM deliveries d{join}
+         WHERE d.subscription = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
+           AND (d.lease_until IS NULL OR d.lease_until <= ?2){held}
+         ORDER BY d.next_attempt_at, d.id LIMIT ?3"
+    );
+    let sql = match lease {
+        true => format!(
+            "UPDATE deliveries SET lease_owner = ?4, lease_until = ?5 WHERE id IN ({due}) RETURNING id"
+        ),
+        false => due,
+    };
+    let query = sqlx::query(&sql)
+        .bind(request.subscription)
+        .bind(to_millis(request.now))
+        .bind(limit as i64);
+    let query = match lease {
+        true => query
+            .bind(request.owner)
+            .bind(to_millis(request.lease_until)),
+        false => query,
+    };
+    let rows = query.fetch_all(executor).await?;
+    Ok(rows.iter().map(|r| r.get("id")).collect())
 }
 
 /// Moves one delivery to its next state and, for a 410, disables its
