@@ -5,9 +5,9 @@
 //! converted into typed [`Settings`]; every error names the key at fault,
 //! e.g. `webhooks[1].url: must be an absolute http or https URL`.
 
+mod console;
 mod gates;
 mod openlineage;
-mod console;
 mod retention;
 mod store;
 

@@ -31,8 +31,8 @@ use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::document::StoredDocument;
 use crate::core::email::AlertState;
 use crate::core::event::{EnvironmentEvent, SchemaEvent};
-use crate::core::silence::Silence;
 use crate::core::gate::GateRecord;
+use crate::core::silence::Silence;
 use crate::core::subscription::DeliveryOrder;
 
 pub use postgres::{
@@ -43,8 +43,7 @@ pub use types::{
     AttemptRecord, AttemptRow, BatchChange, BatchFilter, BatchPage, ClaimedDelivery,
     DeliveryFilter, DeliveryRow, DeliveryState, DeliveryUpdate, ManagedSubscription, NewEvent,
     PendingDelivery, PriorEvent, Pruned, Reminder, ScheduleState, ScrapeGauges, SnapshotPage,
-    SnapshotRest,
-    StoredSecret,
+    SnapshotRest, StoredSecret,
 };
 pub use types::{BatchEventRow, CubeLatest, ProjectVersion, SubscriptionHealth};
 pub use types::{Claim, ClaimRequest};

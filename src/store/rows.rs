@@ -11,8 +11,8 @@ use crate::core::batch::BatchRecord;
 use crate::core::document::StoredDocument;
 use crate::core::event::Scope;
 use crate::core::filter::Pattern;
-use crate::core::silence::{Matchers, Silence};
 use crate::core::gate::GateRecord;
+use crate::core::silence::{Matchers, Silence};
 use crate::store::types::{
     AttemptRow, BatchChange, ClaimedDelivery, DeliveryRow, DeliveryState, ManagedSubscription,
     PendingDelivery, PriorEvent, ScheduleState,
