@@ -14,6 +14,7 @@ use super::silences::{parse_create, silence_to_proto};
 use crate::clock::Clock;
 use crate::core::cloudevent::scope_of;
 use crate::core::event::EventType;
+use crate::core::filter::event_types_matching;
 use crate::core::subscription::Subscription;
 use crate::core::validate::{parse_id, parse_optional_id, FieldError};
 use crate::deliver::Wakeups;
@@ -274,6 +275,8 @@ fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), F
         subscription: parse_optional_id("subscription", &r.subscription)?,
         event_id: parse_optional_id("event_id", &r.event_id)?,
         state,
+        event_types: event_types_matching(&r.event_type)
+            .map_err(|e| FieldError::new("event_type", e))?,
         since: r.since.map(|t| timestamp("since", t)).transpose()?,
         until: r.until.map(|t| timestamp("until", t)).transpose()?,
         after: None,

@@ -42,6 +42,11 @@ pub struct ListArgs {
     /// suppressed (held back by a silence).
     #[arg(long)]
     state: Option<String>,
+    /// Only deliveries of events of this type: exact
+    /// (aggregate.batch.failed) or a glob (aggregate.batch.*), as in
+    /// subscription event filters.
+    #[arg(long)]
+    event_type: Option<String>,
     /// Created at or after (RFC 3339, or a duration ago like 6h).
     #[arg(long, value_parser = parse_time)]
     since: Option<DateTime<Utc>>,
@@ -207,6 +212,7 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
         until: None,
         page_size: a.limit,
         page_token: String::new(),
+        event_type: a.event_type.unwrap_or_default(),
     };
     let mut client = AdminServiceClient::new(connect(&a.server).await?);
     let (deliveries, next) = pages(

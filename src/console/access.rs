@@ -12,7 +12,11 @@
 //!   `Authorization: Bearer <token>` instead.
 //! - A reader reads; every action needs an admin. Every POST from a
 //!   session carries a CSRF token derived from the session's own token, so
-//!   a page on another site cannot forge one.
+//!   a page on another site cannot forge one. The sign-in form has its
+//!   own (login CSRF): a random value GET /signin sets in a short-lived
+//!   `SameSite=Strict` cookie and echoes in the form; a POST /signin
+//!   without the matching pair is refused with 403, so another site cannot
+//!   sign a browser in under the attacker's token.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -27,6 +31,9 @@ use crate::api::{bearer_token, find_token};
 use crate::config::Role;
 
 const COOKIE: &str = "herald_session";
+/// The sign-in form's CSRF cookie, and how long a form stays usable.
+const SIGNIN_COOKIE: &str = "herald_signin";
+const SIGNIN_TTL_SECS: u64 = 600;
 
 /// Who is looking, and what they may do.
 #[derive(Debug, Clone)]
@@ -114,13 +121,17 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.to_owned())
         .filter(|value| !value.is_empty())
 }
@@ -160,24 +171,43 @@ fn over_tls(headers: &HeaderMap) -> bool {
     .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
 }
 
-pub(super) async fn signin_form(State(console): State<Console>) -> Response {
+pub(super) async fn signin_form(State(console): State<Console>, headers: HeaderMap) -> Response {
     if console.parts().tokens.is_empty() {
         return Redirect::to("/").into_response();
     }
-    signin_page(&console, StatusCode::OK, None)
+    signin_page(&console, &headers, StatusCode::OK, None)
 }
 
-fn signin_page(console: &Console, status: StatusCode, error: Option<&str>) -> Response {
-    let context = minijinja::context! { title => "Sign in", error => error, signin => true };
-    match console.render("signin.html", context) {
+/// The sign-in form with a fresh login CSRF token, in its hidden field and
+/// in the cookie a POST must bring back.
+fn signin_page(
+    console: &Console,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let csrf = random_token();
+    let context =
+        minijinja::context! { title => "Sign in", error => error, signin => true, csrf => csrf };
+    let mut response = match console.render("signin.html", context) {
         Ok(page) => (status, page).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let cookie = format!(
+        "{SIGNIN_COOKIE}={csrf}; Path=/signin; HttpOnly; SameSite=Strict; Max-Age={SIGNIN_TTL_SECS}{}",
+        if over_tls(headers) { "; Secure" } else { "" }
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
     }
+    response
 }
 
 #[derive(Deserialize)]
 pub(super) struct SignIn {
     token: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 pub(super) async fn sign_in(
@@ -189,13 +219,23 @@ pub(super) async fn sign_in(
     if parts.tokens.is_empty() {
         return Redirect::to("/").into_response();
     }
+    let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !same(form.csrf.as_bytes(), expected.as_bytes()) {
+        let message = "The sign-in form expired or did not come from this console; try again.";
+        return signin_page(&console, &headers, StatusCode::FORBIDDEN, Some(message));
+    }
     let Some(token) = find_token(&parts.tokens, form.token.trim()) else {
-        return signin_page(&console, StatusCode::UNAUTHORIZED, Some("Unknown token."));
+        return signin_page(
+            &console,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            Some("Unknown token."),
+        );
     };
     if token.role == Role::Engine {
         let message =
             "An engine token cannot use the console; sign in with a reader or admin token.";
-        return signin_page(&console, StatusCode::FORBIDDEN, Some(message));
+        return signin_page(&console, &headers, StatusCode::FORBIDDEN, Some(message));
     }
     let session = random_token();
     let now = parts.clock.now();

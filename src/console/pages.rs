@@ -15,6 +15,8 @@ use super::draw::{self, age_text};
 use super::overview::{self, CubeState, Overview};
 use super::{Console, ConsoleError};
 use crate::core::batch::BatchState;
+use crate::core::event::EventType;
+use crate::core::filter::event_types_matching;
 use crate::core::subscription::{Subscription, Target};
 use crate::store::{BatchFilter, DeliveryFilter, DeliveryRow, DeliveryState};
 
@@ -426,6 +428,9 @@ pub(super) struct DeliveryQuery {
     subscription: String,
     #[serde(default)]
     state: String,
+    /// Exact or a glob, as `herald deliveries list --event-type`.
+    #[serde(default)]
+    event_type: String,
     #[serde(default)]
     since: String,
     #[serde(default)]
@@ -474,6 +479,8 @@ pub(super) async fn deliveries(
         subscription: (!q.subscription.is_empty()).then(|| q.subscription.clone()),
         event_id: None,
         state,
+        event_types: event_types_matching(&q.event_type)
+            .map_err(|e| ConsoleError::BadRequest(format!("event_type: {e}")))?,
         since: parse_time("since", &q.since)?,
         until: parse_time("until", &q.until)?,
         after: None,
@@ -497,10 +504,11 @@ pub(super) async fn deliveries(
         .collect();
     let context = json!({
         "deliveries": rows.iter().map(delivery_view).collect::<Vec<_>>(),
-        "filter": {"subscription": q.subscription, "state": q.state, "since": q.since, "until": q.until},
+        "filter": {"subscription": q.subscription, "state": q.state, "event_type": q.event_type, "since": q.since, "until": q.until},
         "next": next,
         "names": names,
         "states": ["pending", "delivered", "failed", "dead", "suppressed"],
+        "event_types": EventType::ALL.map(EventType::as_str),
     });
     console.render(
         "deliveries.html",

@@ -30,6 +30,28 @@ impl Pattern {
     }
 }
 
+/// A delivery-log filter by event type — exact (`aggregate.batch.failed`)
+/// or a glob (`aggregate.batch.*`), matched as subscription filters are —
+/// resolved to the event type names it names, which both stores then
+/// filter on alike. Empty text means any type (`None`); a pattern naming
+/// no type is refused, so a typo does not read as an empty log.
+pub fn event_types_matching(pattern: &str) -> Result<Option<Vec<String>>, String> {
+    let pattern = pattern.trim();
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    let p = Pattern::new(pattern);
+    let types: Vec<String> = EventType::ALL
+        .into_iter()
+        .filter(|t| p.matches(t.as_str()))
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    if types.is_empty() {
+        return Err(format!("`{pattern}` matches no event type"));
+    }
+    Ok(Some(types))
+}
+
 /// Iterative glob matching with single-star backtracking: linear in
 /// practice, never exponential.
 fn glob_match(pattern: &[u8], text: &[u8]) -> bool {

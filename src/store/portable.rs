@@ -36,6 +36,27 @@ pub(super) fn push_filter<'a, DB>(
     }
 }
 
+/// `AND e.event_type IN (…)` when a delivery filter names event types
+/// (`e` being the events table joined to the deliveries); an empty list
+/// matches no row.
+pub(super) fn push_event_types<'a, DB>(query: &mut QueryBuilder<'a, DB>, types: Option<&[String]>)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let Some(types) = types else { return };
+    if types.is_empty() {
+        query.push(" AND 1 = 0");
+        return;
+    }
+    query.push(" AND e.event_type IN (");
+    let mut list = query.separated(", ");
+    for t in types {
+        list.push_bind(t.clone());
+    }
+    list.push_unseparated(")");
+}
+
 /// Batches matching `filter`, newest first, after `after`: one row more
 /// than a page, to tell whether another follows (see [`batch_page`]).
 pub(super) fn list_batches<'a, DB>(

@@ -138,6 +138,10 @@ pub struct DeliveryFilter {
     pub subscription: Option<String>,
     pub event_id: Option<String>,
     pub state: Option<DeliveryState>,
+    /// Only deliveries of events of one of these types (an event-type
+    /// pattern resolved by [`crate::core::filter::event_types_matching`]);
+    /// an empty list matches nothing.
+    pub event_types: Option<Vec<String>>,
     /// Created at or after.
     pub since: Option<DateTime<Utc>>,
     /// Created before.

@@ -379,3 +379,59 @@ async fn the_cli_sends_pending_deliveries_now() {
         "--pending or --dead is required"
     );
 }
+
+/// (event type, event id) of each delivery the log lists for `event_type`.
+async fn log_of_type(
+    app: &TestApp,
+    event_type: &str,
+) -> Result<Vec<(String, String)>, tonic::Status> {
+    let request = pb::ListDeliveriesRequest {
+        event_type: event_type.into(),
+        ..Default::default()
+    };
+    let reply = admin(app).await.list_deliveries(request).await?;
+    Ok(reply
+        .into_inner()
+        .deliveries
+        .into_iter()
+        .map(|d| (d.event_type, d.event_id))
+        .collect())
+}
+
+#[tokio::test]
+async fn the_delivery_log_filters_by_an_exact_event_type_or_a_glob() {
+    let (app, _receiver) = app_with_receiver(r#"["*"]"#).await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    app.fail_batch("ev-2", "b-2", "stock").await;
+    app.start_batch("ev-3", "b-3", "hr").await;
+    app.succeed_batch("ev-4", "b-3", "hr").await;
+    let pair = |t: &str, id: &str| (t.to_owned(), id.to_owned());
+    assert_eq!(
+        log_of_type(&app, "aggregate.batch.started").await.unwrap(),
+        [
+            pair("aggregate.batch.started", "ev-3"),
+            pair("aggregate.batch.started", "ev-1")
+        ]
+    );
+    let glob = log_of_type(&app, "aggregate.batch.*").await.unwrap();
+    let glob_ids: Vec<&str> = glob.iter().map(|(_, id)| id.as_str()).collect();
+    for id in ["ev-1", "ev-2", "ev-3", "ev-4"] {
+        assert!(glob_ids.contains(&id), "{id} in {glob:?}");
+    }
+    assert!(glob.iter().all(|(t, _)| t.starts_with("aggregate.batch.")));
+    assert_eq!(
+        log_of_type(&app, "*.failed").await.unwrap(),
+        [pair("aggregate.batch.failed", "ev-2")]
+    );
+    assert!(log_of_type(&app, "schema.published")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(log_of_type(&app, "").await.unwrap().len() >= glob.len());
+
+    let unknown = log_of_type(&app, "aggregate.batch.exploded")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+    assert!(unknown.message().contains("event_type"), "{unknown:?}");
+}

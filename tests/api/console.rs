@@ -63,9 +63,37 @@ async fn post(
     request.send().await.unwrap()
 }
 
+/// Opens the sign-in form: the `name=value` of its login CSRF cookie and
+/// the token its hidden field carries.
+async fn signin_form(app: &TestApp) -> (String, String) {
+    let response = get(app, "/signin", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/signin", "Max-Age="] {
+        assert!(set.contains(attribute), "{attribute} missing in {set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let csrf = csrf_of(&response.text().await.unwrap());
+    assert_eq!(cookie.split_once('=').unwrap().1, csrf);
+    (cookie, csrf)
+}
+
+/// Posts the sign-in form as a browser would: opened first, then sent
+/// with its CSRF cookie and field.
+async fn submit_signin(app: &TestApp, token: &str) -> reqwest::Response {
+    let (cookie, csrf) = signin_form(app).await;
+    post(
+        app,
+        "/signin",
+        Some(&cookie),
+        &[("csrf", &csrf), ("token", token)],
+    )
+    .await
+}
+
 /// Signs in with `token`; returns the `name=value` of the session cookie.
 pub async fn sign_in(app: &TestApp, token: &str) -> String {
-    let response = post(app, "/signin", None, &[("token", token)]).await;
+    let response = submit_signin(app, token).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
@@ -242,15 +270,9 @@ async fn with_tokens_a_reader_reads_an_admin_acts_and_signing_out_ends_the_sessi
     let response = get(&app, "/", None).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/signin");
-    let wrong = post(&app, "/signin", None, &[("token", "guess")]).await;
+    let wrong = submit_signin(&app, "guess").await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let engine = post(
-        &app,
-        "/signin",
-        None,
-        &[("token", "engine-token-0123456789")],
-    )
-    .await;
+    let engine = submit_signin(&app, "engine-token-0123456789").await;
     assert_eq!(engine.status(), StatusCode::FORBIDDEN);
 
     let reader = sign_in(&app, "reader-token-0123456789").await;
@@ -661,4 +683,78 @@ async fn without_tokens_the_console_is_closed_beyond_loopback() {
     assert_eq!(metrics.status(), StatusCode::OK);
     stop.cancel();
     running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn signing_in_without_the_forms_csrf_token_is_refused() {
+    let app = Spawn {
+        webhooks: TOKENS.to_owned(),
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    let admin = "admin-token-0123456789ab";
+    let (cookie, csrf) = signin_form(&app).await;
+    let (_, other_csrf) = signin_form(&app).await;
+    assert_ne!(csrf, other_csrf, "a fresh token per form");
+    let forged = [
+        (None, vec![("token", admin)]),
+        (None, vec![("csrf", csrf.as_str()), ("token", admin)]),
+        (Some(cookie.as_str()), vec![("token", admin)]),
+        (
+            Some(cookie.as_str()),
+            vec![("csrf", other_csrf.as_str()), ("token", admin)],
+        ),
+    ];
+    for (i, (cookie, form)) in forged.iter().enumerate() {
+        let response = post(&app, "/signin", *cookie, form).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "case {i}");
+        assert!(
+            response
+                .headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .all(|c| !c.to_str().unwrap().starts_with("herald_session=")),
+            "case {i}: no session"
+        );
+    }
+    assert_eq!(app.count_rows("console_sessions").await, 0);
+    let signed_in = post(
+        &app,
+        "/signin",
+        Some(&cookie),
+        &[("csrf", &csrf), ("token", admin)],
+    )
+    .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.count_rows("console_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn the_deliveries_page_filters_by_event_type_and_keeps_it_in_the_form() {
+    let (app, _receiver) = app_with_receiver(r#"["*"]"#).await;
+    three_cubes(&app).await;
+    let failed = page(&app, "/deliveries?event_type=aggregate.batch.failed", None).await;
+    assert!(failed.contains("<small>ev-2</small>"), "{failed}");
+    for other in ["ev-1", "ev-3", "ev-4"] {
+        assert!(
+            !failed.contains(&format!("<small>{other}</small>")),
+            "{failed}"
+        );
+    }
+    let glob = page(&app, "/deliveries?event_type=aggregate.batch.s*", None).await;
+    for id in ["ev-1", "ev-3", "ev-4"] {
+        assert!(glob.contains(&format!("<small>{id}</small>")), "{glob}");
+    }
+    assert!(!glob.contains("<small>ev-2</small>"), "{glob}");
+    assert!(
+        glob.contains("name=\"event_type\"") && glob.contains("value=\"aggregate.batch.s*\""),
+        "the filter stays in the form: {glob}"
+    );
+    assert_eq!(
+        get(&app, "/deliveries?event_type=no.such.*", None)
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
 }

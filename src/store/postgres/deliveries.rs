@@ -302,6 +302,7 @@ impl PgStore {
         if let Some(state) = filter.state {
             query.push(" AND ").push(rows::state_condition(state));
         }
+        portable::push_event_types(&mut query, filter.event_types.as_deref());
         if let Some(since) = filter.since {
             query
                 .push(" AND d.created_at >= ")
