@@ -119,7 +119,10 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<(u8, serde_json::Value, String)
         .then(|| tokio::spawn(super::progress::draw(client.clone(), watched(args))));
     let reply = client.await_batch(request).await;
     if let Some(live) = live {
+        // Wait until the drawing task has really stopped: one still
+        // running on another worker could draw again after the erase.
         live.abort();
+        let _ = live.await;
         super::progress::clear();
     }
     let reply = reply.map_err(status_error)?.into_inner();
