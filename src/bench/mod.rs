@@ -14,6 +14,7 @@
 //! working (tests run it on both stores).
 
 mod harness;
+mod machine;
 mod place;
 mod replicas;
 mod scenarios;
@@ -156,7 +157,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let backend = place::Backend::from_arg(args.store.as_deref()).await?;
     eprintln!("bench: on {}", backend.describe());
-    let mut figures = Vec::new();
+    eprintln!("bench: machine reference (disk sync, loopback HTTP) ...");
+    let mut figures = machine::reference(args.quick).await?;
     for (name, scenario) in scenarios::ALL {
         let asked = args.only.iter().any(|o| o == name);
         if !(asked || args.only.is_empty()) {

@@ -19,6 +19,7 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
     );
     let table = String::from_utf8(out.stdout).unwrap();
     for scenario in [
+        "machine",
         "ingest",
         "latency",
         "delivery",
@@ -37,7 +38,7 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
     }
     let figures: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    assert_eq!(figures.len(), 20);
+    assert_eq!(figures.len(), 23);
     assert!(figures
         .iter()
         .all(|f| f["values"].as_array().is_some_and(|v| !v.is_empty())));
