@@ -279,7 +279,6 @@ fn parse_list(r: pb::ListDeliveriesRequest) -> Result<(DeliveryFilter, usize), F
             .map_err(|e| FieldError::new("event_type", e))?,
         since: r.since.map(|t| timestamp("since", t)).transpose()?,
         until: r.until.map(|t| timestamp("until", t)).transpose()?,
-        after: None,
         newest_first: true,
         before,
         // One more than a page says whether another page follows.

@@ -483,7 +483,6 @@ pub(super) async fn deliveries(
             .map_err(|e| ConsoleError::BadRequest(format!("event_type: {e}")))?,
         since: parse_time("since", &q.since)?,
         until: parse_time("until", &q.until)?,
-        after: None,
         newest_first: true,
         before,
         limit: Some(DELIVERY_PAGE + 1),

@@ -146,8 +146,6 @@ pub struct DeliveryFilter {
     pub since: Option<DateTime<Utc>>,
     /// Created before.
     pub until: Option<DateTime<Utc>>,
-    /// Only rows after this (event sequence, subscription) position.
-    pub after: Option<(i64, String)>,
     /// Newest first (by event sequence, then subscription, both descending):
     /// the delivery log as people read it. False lists oldest first.
     pub newest_first: bool,

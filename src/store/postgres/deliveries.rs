@@ -313,14 +313,6 @@ impl PgStore {
                 .push(" AND d.created_at < ")
                 .push_bind(to_millis(until));
         }
-        if let Some((seq, subscription)) = &filter.after {
-            query
-                .push(" AND (d.event_seq, d.subscription) > (")
-                .push_bind(*seq)
-                .push(", ")
-                .push_bind(subscription)
-                .push(")");
-        }
         if let Some((seq, subscription)) = &filter.before {
             query
                 .push(" AND (d.event_seq, d.subscription) < (")

@@ -262,14 +262,6 @@ impl SqliteStore {
                 .push(" AND d.created_at < ")
                 .push_bind(to_millis(until));
         }
-        if let Some((seq, subscription)) = &filter.after {
-            query
-                .push(" AND (d.event_seq, d.subscription) > (")
-                .push_bind(*seq)
-                .push(", ")
-                .push_bind(subscription.clone())
-                .push(")");
-        }
         if let Some((seq, subscription)) = &filter.before {
             query
                 .push(" AND (d.event_seq, d.subscription) < (")
