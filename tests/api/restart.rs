@@ -246,7 +246,16 @@ async fn a_second_herald_on_the_same_sqlite_file_is_refused() {
         "{message}"
     );
     let (dir, _) = app.stop().await;
-    let reopened = herald::store::Store::open(&url).await;
+    // The stopped server's last store handle is dropped by its background
+    // tasks as they wind down: the lock goes with it, within a bounded wait.
+    let mut reopened = herald::store::Store::open(&url).await;
+    for _ in 0..50 {
+        if reopened.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        reopened = herald::store::Store::open(&url).await;
+    }
     assert!(reopened.is_ok(), "{:?}", reopened.err());
     drop(dir);
 }
