@@ -40,6 +40,7 @@ use crate::store::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryUpdate, Store, StoreError,
 };
 
+use super::handoff::{Inbox, Slots};
 use super::http::{Attempt, HttpSender};
 use super::mail::Mailer;
 use super::recorder::Recorder;
@@ -98,6 +99,20 @@ pub(super) struct Lane {
     stop: CancellationToken,
     /// While its rate limit holds due work back: when the next token comes.
     throttled_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// Its `max_in_flight` sends, shared with ingest's hand-offs.
+    slots: Arc<Slots>,
+    /// Pulled whenever a send gives its slot back.
+    freed: Notify,
+}
+
+/// A send's slot, given back (and the lane told) when dropped.
+struct Slot<'a>(&'a Lane);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.slots.give_back();
+        self.0.freed.notify_one();
+    }
 }
 
 impl Lane {
@@ -207,6 +222,8 @@ impl Inner {
                     in_flight: Mutex::new(HashSet::new()),
                     stop: CancellationToken::new(),
                     throttled_until: Mutex::new(None),
+                    slots: Arc::new(Slots::new(sub.max_in_flight)),
+                    freed: Notify::new(),
                 })
             })
             .collect();
@@ -309,46 +326,122 @@ impl Inner {
         // lane at least) rather than one commit per finished send.
         let batch = (lane.sub.max_in_flight / 4).max(1);
         let mut backoff = StoreBackoff::default();
+        let (inbox, mut handed) = self.open_inbox(&lane);
+        // Whether the store may hold work for this lane that no commit
+        // handed over: at start, when woken, when a claim filled its batch,
+        // when a timer fell due, and on ordered lanes after every send.
+        let mut look = true;
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
         while !shutdown.is_cancelled() {
-            let free = lane.sub.max_in_flight.saturating_sub(sends.len());
-            let free = if free >= batch || sends.is_empty() {
-                free
-            } else {
-                0
-            };
-            let claimed = match self.claim(&lane, free).await {
-                Ok(claimed) => {
-                    backoff.succeeded(&lane.sub.name);
-                    claimed
+            let free = lane.slots.free();
+            let in_flight = lane.sub.max_in_flight - free;
+            if look && (free >= batch || in_flight == 0) {
+                match self.claim(&lane, free).await {
+                    Ok(claimed) => {
+                        backoff.succeeded(&lane.sub.name);
+                        // A claim cut short by its limit leaves more due.
+                        look = claimed.len() == free && free > 0;
+                        for delivery in claimed {
+                            sends.spawn(self.clone().deliver(lane.clone(), delivery));
+                        }
+                    }
+                    Err(e) => {
+                        backoff.failed(&lane.sub.name, &e);
+                        look = true;
+                    }
                 }
-                Err(e) => {
-                    backoff.failed(&lane.sub.name, &e);
-                    Vec::new()
+                if look && lane.slots.free() >= batch && backoff.pause().is_zero() {
+                    continue;
                 }
-            };
-            let claimed_any = !claimed.is_empty();
-            for delivery in claimed {
-                sends.spawn(self.clone().deliver(lane.clone(), delivery));
+                // While the store fails, only the backoff ends the wait: a
+                // wake or a finished send would just fail the claim again.
+                let pause = match backoff.pause().is_zero() {
+                    false => backoff.pause(),
+                    true => self.pause_for(&lane, lane.slots.free() < batch).await,
+                };
+                timer.as_mut().reset(tokio::time::Instant::now() + pause);
             }
-            if claimed_any && lane.sub.max_in_flight - sends.len() >= batch {
-                continue;
-            }
-            let full = lane.sub.max_in_flight - sends.len() < batch;
-            // While the store fails, only the backoff ends the wait: a wake
-            // or a finished send would just fail the claim again.
             let failing = !backoff.pause().is_zero();
-            let pause = match failing {
-                true => backoff.pause(),
-                false => self.pause_for(&lane, full).await,
-            };
+            // A lane that knows of due work waits for a free slot instead
+            // of its timer (unless the store is failing: then the backoff).
+            let timed = !look || failing;
             tokio::select! {
-                Some(done) = sends.join_next(), if !sends.is_empty() => log_failure(&lane, done),
-                _ = lane.wake.notified(), if !failing => {}
-                _ = tokio::time::sleep(pause) => {}
+                Some(done) = sends.join_next(), if !sends.is_empty() => {
+                    log_failure(&lane, done);
+                    // A record can let the next of an ordered lane go.
+                    look |= lane.sub.ordering != DeliveryOrder::None || inbox.is_none();
+                }
+                Some(delivery) = recv(&mut handed) => {
+                    lane.in_flight().insert(delivery.id.clone());
+                    sends.spawn(self.clone().deliver(lane.clone(), delivery));
+                }
+                _ = lane.freed.notified(), if look && !failing => {}
+                _ = lane.wake.notified(), if !failing => look = true,
+                _ = &mut timer, if timed => look = true,
                 _ = shutdown.cancelled() => {}
             }
         }
+        if let Some(inbox) = &inbox {
+            self.close_inbox(&lane, inbox, handed).await;
+        }
         self.drain(&lane, sends, grace).await;
+    }
+
+    /// Opens the lane's inbox for deliveries handed over by ingest's
+    /// commits, when the lane sends in parallel with nothing to hold back:
+    /// ordered lanes take only their heads, rate-limited ones only what
+    /// their bucket allows, and both are the claim's to decide. On a shared
+    /// store `max_in_flight` holds for the whole fleet, counted in the
+    /// store by the claim, so there every delivery goes through a claim.
+    fn open_inbox(
+        &self,
+        lane: &Lane,
+    ) -> (
+        Option<Arc<Inbox>>,
+        Option<tokio::sync::mpsc::UnboundedReceiver<ClaimedDelivery>>,
+    ) {
+        let parallel = matches!(
+            lane.sub.target,
+            Target::Webhook(_) | Target::Healthcheck(_) | Target::OpenLineage(_)
+        ) && lane.sub.ordering == DeliveryOrder::None
+            && lane.sub.rate_limit.is_none()
+            && !self.store.is_shared();
+        if !parallel {
+            return (None, None);
+        }
+        let lease = lane.sub.timeout.saturating_add(self.settings.lease_margin);
+        let (inbox, handed) = Inbox::open(self.owner.clone(), lease, lane.slots.clone());
+        self.wakeups
+            .handoff()
+            .register(&lane.sub.name, inbox.clone());
+        (Some(inbox), Some(handed))
+    }
+
+    /// Closes the inbox; deliveries handed over but not started are given
+    /// back to the store for the next claim.
+    async fn close_inbox(
+        &self,
+        lane: &Lane,
+        inbox: &Arc<Inbox>,
+        handed: Option<tokio::sync::mpsc::UnboundedReceiver<ClaimedDelivery>>,
+    ) {
+        self.wakeups.handoff().unregister(&lane.sub.name, inbox);
+        let Some(mut handed) = handed else {
+            return;
+        };
+        handed.close();
+        let mut unstarted = Vec::new();
+        while let Ok(delivery) = handed.try_recv() {
+            lane.slots.give_back();
+            unstarted.push(delivery.id);
+        }
+        if unstarted.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release_leases(&self.owner, &unstarted).await {
+            tracing::error!(error = %e, "releasing handed-over leases failed; they will expire instead");
+        }
     }
 
     /// How long a lane may sleep: until its next delivery falls due, at most
@@ -407,7 +500,22 @@ impl Inner {
         crate::core::time::after(self.clock.now(), lease)
     }
 
+    /// Claims up to `limit` due deliveries, each taking one of the lane's
+    /// slots (taken before the claim, so hand-offs meanwhile cannot
+    /// overfill the lane).
     async fn claim(&self, lane: &Lane, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let limit = lane.slots.take_up_to(limit);
+        let claimed = self.claim_slots(lane, limit).await;
+        let used = claimed.as_ref().map_or(0, Vec::len);
+        lane.slots.give_back_many(limit - used);
+        claimed
+    }
+
+    async fn claim_slots(
+        &self,
+        lane: &Lane,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         if limit == 0 || lane.disabled.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
@@ -444,6 +552,7 @@ impl Inner {
         lane: Arc<Lane>,
         delivery: ClaimedDelivery,
     ) -> Result<(), StoreError> {
+        let slot = Slot(&lane);
         let now = self.clock.now();
         let silence = match lane.sub.respect_silences {
             true => self.silence_for(&delivery.body, now).await?,
@@ -460,6 +569,8 @@ impl Inner {
                 (attempt, update)
             }
         };
+        // The response is in: the slot is free before the record commits.
+        drop(slot);
         let number = delivery.attempts + 1;
         let outcome = Outcome {
             delivery_id: &delivery.id,
@@ -785,6 +896,16 @@ fn log_failure(lane: &Lane, done: Result<Result<(), StoreError>, tokio::task::Jo
         Err(e) => {
             tracing::error!(subscription = %lane.sub.name, error = %e, "delivery task panicked")
         }
+    }
+}
+
+/// The next handed-over delivery; never, for a lane without an inbox.
+async fn recv(
+    handed: &mut Option<tokio::sync::mpsc::UnboundedReceiver<ClaimedDelivery>>,
+) -> Option<ClaimedDelivery> {
+    match handed {
+        Some(handed) => handed.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Delivery: the dispatcher claims due outbox rows, `request` prepares what
+//! Delivery: the dispatcher claims due outbox rows (or is handed them by
+//! the commit that made them, see `handoff`), `request` prepares what
 //! each subscription's target calls for, `http` sends it (`mail` for email
 //! rules, grouped by `email`), the retry policy decides what happens next,
 //! and the store records every attempt.
@@ -7,6 +8,7 @@ mod body;
 mod dispatcher;
 mod email;
 mod git;
+mod handoff;
 mod http;
 mod mail;
 mod openlineage;
@@ -17,6 +19,7 @@ mod wakeups;
 
 pub use body::RequestBody;
 pub use dispatcher::{Dispatcher, DispatcherParts};
+pub use handoff::{Handoff, Reservation};
 pub use http::{literal_host, Attempt, HttpSender};
 pub use mail::{MailError, Mailer};
 pub use request::{prepare, PreparedRequest};

@@ -3,18 +3,29 @@
 //! instead of at its next poll. A signal with nobody waiting is kept, so
 //! none is lost between a lane's check and its wait. Signals are made on
 //! first use, so subscriptions created at run time have theirs too.
+//!
+//! Deliveries a commit hands straight to their lane (see `handoff`) need no
+//! wake-up: the same value carries the open inboxes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
+use super::handoff::Handoff;
+
 #[derive(Clone, Debug, Default)]
 pub struct Wakeups {
     lanes: Arc<RwLock<HashMap<String, Arc<Notify>>>>,
+    handoff: Handoff,
 }
 
 impl Wakeups {
+    /// The lanes that take deliveries straight from ingest's commits.
+    pub fn handoff(&self) -> &Handoff {
+        &self.handoff
+    }
+
     pub fn wake(&self, subscription: &str) {
         self.signal(subscription).notify_one();
     }

@@ -25,9 +25,9 @@ use crate::core::event::{
 };
 use crate::core::model::Model;
 use crate::core::subscription::Subscription;
-use crate::deliver::Wakeups;
+use crate::deliver::{Reservation, Wakeups};
 use crate::feed::ChangeFeed;
-use crate::store::{NewEvent, PriorEvent, StoreError, Tx};
+use crate::store::{ClaimedDelivery, NewDelivery, NewEvent, PriorEvent, StoreError, Tx};
 
 pub(super) struct Core {
     pub(super) metrics: crate::metrics::Metrics,
@@ -46,7 +46,15 @@ pub(super) struct Written {
     /// The scope of each event that moved a batch: what watchers hear of.
     batch_changes: Vec<Scope>,
     woken: HashSet<String>,
+    /// Deliveries committed already leased to their lane, to hand over.
+    handed: Vec<Handed>,
     event_types: Vec<EventType>,
+}
+
+/// A delivery the commit claimed for its lane, and the lane's slot.
+struct Handed {
+    reserved: Reservation,
+    delivery: ClaimedDelivery,
 }
 
 /// One event row to write and deliver: a caller's, or one Herald raises.
@@ -132,7 +140,10 @@ impl Core {
     }
 
     /// Tells the dispatcher lanes and the watchers about committed work.
-    pub(super) fn announce(&self, written: &Written) {
+    pub(super) fn announce(&self, written: Written) {
+        for handed in written.handed {
+            handed.reserved.hand_over(handed.delivery);
+        }
         self.feed.publish(&written.batch_changes);
         for event_type in &written.event_types {
             self.metrics.event_committed(*event_type);
@@ -573,16 +584,47 @@ impl Core {
             .collect();
         let seqs = tx.insert_events(&rows).await?;
         let seq_of = |id: &str| seqs.get(id).copied().unwrap_or_default();
-        let deliveries: Vec<(i64, &str)> = plan
+        // A lane with a free slot is handed its delivery by this commit;
+        // the rest wait, unleased, for their lane's claim.
+        let handoff = self.wakeups.handoff();
+        let made: Vec<(String, &Outgoing, &String, Option<Reservation>)> = plan
             .rows
             .iter()
-            .flat_map(|out| {
-                out.targets
-                    .iter()
-                    .map(|t| (seq_of(&out.event_id), t.as_str()))
+            .flat_map(|out| out.targets.iter().map(move |target| (out, target)))
+            .map(|(out, target)| (NewDelivery::new_id(), out, target, handoff.reserve(target)))
+            .collect();
+        let deliveries: Vec<NewDelivery> = made
+            .iter()
+            .map(|(id, out, target, reserved)| NewDelivery {
+                id: id.clone(),
+                event_seq: seq_of(&out.event_id),
+                subscription: target,
+                lease: reserved
+                    .as_ref()
+                    .map(|r| (r.owner(), crate::core::time::after(now, r.lease()))),
             })
             .collect();
         tx.insert_deliveries(&deliveries, now).await?;
+        drop(deliveries);
+        let mut handed = Vec::new();
+        let mut woken = HashSet::new();
+        for (id, out, target, reserved) in made {
+            match reserved {
+                Some(reserved) => handed.push(Handed {
+                    reserved,
+                    delivery: ClaimedDelivery {
+                        id,
+                        subscription: target.clone(),
+                        event_type: out.event_type.as_str().to_owned(),
+                        attempts: 0,
+                        body: out.body.clone(),
+                    },
+                }),
+                None => {
+                    woken.insert(target.clone());
+                }
+            }
+        }
         for (environment, at) in &plan.environments {
             tx.save_environment(environment, *at).await?;
         }
@@ -605,11 +647,8 @@ impl Core {
                 .filter(|out| out.changes_batch)
                 .map(|out| out.scope.clone())
                 .collect(),
-            woken: plan
-                .rows
-                .iter()
-                .flat_map(|out| out.targets.iter().cloned())
-                .collect(),
+            woken,
+            handed,
             event_types: plan.rows.iter().map(|out| out.event_type).collect(),
         };
         Ok((answers(plan, &seq_of), written))

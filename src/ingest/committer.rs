@@ -79,7 +79,7 @@ fn answer(
 ) {
     match outcome {
         Ok((answers, written)) => {
-            core.announce(&written);
+            core.announce(written);
             for (reply, answer) in replies.into_iter().zip(answers) {
                 // A caller that went away no longer needs its answer.
                 let _ = reply.send(answer);

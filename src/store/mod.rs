@@ -41,9 +41,9 @@ pub use postgres::{
 pub use sqlite::{SqliteStore, WriteTx};
 pub use types::{
     AttemptRecord, AttemptRow, BatchChange, BatchFilter, BatchPage, ClaimedDelivery,
-    DeliveryFilter, DeliveryRow, DeliveryState, DeliveryUpdate, ManagedSubscription, NewEvent,
-    PendingDelivery, PriorEvent, Pruned, Reminder, ScheduleState, ScrapeGauges, SnapshotPage,
-    SnapshotRest, StoredSecret,
+    DeliveryFilter, DeliveryRow, DeliveryState, DeliveryUpdate, ManagedSubscription, NewDelivery,
+    NewEvent, PendingDelivery, PriorEvent, Pruned, Reminder, ScheduleState, ScrapeGauges,
+    SnapshotPage, SnapshotRest, StoredSecret,
 };
 pub use types::{BatchEventRow, CubeLatest, ProjectVersion, SubscriptionHealth};
 pub use types::{Claim, ClaimRequest};
@@ -448,7 +448,7 @@ delegate! { Tx:
     /// Inserts the event rows; returns each one's sequence number by id.
     async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<HashMap<String, i64>, StoreError>;
     /// Enqueues deliveries of (event seq, subscription).
-    async fn insert_deliveries(&mut self, deliveries: &[(i64, &str)], now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn insert_deliveries(&mut self, deliveries: &[NewDelivery<'_>], now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Stores a project document in its compressed form.
     async fn insert_document(&mut self, event_id: &str, document: &StoredDocument) -> Result<(), StoreError>;
     /// The event id of a project's newest stored document.

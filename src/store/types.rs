@@ -342,6 +342,24 @@ pub struct NewEvent<'a> {
     pub changes_batch: bool,
 }
 
+/// A delivery row to insert with its event.
+pub struct NewDelivery<'a> {
+    /// The stable `webhook-id` (`msg_…`).
+    pub id: String,
+    pub event_seq: i64,
+    pub subscription: &'a str,
+    /// Claimed already by the commit that creates it: the lease holder and
+    /// until when (see `deliver::handoff`). `None`: pending for any claim.
+    pub lease: Option<(&'a str, DateTime<Utc>)>,
+}
+
+impl NewDelivery<'_> {
+    /// A fresh delivery id: time-ordered, so ids sort as they were made.
+    pub fn new_id() -> String {
+        format!("msg_{}", uuid::Uuid::now_v7().simple())
+    }
+}
+
 /// When an email rule reminds its recipients of a still-firing alert: the
 /// delivery to mail again, since when the alert fires, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use crate::store::portable::{self, close_claim, ordered_lane, select_bucket, ups
 use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::types::{
     AttemptRecord, AttemptRow, Claim, ClaimRequest, ClaimedDelivery, DeliveryFilter, DeliveryRow,
-    DeliveryUpdate, ManagedSubscription, PendingDelivery, ScrapeGauges,
+    DeliveryUpdate, ManagedSubscription, NewDelivery, PendingDelivery, ScrapeGauges,
 };
 use crate::store::{from_millis, to_json, to_millis, StoreError};
 
@@ -390,10 +390,7 @@ impl PgStore {
         seqs: &[i64],
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let ids: Vec<String> = seqs
-            .iter()
-            .map(|_| format!("msg_{}", uuid::Uuid::now_v7().simple()))
-            .collect();
+        let ids: Vec<String> = seqs.iter().map(|_| NewDelivery::new_id()).collect();
         let count = sqlx::query(
             "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at)
              SELECT id, seq, $3, 'pending', $4, $4 FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS r (id, seq)

@@ -15,7 +15,7 @@ use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::document::StoredDocument;
 use crate::core::event::{EnvironmentChange, EnvironmentEvent, SchemaEvent};
 use crate::store::rows;
-use crate::store::types::{NewEvent, PriorEvent};
+use crate::store::types::{NewDelivery, NewEvent, PriorEvent};
 use crate::store::{to_json, to_millis, StoreError};
 
 /// Largest NOTIFY payload PostgreSQL takes is 8000 bytes; past this many
@@ -303,31 +303,45 @@ impl Tx {
 
     pub async fn insert_deliveries(
         &mut self,
-        deliveries: &[(i64, &str)],
+        deliveries: &[NewDelivery<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if deliveries.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = deliveries
+        let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+        let seqs: Vec<i64> = deliveries.iter().map(|d| d.event_seq).collect();
+        let subscriptions: Vec<&str> = deliveries.iter().map(|d| d.subscription).collect();
+        let owners: Vec<Option<&str>> = deliveries
             .iter()
-            .map(|_| format!("msg_{}", uuid::Uuid::now_v7().simple()))
+            .map(|d| d.lease.map(|(owner, _)| owner))
             .collect();
-        let seqs: Vec<i64> = deliveries.iter().map(|(seq, _)| *seq).collect();
-        let subscriptions: Vec<&str> = deliveries.iter().map(|(_, s)| *s).collect();
+        let leases: Vec<Option<i64>> = deliveries
+            .iter()
+            .map(|d| d.lease.map(|(_, until)| to_millis(until)))
+            .collect();
         sqlx::query(
-            "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at)
-             SELECT id, seq, sub, 'pending', $4, $4
-             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[]) AS d (id, seq, sub)",
+            "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at,
+                                     lease_owner, lease_until)
+             SELECT id, seq, sub, 'pending', $4, $4, owner, lease
+             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $5::TEXT[], $6::BIGINT[])
+                  AS d (id, seq, sub, owner, lease)",
         )
         .bind(&ids)
         .bind(&seqs)
         .bind(&subscriptions)
         .bind(to_millis(now))
+        .bind(&owners)
+        .bind(&leases)
         .execute(&mut *self.tx)
         .await?;
-        self.woken
-            .extend(subscriptions.into_iter().map(str::to_owned));
+        // Other replicas need only hear of rows nobody holds yet.
+        self.woken.extend(
+            deliveries
+                .iter()
+                .filter(|d| d.lease.is_none())
+                .map(|d| d.subscription.to_owned()),
+        );
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use crate::core::subscription::DeliveryOrder;
 use crate::store::portable::{self, close_claim, ordered_lane, select_bucket, upsert_bucket};
 use crate::store::types::{
     AttemptRecord, AttemptRow, Claim, ClaimRequest, ClaimedDelivery, DeliveryFilter, DeliveryRow,
-    DeliveryUpdate, ScrapeGauges,
+    DeliveryUpdate, NewDelivery, ScrapeGauges,
 };
 
 impl SqliteStore {
@@ -357,7 +357,7 @@ impl SqliteStore {
                  ON CONFLICT (event_seq, subscription) DO UPDATE SET
                     state = 'pending', next_attempt_at = ?4, finished_at = NULL",
             )
-            .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+            .bind(NewDelivery::new_id())
             .bind(seq)
             .bind(subscription)
             .bind(to_millis(now))

@@ -12,7 +12,7 @@ use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::document::StoredDocument;
 use crate::core::event::{EnvironmentChange, EnvironmentEvent, SchemaEvent};
 use crate::store::decompress;
-use crate::store::types::{NewEvent, PriorEvent};
+use crate::store::types::{NewDelivery, NewEvent, PriorEvent};
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub struct Tx {
@@ -245,23 +245,26 @@ impl Tx {
         Ok(seqs)
     }
 
-    /// Enqueues deliveries of (event seq, subscription).
+    /// Enqueues deliveries, pending or already leased.
     pub async fn insert_deliveries(
         &mut self,
-        deliveries: &[(i64, &str)],
+        deliveries: &[NewDelivery<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         for chunk in deliveries.chunks(CHUNK) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at) ",
+                "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at,
+                                         lease_owner, lease_until) ",
             );
-            query.push_values(chunk, |mut row, (seq, subscription)| {
-                row.push_bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
-                    .push_bind(*seq)
-                    .push_bind(*subscription)
+            query.push_values(chunk, |mut row, d| {
+                row.push_bind(&d.id)
+                    .push_bind(d.event_seq)
+                    .push_bind(d.subscription)
                     .push_bind("pending")
                     .push_bind(to_millis(now))
-                    .push_bind(to_millis(now));
+                    .push_bind(to_millis(now))
+                    .push_bind(d.lease.map(|(owner, _)| owner))
+                    .push_bind(d.lease.map(|(_, until)| to_millis(until)));
             });
             query.build().execute(&mut *self.inner).await?;
         }

@@ -58,6 +58,9 @@ impl SqliteStore {
             // FULL: an acked event survives power loss, not just a crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
+            // A multi-row statement inside a transaction keeps a statement
+            // journal to undo itself: in memory, not in a temporary file.
+            .pragma("temp_store", "memory")
             .foreign_keys(true);
         let state = Arc::new(WriterState::default());
         let limits = state.clone();
