@@ -163,9 +163,7 @@ impl SqliteStore {
                     .push_bind(&self.replica);
             });
             insert.build().execute(&mut *tx).await?;
-        }
-        for (attempt, update) in attempts {
-            move_on(&mut tx, owner, attempt, update, now).await?;
+            move_on(&mut tx, owner, chunk, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -448,38 +446,46 @@ where
     Ok(rows.iter().map(|r| r.get("id")).collect())
 }
 
-/// Moves one delivery to its next state and, for a 410, disables its
-/// subscription.
+/// Moves deliveries to their next states (one statement for all) and, for
+/// a 410, disables the subscription. A row moves only while `owner` still
+/// holds its lease.
 async fn move_on(
     tx: &mut sqlx::SqliteConnection,
     owner: &str,
-    attempt: &AttemptRecord,
-    update: &DeliveryUpdate,
+    attempts: &[(AttemptRecord, DeliveryUpdate)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let next_at = match update {
-        DeliveryUpdate::RetryAt(at) => Some(to_millis(*at)),
-        _ => None,
-    };
-    let finished_at = next_at.is_none().then(|| to_millis(now));
-    sqlx::query(
-        "UPDATE deliveries SET state = ?, attempts = ?, lease_owner = NULL, lease_until = NULL,
-            next_attempt_at = COALESCE(?, next_attempt_at), finished_at = ?,
-            last_status = ?, last_error = ?, silence_id = ?
-         WHERE id = ? AND lease_owner = ?",
-    )
-    .bind(update.state().stored())
-    .bind(attempt.attempt as i64)
-    .bind(next_at)
-    .bind(finished_at)
-    .bind(attempt.status_code.map(i64::from))
-    .bind(&attempt.error)
-    .bind(update.silence_id())
-    .bind(&attempt.delivery_id)
-    .bind(owner)
-    .execute(&mut *tx)
-    .await?;
-    if let DeliveryUpdate::DisableSubscription { reason } = update {
+    let mut update: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "WITH moved (id, state, attempts, next_at, finished_at, last_status, last_error, silence_id) AS (",
+    );
+    update.push_values(attempts, |mut row, (attempt, update)| {
+        let next_at = match update {
+            DeliveryUpdate::RetryAt(at) => Some(to_millis(*at)),
+            _ => None,
+        };
+        row.push_bind(&attempt.delivery_id)
+            .push_bind(update.state().stored())
+            .push_bind(attempt.attempt as i64)
+            .push_bind(next_at)
+            .push_bind(next_at.is_none().then(|| to_millis(now)))
+            .push_bind(attempt.status_code.map(i64::from))
+            .push_bind(&attempt.error)
+            .push_bind(update.silence_id());
+    });
+    update.push(
+        ") UPDATE deliveries SET state = moved.state, attempts = moved.attempts,
+            lease_owner = NULL, lease_until = NULL,
+            next_attempt_at = COALESCE(moved.next_at, deliveries.next_attempt_at),
+            finished_at = moved.finished_at, last_status = moved.last_status,
+            last_error = moved.last_error, silence_id = moved.silence_id
+         FROM moved WHERE deliveries.id = moved.id AND deliveries.lease_owner = ",
+    );
+    update.push_bind(owner);
+    update.build().execute(&mut *tx).await?;
+    for (attempt, update) in attempts {
+        let DeliveryUpdate::DisableSubscription { reason } = update else {
+            continue;
+        };
         sqlx::query(
             "UPDATE subscriptions SET disabled_at = ?, disabled_reason = ?
              WHERE name = (SELECT subscription FROM deliveries WHERE id = ?)",
