@@ -201,9 +201,10 @@ struct EventId {
     id: String,
 }
 
-pub async fn client(
-    addr: SocketAddr,
-) -> anyhow::Result<IngestServiceClient<tonic::transport::Channel>> {
+/// An engine's gRPC client of the ingest service.
+pub type IngestClient = IngestServiceClient<tonic::transport::Channel>;
+
+pub async fn client(addr: SocketAddr) -> anyhow::Result<IngestClient> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await
@@ -354,27 +355,31 @@ impl Process {
 
     /// CPU time used so far (user and system).
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let pid = self.child.id().context("Herald has exited")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces), from the
-        // third on: utime and stime are the 14th and 15th.
-        let after_name = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .unwrap_or_default();
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |i: usize| -> anyhow::Result<u64> {
-            Ok(fields.get(i).context("short /proc stat line")?.parse()?)
-        };
-        // Linux reports these in USER_HZ, which is 100 on every platform
-        // Herald runs on.
-        let total = ticks(11)? + ticks(12)?;
-        Ok(Duration::from_millis(total * 10))
+        process_cpu(self.child.id().context("Herald has exited")?)
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {
         Ok(self.child.kill().await?)
     }
+}
+
+/// CPU time (user and system) process `pid` has used so far.
+pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces), from the
+    // third on: utime and stime are the 14th and 15th.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("short /proc stat line")?.parse()?)
+    };
+    // Linux reports these in USER_HZ, which is 100 on every platform
+    // Herald runs on.
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_millis(total * 10))
 }
 
 fn status_mib(pid: Option<u32>, field: &str) -> Option<f64> {

@@ -15,6 +15,7 @@
 
 mod harness;
 mod machine;
+mod pace;
 mod place;
 mod replicas;
 mod scenarios;
@@ -31,6 +32,10 @@ pub struct Sizes {
     pub ingest_clients: usize,
     pub latency_rate: u64,
     pub latency_seconds: u64,
+    /// Events the flat-out scenario's 50 clients send.
+    pub flatout_events: u64,
+    /// Events the one-client scenario sends, one at a time.
+    pub one_client_events: u64,
     pub delivery_events: u64,
     pub fanout_events: u64,
     pub fanout_subscriptions: usize,
@@ -54,6 +59,8 @@ impl Sizes {
             ingest_clients: 64,
             latency_rate: 1_000,
             latency_seconds: 5,
+            flatout_events: 20_000,
+            one_client_events: 1_000,
             delivery_events: 100_000,
             fanout_events: 10_000,
             fanout_subscriptions: 20,
@@ -75,6 +82,8 @@ impl Sizes {
             ingest_clients: 16,
             latency_rate: 200,
             latency_seconds: 1,
+            flatout_events: 300,
+            one_client_events: 50,
             delivery_events: 300,
             fanout_events: 20,
             fanout_subscriptions: 20,
@@ -98,9 +107,9 @@ pub struct BenchArgs {
     /// Runs per scenario (the memory and documents scenarios run once).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Only these scenarios (ingest, latency, delivery, fanout, isolation,
-    /// recovery, memory, retention, watch, documents, replicas), comma
-    /// separated or repeated.
+    /// Only these scenarios (ingest, latency, oneclient, paced, flatout,
+    /// delivery, fanout, isolation, recovery, memory, retention, watch,
+    /// documents, replicas), comma separated or repeated.
     #[arg(long = "only", value_delimiter = ',')]
     only: Vec<String>,
     /// Run on PostgreSQL: a `postgres://` URL whose user may create

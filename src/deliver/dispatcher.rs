@@ -401,13 +401,7 @@ impl Inner {
         Option<Arc<Inbox>>,
         Option<tokio::sync::mpsc::UnboundedReceiver<ClaimedDelivery>>,
     ) {
-        let parallel = matches!(
-            lane.sub.target,
-            Target::Webhook(_) | Target::Healthcheck(_) | Target::OpenLineage(_)
-        ) && lane.sub.ordering == DeliveryOrder::None
-            && lane.sub.rate_limit.is_none()
-            && !self.store.is_shared();
-        if !parallel {
+        if !sends_in_parallel(&lane.sub) || self.store.is_shared() {
             return (None, None);
         }
         let lease = lane.sub.timeout.saturating_add(self.settings.lease_margin);
@@ -732,7 +726,13 @@ impl Inner {
             response_excerpt: a.response_excerpt.clone(),
             error: a.error.clone(),
         };
-        self.recorder.record(record, outcome.update.clone()).await?;
+        // Only a parallel lane's records may wait to be gathered: an ordered
+        // or rate-limited lane's next claim waits on this one, and email
+        // and archive lanes record one item after another.
+        let urgent = !sends_in_parallel(&lane.sub);
+        self.recorder
+            .record(record, outcome.update.clone(), urgent)
+            .await?;
         let sent = !matches!(
             outcome.update,
             DeliveryUpdate::Suppressed | DeliveryUpdate::Silenced { .. }
@@ -897,6 +897,16 @@ fn log_failure(lane: &Lane, done: Result<Result<(), StoreError>, tokio::task::Jo
             tracing::error!(subscription = %lane.sub.name, error = %e, "delivery task panicked")
         }
     }
+}
+
+/// Whether a subscription's deliveries go out side by side with nothing
+/// to hold back: an HTTP target, no ordering, no rate limit.
+fn sends_in_parallel(sub: &Subscription) -> bool {
+    matches!(
+        sub.target,
+        Target::Webhook(_) | Target::Healthcheck(_) | Target::OpenLineage(_)
+    ) && sub.ordering == DeliveryOrder::None
+        && sub.rate_limit.is_none()
 }
 
 /// The next handed-over delivery; never, for a lane without an inbox.
