@@ -369,8 +369,10 @@ impl Inner {
             tokio::select! {
                 Some(done) = sends.join_next(), if !sends.is_empty() => {
                     log_failure(&lane, done);
-                    // A record can let the next of an ordered lane go.
-                    look |= lane.sub.ordering != DeliveryOrder::None || inbox.is_none();
+                    // A lane without an inbox (ordered, rate-limited, or on a
+                    // shared store) claims all it sends: a record may let
+                    // its next one go.
+                    look |= inbox.is_none();
                 }
                 Some(delivery) = recv(&mut handed) => {
                     lane.in_flight().insert(delivery.id.clone());

@@ -47,11 +47,7 @@ impl Slots {
 
     /// Takes one slot if one is free.
     pub fn try_take(&self) -> bool {
-        self.taken
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
-                (taken < self.max).then_some(taken + 1)
-            })
-            .is_ok()
+        self.take_up_to(1) == 1
     }
 
     /// Takes up to `count` free slots at once; returns how many it took.

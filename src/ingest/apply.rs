@@ -605,7 +605,6 @@ impl Core {
             })
             .collect();
         tx.insert_deliveries(&deliveries, now).await?;
-        drop(deliveries);
         let mut handed = Vec::new();
         let mut woken = HashSet::new();
         for (id, out, target, reserved) in made {
