@@ -127,7 +127,7 @@ pub struct Ingestor {
 const QUEUE: usize = 8192;
 
 impl Ingestor {
-    /// Starts the committer task (so this needs a tokio runtime), applying
+    /// Starts the committer (a task, or on SQLite a thread), applying
     /// outcomes to these dependency gates.
     pub fn new(
         store: Store,
@@ -148,7 +148,23 @@ impl Ingestor {
             feed,
             gates: gates.into(),
         };
-        tokio::spawn(committer::run(core, queue));
+        if store.is_shared() {
+            tokio::spawn(committer::run(core, queue));
+        } else {
+            // SQLite's group commit runs SQLite on the committer's thread
+            // (`store::sqlite::direct`): a thread of its own, so it never
+            // holds up a runtime worker. It ends when the queue closes.
+            std::thread::Builder::new()
+                .name("herald-committer".to_owned())
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a current-thread runtime starts")
+                        .block_on(committer::run(core, queue))
+                })
+                .expect("the committer thread starts");
+        }
         Self { jobs, clock, store }
     }
 

@@ -53,6 +53,9 @@ pub use types::{Claim, ClaimRequest};
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the ingest connection, which calls SQLite directly.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
@@ -76,6 +79,9 @@ impl StoreError {
     pub fn unwritable_reason(&self) -> Option<&str> {
         let db = match self {
             StoreError::Unwritable(reason) => return Some(reason),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                return sqlite_unwritable(e.extended_code)
+            }
             StoreError::Database(sqlx::Error::Database(db)) => db,
             StoreError::Database(sqlx::Error::Io(_)) => return Some("an I/O error"),
             StoreError::Database(sqlx::Error::PoolTimedOut) => {
@@ -92,16 +98,7 @@ impl StoreError {
         {
             return postgres_unwritable(db.code()?.as_ref());
         }
-        // SQLite reports extended codes; the primary code is the low byte.
-        let primary = db.code()?.parse::<i32>().ok()? & 0xff;
-        Some(match primary {
-            5 | 6 => "the database is locked by another process",
-            8 => "the database is read-only",
-            10 => "the disk reported an I/O error",
-            13 => "the database or its disk is full",
-            14 => "the database file cannot be opened",
-            _ => return None,
-        })
+        sqlite_unwritable(db.code()?.parse::<i32>().ok()?)
     }
 
     /// A conflict with a concurrent transaction on another replica (a
@@ -460,6 +457,19 @@ delegate! { Tx:
     async fn load_gates(&mut self, names: &[&str]) -> Result<HashMap<String, GateRecord>, StoreError>;
     /// Upserts gate records.
     async fn save_gates(&mut self, gates: &[(&str, &GateRecord)], now: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// SQLite's result codes for a database that cannot take writes now.
+fn sqlite_unwritable(extended_code: i32) -> Option<&'static str> {
+    // SQLite reports extended codes; the primary code is the low byte.
+    Some(match extended_code & 0xff {
+        5 | 6 => "the database is locked by another process",
+        8 => "the database is read-only",
+        10 => "the disk reported an I/O error",
+        13 => "the database or its disk is full",
+        14 => "the database file cannot be opened",
+        _ => return None,
+    })
 }
 
 /// PostgreSQL's SQLSTATE classes for a server that cannot take writes now.

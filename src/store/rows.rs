@@ -53,6 +53,30 @@ macro_rules! columns_for {
 columns_for!(sqlx::sqlite::SqliteRow);
 columns_for!(sqlx::postgres::PgRow);
 
+/// The ingest connection's rows (see `sqlite::direct`).
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> String {
+        direct_get(self, column)
+    }
+    fn opt_text(&self, column: &str) -> Option<String> {
+        direct_get(self, column)
+    }
+    fn int(&self, column: &str) -> i64 {
+        direct_get(self, column)
+    }
+    fn opt_int(&self, column: &str) -> Option<i64> {
+        direct_get(self, column)
+    }
+    fn bytes(&self, column: &str) -> Vec<u8> {
+        direct_get(self, column)
+    }
+}
+
+fn direct_get<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, column: &str) -> T {
+    row.get(column)
+        .unwrap_or_else(|e| panic!("column {column} of Herald's schema: {e}"))
+}
+
 /// A rate bucket, as `portable::select_bucket` reads it.
 pub(super) fn bucket(r: &impl Columns) -> crate::core::subscription::Bucket {
     crate::core::subscription::Bucket {

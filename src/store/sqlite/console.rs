@@ -9,5 +9,5 @@ crate::store::console::console_queries!(
     SqliteStore,
     Sqlite,
     read: |s| &s.reader,
-    write: |s| s.writer.pool()
+    write: |s| &*s.writer.pool().await
 );

@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
+use rusqlite::params;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
@@ -71,7 +72,7 @@ impl SqliteStore {
     /// rate limit only as many as its bucket has tokens for.
     pub async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
         let Some(rate) = request.rate_limit else {
-            let ids = lease_due(self.writer.pool(), request, request.limit).await?;
+            let ids = lease_due(&*self.writer.pool().await, request, request.limit).await?;
             return Ok(Claim {
                 deliveries: self.claimed(&ids).await?,
                 ..Claim::default()
@@ -134,8 +135,9 @@ impl SqliteStore {
     }
 
     /// Records attempts and moves their deliveries on, releasing the
-    /// leases, all in one transaction. An update only applies while `owner`
-    /// still holds the lease; the attempt is recorded either way.
+    /// leases, all in one transaction on the ingest connection (one
+    /// hand-off, statements prepared once). An update only applies while
+    /// `owner` still holds the lease; the attempt is recorded either way.
     pub async fn record_attempts(
         &self,
         owner: &str,
@@ -145,28 +147,12 @@ impl SqliteStore {
         if attempts.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await?;
-        for chunk in attempts.chunks(256) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code,
-                                       response_excerpt, error, verdict, replica) ",
-            );
-            insert.push_values(chunk, |mut row, (a, update)| {
-                row.push_bind(&a.delivery_id)
-                    .push_bind(a.attempt as i64)
-                    .push_bind(to_millis(a.started_at))
-                    .push_bind(a.duration_ms)
-                    .push_bind(a.status_code.map(i64::from))
-                    .push_bind(&a.response_excerpt)
-                    .push_bind(&a.error)
-                    .push_bind(update.verdict())
-                    .push_bind(&self.replica);
-            });
-            insert.build().execute(&mut *tx).await?;
-            move_on(&mut tx, owner, chunk, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let owner = owner.to_owned();
+        let replica = self.replica.clone();
+        let attempts = attempts.to_vec();
+        self.direct
+            .write(move |conn| record(conn, &owner, &replica, &attempts, now))
+            .await
     }
 
     /// How many deliveries are pending, and when the oldest was enqueued.
@@ -207,7 +193,7 @@ impl SqliteStore {
             )
             .bind(id)
             .bind(owner)
-            .execute(self.writer.pool())
+            .execute(&*self.writer.pool().await)
             .await?;
         }
         Ok(())
@@ -446,55 +432,62 @@ where
     Ok(rows.iter().map(|r| r.get("id")).collect())
 }
 
-/// Moves deliveries to their next states (one statement for all) and, for
-/// a 410, disables the subscription. A row moves only while `owner` still
-/// holds its lease.
-async fn move_on(
-    tx: &mut sqlx::SqliteConnection,
+/// Inserts the attempts and moves their deliveries to their next states;
+/// for a 410, disables the subscription. A row moves only while `owner`
+/// still holds its lease.
+fn record(
+    conn: &rusqlite::Connection,
     owner: &str,
+    replica: &str,
     attempts: &[(AttemptRecord, DeliveryUpdate)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let mut update: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "WITH moved (id, state, attempts, next_at, finished_at, last_status, last_error, silence_id) AS (",
-    );
-    update.push_values(attempts, |mut row, (attempt, update)| {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code,
+                               response_excerpt, error, verdict, replica)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut move_on = conn.prepare_cached(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, lease_owner = NULL, lease_until = NULL,
+            next_attempt_at = COALESCE(?4, next_attempt_at), finished_at = ?5,
+            last_status = ?6, last_error = ?7, silence_id = ?8
+         WHERE id = ?1 AND lease_owner = ?9",
+    )?;
+    let mut disable = conn.prepare_cached(
+        "UPDATE subscriptions SET disabled_at = ?1, disabled_reason = ?2
+         WHERE name = (SELECT subscription FROM deliveries WHERE id = ?3)",
+    )?;
+    for (a, update) in attempts {
+        let status = a.status_code.map(i64::from);
+        insert.execute(params![
+            a.delivery_id,
+            a.attempt as i64,
+            to_millis(a.started_at),
+            a.duration_ms,
+            status,
+            a.response_excerpt,
+            a.error,
+            update.verdict(),
+            replica,
+        ])?;
         let next_at = match update {
             DeliveryUpdate::RetryAt(at) => Some(to_millis(*at)),
             _ => None,
         };
-        row.push_bind(&attempt.delivery_id)
-            .push_bind(update.state().stored())
-            .push_bind(attempt.attempt as i64)
-            .push_bind(next_at)
-            .push_bind(next_at.is_none().then(|| to_millis(now)))
-            .push_bind(attempt.status_code.map(i64::from))
-            .push_bind(&attempt.error)
-            .push_bind(update.silence_id());
-    });
-    update.push(
-        ") UPDATE deliveries SET state = moved.state, attempts = moved.attempts,
-            lease_owner = NULL, lease_until = NULL,
-            next_attempt_at = COALESCE(moved.next_at, deliveries.next_attempt_at),
-            finished_at = moved.finished_at, last_status = moved.last_status,
-            last_error = moved.last_error, silence_id = moved.silence_id
-         FROM moved WHERE deliveries.id = moved.id AND deliveries.lease_owner = ",
-    );
-    update.push_bind(owner);
-    update.build().execute(&mut *tx).await?;
-    for (attempt, update) in attempts {
-        let DeliveryUpdate::DisableSubscription { reason } = update else {
-            continue;
-        };
-        sqlx::query(
-            "UPDATE subscriptions SET disabled_at = ?, disabled_reason = ?
-             WHERE name = (SELECT subscription FROM deliveries WHERE id = ?)",
-        )
-        .bind(to_millis(now))
-        .bind(reason)
-        .bind(&attempt.delivery_id)
-        .execute(&mut *tx)
-        .await?;
+        move_on.execute(params![
+            a.delivery_id,
+            update.state().stored(),
+            a.attempt as i64,
+            next_at,
+            next_at.is_none().then(|| to_millis(now)),
+            status,
+            a.error,
+            update.silence_id(),
+            owner,
+        ])?;
+        if let DeliveryUpdate::DisableSubscription { reason } = update {
+            disable.execute(params![to_millis(now), reason, a.delivery_id])?;
+        }
     }
     Ok(())
 }

@@ -65,7 +65,7 @@ impl SqliteStore {
             list.push_bind(id.clone());
         }
         query.push(") RETURNING id");
-        let rows = query.build().fetch_all(self.writer.pool()).await?;
+        let rows = query.build().fetch_all(&*self.writer.pool().await).await?;
         Ok(rows.iter().map(|r| r.get("id")).collect())
     }
 

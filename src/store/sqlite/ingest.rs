@@ -1,31 +1,40 @@
-//! The ingest transaction: everything one event changes is written here and
-//! committed at once (DESIGN.md, invariant 1).
+//! The ingest transaction: everything one group of events changes is
+//! written here and committed at once (DESIGN.md, invariant 1), on the
+//! ingest connection (`direct`): each statement is prepared once and run
+//! per row, in the committer's thread.
 
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use rusqlite::{params, OptionalExtension};
+use sqlx::Row;
 
+use super::direct::DirectTx;
 use super::SqliteStore;
-use super::{rows, to_json, to_millis, StoreError, WriteTx};
+use super::{rows, to_json, to_millis, StoreError};
 use crate::core::batch::{BatchRecord, BatchState};
 use crate::core::document::StoredDocument;
 use crate::core::event::{EnvironmentChange, EnvironmentEvent, SchemaEvent};
+use crate::core::gate::GateRecord;
 use crate::store::decompress;
+use crate::store::rows::Columns;
 use crate::store::types::{NewDelivery, NewEvent, PriorEvent};
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
+///
+/// Its methods are `async` to match PostgreSQL's, but run SQLite on the
+/// calling thread: the committer's own.
 pub struct Tx {
-    inner: WriteTx,
+    inner: DirectTx,
 }
 
 impl Tx {
-    pub(super) fn new(inner: WriteTx) -> Self {
+    pub(super) fn new(inner: DirectTx) -> Self {
         Self { inner }
     }
 
-    pub(super) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        &mut self.inner
+    fn conn(&self) -> &rusqlite::Connection {
+        self.inner.conn()
     }
 
     /// The single writer serializes every transaction already.
@@ -35,7 +44,7 @@ impl Tx {
 
     /// Commits; only an `Ok` means the writes are durable.
     pub async fn commit(self) -> Result<(), StoreError> {
-        self.inner.commit().await
+        self.inner.commit()
     }
 
     /// Records why the transaction failed before its commit (so readiness
@@ -49,21 +58,22 @@ impl Tx {
         env: &EnvironmentEvent,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO environments (environment_id, name, attributes, deleted, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (environment_id) DO UPDATE SET
-                name = COALESCE(excluded.name, environments.name),
-                attributes = CASE WHEN ?4 THEN environments.attributes ELSE excluded.attributes END,
-                deleted = excluded.deleted, updated_at = excluded.updated_at",
-        )
-        .bind(&env.environment_id)
-        .bind(&env.name)
-        .bind(to_json(&env.attributes))
-        .bind(env.change == EnvironmentChange::Deleted)
-        .bind(to_millis(at))
-        .execute(&mut *self.inner)
-        .await?;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO environments (environment_id, name, attributes, deleted, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (environment_id) DO UPDATE SET
+                    name = COALESCE(excluded.name, environments.name),
+                    attributes = CASE WHEN ?4 THEN environments.attributes ELSE excluded.attributes END,
+                    deleted = excluded.deleted, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                env.environment_id,
+                env.name,
+                to_json(&env.attributes),
+                env.change == EnvironmentChange::Deleted,
+                to_millis(at),
+            ])?;
         Ok(())
     }
 
@@ -73,51 +83,42 @@ impl Tx {
         schema: &SchemaEvent,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO schema_log (event_seq, environment_id, project_id, published,
-                                     catalogs, cubes, version, occurred_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(&schema.environment_id)
-        .bind(&schema.project_id)
-        .bind(schema.published)
-        .bind(to_json(&schema.catalogs))
-        .bind(to_json(&schema.cubes))
-        .bind(&schema.version)
-        .bind(to_millis(at))
-        .execute(&mut *self.inner)
-        .await?;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO schema_log (event_seq, environment_id, project_id, published,
+                                         catalogs, cubes, version, occurred_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                seq,
+                schema.environment_id,
+                schema.project_id,
+                schema.published,
+                to_json(&schema.catalogs),
+                to_json(&schema.cubes),
+                schema.version,
+                to_millis(at),
+            ])?;
         Ok(())
     }
-}
 
-/// Rows per multi-row statement: well under SQLite's limit on bound
-/// parameters (32,766) for the widest row.
-pub(super) const CHUNK: usize = 256;
-
-/// Set-wise reads and writes for a group commit: one statement per kind of
-/// row for a whole batch of events, instead of several per event.
-impl Tx {
     /// The stored events among `event_ids`, by id.
     pub async fn find_events(
         &mut self,
         event_ids: &[&str],
     ) -> Result<HashMap<String, PriorEvent>, StoreError> {
         let mut found = HashMap::new();
-        for chunk in event_ids.chunks(CHUNK) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT seq, event_id, fingerprint, reply, event_type,
-                        environment_id, project_id, cube_id, batch_id
-                 FROM events WHERE event_id IN (",
-            );
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            query.push(")");
-            for r in query.build().fetch_all(&mut *self.inner).await? {
-                found.insert(r.get("event_id"), rows::prior(&r));
+        let mut statement = self.conn().prepare_cached(
+            "SELECT seq, event_id, fingerprint, reply, event_type,
+                    environment_id, project_id, cube_id, batch_id
+             FROM events WHERE event_id = ?1",
+        )?;
+        for id in event_ids {
+            if let Some(prior) = statement
+                .query_row([id], |r| Ok(rows::prior(r)))
+                .optional()?
+            {
+                found.insert((*id).to_owned(), prior);
             }
         }
         Ok(found)
@@ -129,16 +130,15 @@ impl Tx {
         batch_ids: &[&str],
     ) -> Result<HashMap<String, BatchRecord>, StoreError> {
         let mut found = HashMap::new();
-        for chunk in batch_ids.chunks(CHUNK) {
-            let mut query: QueryBuilder<Sqlite> =
-                QueryBuilder::new("SELECT batch_id, record FROM batches WHERE batch_id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            query.push(")");
-            for r in query.build().fetch_all(&mut *self.inner).await? {
-                found.insert(r.get("batch_id"), rows::batch(&r)?);
+        let mut statement = self
+            .conn()
+            .prepare_cached("SELECT record FROM batches WHERE batch_id = ?1")?;
+        for id in batch_ids {
+            if let Some(record) = statement
+                .query_row([id], |r| Ok(rows::batch(r)))
+                .optional()?
+            {
+                found.insert((*id).to_owned(), record?);
             }
         }
         Ok(found)
@@ -151,18 +151,22 @@ impl Tx {
         cubes: &[(&str, &str)],
     ) -> Result<HashMap<(String, String), (i64, BatchState)>, StoreError> {
         let mut found = HashMap::new();
-        // One indexed lookup per cube, in one statement.
-        for chunk in cubes.chunks(CHUNK) {
-            let condition = "state IN ('SUCCEEDED', 'FAILED')";
-            let mut query =
-                super::monitor::latest_per_cube(chunk, "state, finished_at", condition, 1);
-            for r in query.build().fetch_all(&mut *self.inner).await? {
-                if let Some(state) = BatchState::parse(r.get("state")) {
-                    let key = (r.get("environment_id"), r.get("cube_id"));
-                    found.insert(
-                        key,
-                        (r.get::<Option<i64>, _>("finished_at").unwrap_or(0), state),
-                    );
+        // An indexed lookup (`batches_cube`) per cube.
+        let mut statement = self.conn().prepare_cached(
+            "SELECT state, finished_at FROM batches
+             WHERE environment_id = ?1 AND cube_id = ?2 AND state IN ('SUCCEEDED', 'FAILED')
+             ORDER BY finished_at DESC LIMIT 1",
+        )?;
+        for (environment_id, cube_id) in cubes {
+            let latest = statement
+                .query_row([environment_id, cube_id], |r| {
+                    Ok((r.text("state"), r.opt_int("finished_at")))
+                })
+                .optional()?;
+            if let Some((state, finished_at)) = latest {
+                if let Some(state) = BatchState::parse(&state) {
+                    let key = ((*environment_id).to_owned(), (*cube_id).to_owned());
+                    found.insert(key, (finished_at.unwrap_or(0), state));
                 }
             }
         }
@@ -170,40 +174,39 @@ impl Tx {
     }
 
     pub async fn disabled_subscriptions(&mut self) -> Result<HashSet<String>, StoreError> {
-        let rows = sqlx::query("SELECT name FROM subscriptions WHERE disabled_at IS NOT NULL")
-            .fetch_all(&mut *self.inner)
-            .await?;
-        Ok(rows.iter().map(|r| r.get("name")).collect())
+        let mut statement = self
+            .conn()
+            .prepare_cached("SELECT name FROM subscriptions WHERE disabled_at IS NOT NULL")?;
+        let names = statement.query_map([], |r| Ok(r.text("name")))?;
+        Ok(names.collect::<Result<_, _>>()?)
     }
 
     /// Upserts the batches (each id at most once).
     pub async fn save_batches(&mut self, records: &[&BatchRecord]) -> Result<(), StoreError> {
-        for chunk in records.chunks(CHUNK) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO batches (batch_id, environment_id, project_id, cube_id, cube_name,
-                                      state, started_at, finished_at, begun_at, updated_at, record) ",
-            );
-            query.push_values(chunk, |mut row, r| {
-                row.push_bind(&r.batch_id)
-                    .push_bind(&r.environment_id)
-                    .push_bind(&r.project_id)
-                    .push_bind(&r.cube_id)
-                    .push_bind(&r.cube_name)
-                    .push_bind(r.state.as_str())
-                    .push_bind(r.started_at.map(to_millis))
-                    .push_bind(r.finished_at.map(to_millis))
-                    .push_bind(to_millis(r.begun_at()))
-                    .push_bind(to_millis(r.updated_at))
-                    .push_bind(to_json(*r));
-            });
-            query.push(
-                " ON CONFLICT (batch_id) DO UPDATE SET
-                    project_id = excluded.project_id, cube_name = excluded.cube_name,
-                    state = excluded.state, started_at = excluded.started_at,
-                    finished_at = excluded.finished_at, begun_at = excluded.begun_at,
-                    updated_at = excluded.updated_at, record = excluded.record",
-            );
-            query.build().execute(&mut *self.inner).await?;
+        let mut statement = self.conn().prepare_cached(
+            "INSERT INTO batches (batch_id, environment_id, project_id, cube_id, cube_name,
+                                  state, started_at, finished_at, begun_at, updated_at, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (batch_id) DO UPDATE SET
+                project_id = excluded.project_id, cube_name = excluded.cube_name,
+                state = excluded.state, started_at = excluded.started_at,
+                finished_at = excluded.finished_at, begun_at = excluded.begun_at,
+                updated_at = excluded.updated_at, record = excluded.record",
+        )?;
+        for r in records {
+            statement.execute(params![
+                r.batch_id,
+                r.environment_id,
+                r.project_id,
+                r.cube_id,
+                r.cube_name,
+                r.state.as_str(),
+                r.started_at.map(to_millis),
+                r.finished_at.map(to_millis),
+                to_millis(r.begun_at()),
+                to_millis(r.updated_at),
+                to_json(*r),
+            ])?;
         }
         Ok(())
     }
@@ -214,33 +217,32 @@ impl Tx {
         events: &[NewEvent<'_>],
     ) -> Result<HashMap<String, i64>, StoreError> {
         let mut seqs = HashMap::with_capacity(events.len());
-        for chunk in events.chunks(CHUNK) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (event_id, event_type, source, occurred_at, received_at,
-                                     environment_id, project_id, cube_id, batch_id,
-                                     fingerprint, payload, body, reply, changes_batch) ",
-            );
-            query.push_values(chunk, |mut row, e| {
-                row.push_bind(e.event_id)
-                    .push_bind(e.event_type)
-                    .push_bind(e.source)
-                    .push_bind(to_millis(e.occurred_at))
-                    .push_bind(to_millis(e.received_at))
-                    .push_bind(&e.scope.environment_id)
-                    .push_bind(&e.scope.project_id)
-                    .push_bind(&e.scope.cube_id)
-                    .push_bind(&e.scope.batch_id)
-                    .push_bind(e.fingerprint)
-                    .push_bind(&e.payload)
-                    .push_bind(e.body)
-                    .push_bind(&e.reply)
-                    .push_bind(e.changes_batch);
-            });
-            // RETURNING reports rows in no promised order: map by id.
-            query.push(" RETURNING seq, event_id");
-            for r in query.build().fetch_all(&mut *self.inner).await? {
-                seqs.insert(r.get("event_id"), r.get("seq"));
-            }
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(
+            "INSERT INTO events (event_id, event_type, source, occurred_at, received_at,
+                                 environment_id, project_id, cube_id, batch_id,
+                                 fingerprint, payload, body, reply, changes_batch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        for e in events {
+            statement.execute(params![
+                e.event_id,
+                e.event_type,
+                e.source,
+                to_millis(e.occurred_at),
+                to_millis(e.received_at),
+                e.scope.environment_id,
+                e.scope.project_id,
+                e.scope.cube_id,
+                e.scope.batch_id,
+                e.fingerprint,
+                e.payload,
+                e.body,
+                e.reply,
+                e.changes_batch,
+            ])?;
+            // `seq` is the table's rowid.
+            seqs.insert(e.event_id.to_owned(), conn.last_insert_rowid());
         }
         Ok(seqs)
     }
@@ -251,42 +253,39 @@ impl Tx {
         deliveries: &[NewDelivery<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        for chunk in deliveries.chunks(CHUNK) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at, created_at,
-                                         lease_owner, lease_until) ",
-            );
-            query.push_values(chunk, |mut row, d| {
-                row.push_bind(&d.id)
-                    .push_bind(d.event_seq)
-                    .push_bind(d.subscription)
-                    .push_bind("pending")
-                    .push_bind(to_millis(now))
-                    .push_bind(to_millis(now))
-                    .push_bind(d.lease.map(|(owner, _)| owner))
-                    .push_bind(d.lease.map(|(_, until)| to_millis(until)));
-            });
-            query.build().execute(&mut *self.inner).await?;
+        let mut statement = self.conn().prepare_cached(
+            "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at,
+                                     created_at, lease_owner, lease_until)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6)",
+        )?;
+        for d in deliveries {
+            statement.execute(params![
+                d.id,
+                d.event_seq,
+                d.subscription,
+                to_millis(now),
+                d.lease.map(|(owner, _)| owner),
+                d.lease.map(|(_, until)| to_millis(until)),
+            ])?;
         }
         Ok(())
     }
-}
 
-impl Tx {
     /// Stores a project document in its compressed form.
     pub async fn insert_document(
         &mut self,
         event_id: &str,
         document: &StoredDocument,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO documents (event_id, size, compressed) VALUES (?, ?, ?)",
-        )
-        .bind(event_id)
-        .bind(document.size() as i64)
-        .bind(document.compressed())
-        .execute(&mut *self.inner)
-        .await?;
+        self.conn()
+            .prepare_cached(
+                "INSERT OR IGNORE INTO documents (event_id, size, compressed) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                event_id,
+                document.size() as i64,
+                document.compressed()
+            ])?;
         Ok(())
     }
 
@@ -295,11 +294,11 @@ impl Tx {
         &mut self,
         project_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(LATEST_DOCUMENT_ID)
-            .bind(project_id)
-            .fetch_optional(&mut *self.inner)
-            .await?;
-        Ok(row.map(|r| r.get("event_id")))
+        Ok(self
+            .conn()
+            .prepare_cached(LATEST_DOCUMENT_ID)?
+            .query_row([project_id], |r| Ok(r.text("event_id")))
+            .optional()?)
     }
 
     /// A stored document, compressed, as this transaction sees it.
@@ -307,11 +306,59 @@ impl Tx {
         &mut self,
         event_id: &str,
     ) -> Result<Option<StoredDocument>, StoreError> {
-        let row = sqlx::query(DOCUMENT)
-            .bind(event_id)
-            .fetch_optional(&mut *self.inner)
-            .await?;
-        Ok(row.map(|r| rows::document(&r)))
+        Ok(self
+            .conn()
+            .prepare_cached(DOCUMENT)?
+            .query_row([event_id], |r| Ok(rows::document(r)))
+            .optional()?)
+    }
+
+    pub async fn set_overdue(
+        &mut self,
+        name: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("UPDATE schedules SET overdue_since = ?1 WHERE name = ?2")?
+            .execute(params![since.map(to_millis), name])?;
+        Ok(())
+    }
+
+    /// The stored records among `names`, as this transaction sees them.
+    pub async fn load_gates(
+        &mut self,
+        names: &[&str],
+    ) -> Result<HashMap<String, GateRecord>, StoreError> {
+        let mut found = HashMap::new();
+        let mut statement = self
+            .conn()
+            .prepare_cached("SELECT name, record FROM gates WHERE name = ?1")?;
+        for name in names {
+            if let Some(gate) = statement
+                .query_row([name], |r| Ok(rows::gate(r)))
+                .optional()?
+            {
+                let (name, record) = gate?;
+                found.insert(name, record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Upserts gate records.
+    pub async fn save_gates(
+        &mut self,
+        gates: &[(&str, &GateRecord)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut statement = self.conn().prepare_cached(
+            "INSERT INTO gates (name, record, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET record = ?2, updated_at = ?3",
+        )?;
+        for (name, record) in gates {
+            statement.execute(params![name, to_json(record), to_millis(now)])?;
+        }
+        Ok(())
     }
 }
 

@@ -32,7 +32,7 @@ impl SqliteStore {
         .bind(sub.spec.to_string())
         .bind(to_json(&sub.secrets))
         .bind(to_millis(now))
-        .execute(self.writer.pool())
+        .execute(&*self.writer.pool().await)
         .await?;
         Ok(())
     }
@@ -73,7 +73,7 @@ impl SqliteStore {
             .bind(reason.map(|_| to_millis(now)))
             .bind(reason)
             .bind(name)
-            .execute(self.writer.pool())
+            .execute(&*self.writer.pool().await)
             .await?;
         Ok(())
     }

@@ -9,6 +9,7 @@
 
 mod console;
 mod deliveries;
+mod direct;
 mod email;
 mod gates;
 mod ingest;
@@ -29,10 +30,15 @@ use sqlx::sqlite::{
 use sqlx::SqlitePool;
 
 pub use ingest::Tx;
+
+/// Rows per multi-row statement: well under SQLite's limit on bound
+/// parameters (32,766) for the widest row.
+pub(super) const CHUNK: usize = 256;
 pub use writer::WriteTx;
 
 use super::{from_millis, rows, to_json, to_millis, StoreError};
 use crate::config::StoreSettings;
+use direct::Direct;
 use writer::{Writer, WriterState};
 
 #[derive(Clone, Debug)]
@@ -41,8 +47,12 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// This process's name in attempts.
     replica: String,
+    /// The committer's own connection (see `direct`).
+    direct: Arc<Direct>,
     /// The exclusive lock on `<file>.lock` while the store is open.
     owner: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+    /// The directory of an in-memory store's file, removed with the store.
+    _scratch: Option<Arc<tempfile::TempDir>>,
 }
 
 impl SqliteStore {
@@ -50,7 +60,21 @@ impl SqliteStore {
     /// pending migrations.
     pub async fn open(settings: &StoreSettings) -> Result<SqliteStore, StoreError> {
         let url = settings.url.as_str();
-        let options = SqliteConnectOptions::from_str(url)?;
+        // An in-memory store is a file in a private temporary directory,
+        // so the committer's connection and sqlx's see the same database.
+        let scratch = match url.contains(":memory:") {
+            true => Some(Arc::new(tempfile::tempdir().map_err(|e| {
+                StoreError::Connect {
+                    url: url.to_owned(),
+                    reason: format!("creating a temporary directory: {e}"),
+                }
+            })?)),
+            false => None,
+        };
+        let options = match &scratch {
+            Some(dir) => SqliteConnectOptions::new().filename(dir.path().join("herald.db")),
+            None => SqliteConnectOptions::from_str(url)?,
+        };
         let owner = claim_file(options.get_filename())?;
         let options = options
             .create_if_missing(true)
@@ -81,26 +105,28 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         convert_to_incremental_vacuum(&writer).await;
-        let reader = if url.contains(":memory:") {
-            // A second pool would open a second, empty in-memory database.
-            writer.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(settings.max_connections.max(1))
-                .connect_with(options.read_only(true))
-                .await?
-        };
+        let direct = Arc::new(Direct::new(
+            options.get_filename().to_owned(),
+            state.clone(),
+        ));
+        let reader = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .connect_with(options.read_only(true))
+            .await?;
         Ok(SqliteStore {
             writer: Writer::new(writer, state),
             reader,
             replica: settings.replica.clone(),
+            direct,
             owner: Arc::new(std::sync::Mutex::new(owner)),
+            _scratch: scratch,
         })
     }
 
-    /// Starts the write transaction in which one event is ingested.
+    /// Starts the write transaction in which a group of events is
+    /// ingested. It runs SQLite on the calling thread: the committer's.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx::new(self.writer.begin().await?))
+        Ok(Tx::new(self.direct.begin().await?))
     }
 
     /// Limits the database file to about `max_bytes` (`None`: no limit),
@@ -143,7 +169,7 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
-        self.writer.pool().close().await;
+        self.writer.raw_pool().close().await;
         self.reader.close().await;
         // Another Herald may open the file now.
         self.owner.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -153,10 +179,10 @@ impl SqliteStore {
 /// Takes `<file>.lock` exclusively for this process, so a second Herald on
 /// the same file is refused at start instead of sharing a file it cannot
 /// share safely (its leases and wake-ups are in-process). The lock goes
-/// with the process, however it ends. An in-memory database has no file.
+/// with the process, however it ends.
 fn claim_file(path: &std::path::Path) -> Result<Option<std::fs::File>, StoreError> {
     use std::io::Write;
-    if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
+    if path.as_os_str().is_empty() {
         return Ok(None);
     }
     let lock_path = path.with_extension(match path.extension() {

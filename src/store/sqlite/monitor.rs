@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::ingest::{Tx, CHUNK};
+use super::CHUNK;
 use super::{from_millis, rows, to_millis, SqliteStore, StoreError};
 use crate::core::batch::BatchRecord;
 use crate::store::types::ScheduleState;
@@ -108,7 +108,7 @@ impl SqliteStore {
     pub async fn clear_overdue(&self, name: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE schedules SET overdue_since = NULL WHERE name = ?")
             .bind(name)
-            .execute(self.writer.pool())
+            .execute(&*self.writer.pool().await)
             .await?;
         Ok(())
     }
@@ -140,19 +140,4 @@ pub(super) fn latest_per_cube<'a>(
             .push(")");
     }
     query
-}
-
-impl Tx {
-    pub async fn set_overdue(
-        &mut self,
-        name: &str,
-        since: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE schedules SET overdue_since = ? WHERE name = ?")
-            .bind(since.map(to_millis))
-            .bind(name)
-            .execute(self.conn())
-            .await?;
-        Ok(())
-    }
 }

@@ -144,7 +144,7 @@ impl SqliteStore {
     /// uses incremental auto-vacuum; freed pages are reused either way).
     pub async fn release_free_pages(&self, pages: u32) -> Result<(), StoreError> {
         sqlx::query(&format!("PRAGMA incremental_vacuum({pages})"))
-            .execute(self.writer.pool())
+            .execute(&*self.writer.pool().await)
             .await?;
         Ok(())
     }

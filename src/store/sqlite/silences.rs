@@ -28,7 +28,7 @@ impl SqliteStore {
         .bind(&silence.created_by)
         .bind(&silence.comment)
         .bind(to_millis(silence.created_at))
-        .execute(self.writer.pool())
+        .execute(&*self.writer.pool().await)
         .await?;
         Ok(())
     }
@@ -75,7 +75,7 @@ impl SqliteStore {
         ))
         .bind(to_millis(now))
         .bind(id)
-        .fetch_optional(self.writer.pool())
+        .fetch_optional(&*self.writer.pool().await)
         .await?;
         found.as_ref().map(rows::silence).transpose()
     }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::OwnedMutexGuard;
 
 use super::StoreError;
 
@@ -42,15 +43,51 @@ pub(super) struct WriterState {
     failure: Mutex<Option<String>>,
     /// Most pages the database may have (0: no limit).
     max_pages: AtomicU64,
+    /// Held by whoever writes: the sqlx writer or the ingest connection
+    /// (`direct`), so SQLite never sees two writers at once.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl WriterState {
     /// The `PRAGMA` a new connection runs so the limit holds on it too.
     pub(super) fn limit_statement(&self) -> Option<String> {
-        match self.max_pages.load(Ordering::Acquire) {
+        match self.max_pages() {
             0 => None,
-            pages => Some(format!("PRAGMA max_page_count = {pages}")),
+            pages => Some(Self::limit_statement_for(pages)),
         }
+    }
+
+    /// The page limit in force (0: none).
+    pub(super) fn max_pages(&self) -> u64 {
+        self.max_pages.load(Ordering::Acquire)
+    }
+
+    /// The `PRAGMA` that sets `pages` as the limit (0: SQLite's own ceiling).
+    pub(super) fn limit_statement_for(pages: u64) -> String {
+        match pages {
+            0 => "PRAGMA max_page_count = 4294967294".to_owned(),
+            pages => format!("PRAGMA max_page_count = {pages}"),
+        }
+    }
+
+    /// Waits for this writer's turn; the turn lasts as long as the guard.
+    pub(super) async fn turn(&self) -> OwnedMutexGuard<()> {
+        self.turn.clone().lock_owned().await
+    }
+
+    /// Notes why a write failed (for readiness) and passes the error on.
+    pub(super) fn failed(&self, error: StoreError) -> StoreError {
+        if let Some(reason) = error.unwritable_reason() {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+        }
+        error
+    }
+
+    pub(super) fn succeeded(&self) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 }
 
@@ -59,8 +96,17 @@ impl Writer {
         Self { pool, state }
     }
 
-    /// For single statements, which SQLite commits or rolls back by itself.
-    pub(super) fn pool(&self) -> &SqlitePool {
+    /// For single statements, which SQLite commits or rolls back by
+    /// itself: the pool, once it is this writer's turn.
+    pub(super) async fn pool(&self) -> Turn<'_> {
+        Turn {
+            pool: &self.pool,
+            _turn: self.state.turn().await,
+        }
+    }
+
+    /// The pool without waiting for a turn: only to close it.
+    pub(super) fn raw_pool(&self) -> &SqlitePool {
         &self.pool
     }
 
@@ -77,6 +123,7 @@ impl Writer {
     }
 
     async fn try_begin(&self) -> Result<WriteTx, StoreError> {
+        let turn = self.state.turn().await;
         let mut conn = self
             .pool
             .acquire()
@@ -86,6 +133,7 @@ impl Writer {
             Ok(_) => Ok(WriteTx {
                 conn: Some(conn),
                 writer: self.clone(),
+                _turn: turn,
             }),
             Err(e) => {
                 let _ = conn.close().await;
@@ -94,20 +142,8 @@ impl Writer {
         }
     }
 
-    /// Notes why a write failed (for readiness) and passes the error on.
     fn failed(&self, error: StoreError) -> StoreError {
-        if let Some(reason) = error.unwritable_reason() {
-            *self.state.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
-        }
-        error
-    }
-
-    fn succeeded(&self) {
-        self.state
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.state.failed(error)
     }
 
     /// Why writes are failing now, if they are.
@@ -126,12 +162,23 @@ impl Writer {
             .max_pages
             .store(pages.unwrap_or(0), Ordering::Release);
         // SQLite's own ceiling when unlimited.
-        let statement = self
-            .state
-            .limit_statement()
-            .unwrap_or_else(|| "PRAGMA max_page_count = 4294967294".to_owned());
-        sqlx::query(&statement).execute(&self.pool).await?;
+        let statement = WriterState::limit_statement_for(self.state.max_pages());
+        sqlx::query(&statement).execute(&*self.pool().await).await?;
         Ok(())
+    }
+}
+
+/// The writer pool during this writer's turn.
+pub(super) struct Turn<'a> {
+    pool: &'a SqlitePool,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl Deref for Turn<'_> {
+    type Target = SqlitePool;
+
+    fn deref(&self) -> &SqlitePool {
+        self.pool
     }
 }
 
@@ -141,6 +188,8 @@ pub struct WriteTx {
     /// Present until committed or given up.
     conn: Option<PoolConnection<Sqlite>>,
     writer: Writer,
+    /// Released after the connection is back in the pool (or closed).
+    _turn: OwnedMutexGuard<()>,
 }
 
 impl WriteTx {
@@ -155,7 +204,7 @@ impl WriteTx {
         };
         match sqlx::query("COMMIT").execute(&mut *conn).await {
             Ok(_) => {
-                self.writer.succeeded();
+                self.writer.state.succeeded();
                 Ok(())
             }
             Err(e) => {

@@ -1,0 +1,184 @@
+//! The ingest connection: Herald's own SQLite connection (rusqlite) for the
+//! group commit, used from the committer's thread with no hop per
+//! statement.
+//!
+//! Through sqlx each statement is a round trip to sqlx's worker thread
+//! (and rows come back one message each); a group commit of a dozen
+//! statements paid two dozen thread hand-offs, each waiting for a core
+//! while the gRPC workers held both. Here the committer calls SQLite
+//! directly, and each statement is prepared once and kept
+//! (`prepare_cached`), so a group is BEGIN, a few indexed lookups and
+//! inserts per event, and COMMIT, all on one thread.
+//!
+//! The committer therefore runs on a thread of its own (see
+//! `ingest::Ingestor::new`): these calls block it, never a runtime worker.
+//!
+//! This connection and the sqlx writer pool take turns through one
+//! in-process lock (`WriterState::turn`), so SQLite never sees two writers
+//! at once and nobody waits in SQLite's busy handler. The promises of
+//! `writer` hold here too: `BEGIN IMMEDIATE` / `COMMIT` statements, and a
+//! connection whose transaction failed or was dropped is closed (which
+//! rolls back) and opened afresh for the next group.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::OwnedMutexGuard;
+
+use super::writer::WriterState;
+use super::StoreError;
+
+/// Where the ingest connection opens, and the one it keeps between groups.
+#[derive(Debug)]
+pub(super) struct Direct {
+    path: PathBuf,
+    state: Arc<WriterState>,
+    /// The connection between transactions (`None`: open one on demand).
+    idle: Mutex<Option<Opened>>,
+}
+
+#[derive(Debug)]
+struct Opened {
+    conn: Connection,
+    /// The page limit this connection has applied (0: none).
+    max_pages: u64,
+}
+
+impl Direct {
+    pub(super) fn new(path: PathBuf, state: Arc<WriterState>) -> Self {
+        Self {
+            path,
+            state,
+            idle: Mutex::new(None),
+        }
+    }
+
+    fn open(&self) -> Result<Opened, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // As the sqlx connections are set up in `SqliteStore::open`.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Opened { conn, max_pages: 0 })
+    }
+
+    /// Starts a write transaction, once it is this connection's turn. It
+    /// blocks the calling thread on SQLite (see the module's notes).
+    pub(super) async fn begin(self: &Arc<Self>) -> Result<DirectTx, StoreError> {
+        let turn = self.state.turn().await;
+        self.begin_in_turn(turn)
+    }
+
+    /// Runs `work` in a write transaction on a blocking-pool thread, so a
+    /// runtime worker can call it: one hand-off for the whole transaction,
+    /// not one per statement. Commits when `work` succeeds.
+    pub(super) async fn write<T, F>(self: &Arc<Self>, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let turn = self.state.turn().await;
+        let direct = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = direct.begin_in_turn(turn)?;
+            match work(tx.conn()) {
+                Ok(done) => tx.commit().map(|()| done),
+                Err(e) => Err(tx.note_failure(e)),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Shared(format!("a write stopped: {e}")))?
+    }
+
+    fn begin_in_turn(self: &Arc<Self>, turn: OwnedMutexGuard<()>) -> Result<DirectTx, StoreError> {
+        let first = self.try_begin();
+        let opened = match first {
+            Err(e) if e.unwritable_reason().is_none() => {
+                tracing::warn!(error = %e, "the ingest connection refused BEGIN; replacing it");
+                self.try_begin()
+            }
+            other => other,
+        }
+        .map_err(|e| self.state.failed(e))?;
+        Ok(DirectTx {
+            opened: Some(opened),
+            direct: self.clone(),
+            _turn: turn,
+        })
+    }
+
+    fn try_begin(&self) -> Result<Opened, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut opened = match idle {
+            Some(opened) => opened,
+            None => self.open()?,
+        };
+        let wanted = self.state.max_pages();
+        if opened.max_pages != wanted {
+            opened
+                .conn
+                .execute_batch(&WriterState::limit_statement_for(wanted))?;
+            opened.max_pages = wanted;
+        }
+        // SQLite refuses BEGIN inside a transaction: the connection is
+        // verified clean. On failure it is dropped, which closes it.
+        opened.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(opened)
+    }
+}
+
+/// A write transaction on the ingest connection. Dropping it without
+/// [`DirectTx::commit`] closes the connection, which rolls back.
+pub(super) struct DirectTx {
+    /// Present until committed or given up.
+    opened: Option<Opened>,
+    direct: Arc<Direct>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl DirectTx {
+    pub(super) fn conn(&self) -> &Connection {
+        // `opened` is only taken by `commit`, which consumes the transaction.
+        &self
+            .opened
+            .as_ref()
+            .expect("an open transaction has its connection")
+            .conn
+    }
+
+    /// Commits. Only an `Ok` means the writes are durable; on any error the
+    /// connection is closed, so nothing of this transaction can be
+    /// committed later by accident.
+    pub(super) fn commit(mut self) -> Result<(), StoreError> {
+        let Some(opened) = self.opened.take() else {
+            return Err(StoreError::Shared(
+                "transaction already finished".to_owned(),
+            ));
+        };
+        match opened.conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                self.direct.state.succeeded();
+                *self.direct.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(opened);
+                Ok(())
+            }
+            // `opened` is dropped here: closing rolls back what is open.
+            Err(e) => Err(self.direct.state.failed(e.into())),
+        }
+    }
+
+    /// Notes a failure inside the transaction (for readiness); the
+    /// transaction is then dropped, which closes the connection.
+    pub(super) fn note_failure(&self, error: StoreError) -> StoreError {
+        self.direct.state.failed(error)
+    }
+}
