@@ -13,6 +13,12 @@
 //! The committer therefore runs on a thread of its own (see
 //! `ingest::Ingestor::new`): these calls block it, never a runtime worker.
 //!
+//! Checkpoints (copying the WAL back into the database file, with an
+//! fsync of the file) run on a thread of their own, on a connection of
+//! their own, after commits, so no group waits for one; the writers'
+//! automatic checkpoint stays only as a backstop for a WAL that grows past
+//! [`BACKSTOP_PAGES`] anyway.
+//!
 //! This connection and the sqlx writer pool take turns through one
 //! in-process lock (`WriterState::turn`), so SQLite never sees two writers
 //! at once and nobody waits in SQLite's busy handler. The promises of
@@ -20,15 +26,23 @@
 //! connection whose transaction failed or was dropped is closed (which
 //! rolls back) and opened afresh for the next group.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::OwnedMutexGuard;
 
 use super::writer::WriterState;
 use super::StoreError;
+
+/// WAL pages past which a writer checkpoints by itself: the checkpoint
+/// thread normally keeps the WAL far smaller.
+pub(super) const BACKSTOP_PAGES: u32 = 8192;
+
+/// The least time between two background checkpoints.
+const CHECKPOINT_PACE: Duration = Duration::from_millis(20);
 
 /// Where the ingest connection opens, and the one it keeps between groups.
 #[derive(Debug)]
@@ -37,6 +51,9 @@ pub(super) struct Direct {
     state: Arc<WriterState>,
     /// The connection between transactions (`None`: open one on demand).
     idle: Mutex<Option<Opened>>,
+    /// Tells the checkpoint thread a commit added to the WAL; dropping it
+    /// stops the thread.
+    committed: Mutex<Option<SyncSender<()>>>,
 }
 
 #[derive(Debug)]
@@ -47,27 +64,51 @@ struct Opened {
 }
 
 impl Direct {
+    /// Opens nothing yet; starts the checkpoint thread.
     pub(super) fn new(path: PathBuf, state: Arc<WriterState>) -> Self {
+        let (committed, wakes) = mpsc::sync_channel(1);
+        let file = path.clone();
+        let started = std::thread::Builder::new()
+            .name("herald-checkpoint".to_owned())
+            .spawn(move || checkpoint_after_commits(&file, wakes));
+        if let Err(e) = &started {
+            tracing::warn!(error = %e, "no checkpoint thread; writers checkpoint by themselves");
+        }
         Self {
             path,
             state,
             idle: Mutex::new(None),
+            committed: Mutex::new(started.is_ok().then_some(committed)),
+        }
+    }
+
+    /// Closes the idle connection and stops the checkpoint thread (after a
+    /// last checkpoint).
+    pub(super) fn close(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    /// Wakes the checkpoint thread, unless it has a wake-up pending already.
+    pub(super) fn wake_checkpoint(&self) {
+        if let Some(committed) = &*self.committed.lock().unwrap_or_else(|p| p.into_inner()) {
+            match committed.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => {
+                    tracing::warn!(
+                        "the checkpoint thread has stopped; writers checkpoint by themselves"
+                    )
+                }
+            }
         }
     }
 
     fn open(&self) -> Result<Opened, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        // As the sqlx connections are set up in `SqliteStore::open`.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY;",
-        )?;
+        let conn = open(&self.path)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;")?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(Opened { conn, max_pages: 0 })
     }
@@ -169,6 +210,7 @@ impl DirectTx {
             Ok(()) => {
                 self.direct.state.succeeded();
                 *self.direct.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(opened);
+                self.direct.wake_checkpoint();
                 Ok(())
             }
             // `opened` is dropped here: closing rolls back what is open.
@@ -180,5 +222,56 @@ impl DirectTx {
     /// transaction is then dropped, which closes the connection.
     pub(super) fn note_failure(&self, error: StoreError) -> StoreError {
         self.direct.state.failed(error)
+    }
+}
+
+/// A read-write connection to the database file with Herald's durable
+/// settings (as `SqliteStore::open` gives the sqlx connections).
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES};"
+    ))?;
+    Ok(conn)
+}
+
+/// The checkpoint thread: after commits, at most every [`CHECKPOINT_PACE`],
+/// copies what the WAL holds into the database file. PASSIVE: it never
+/// waits for a writer or a reader, and a writer never waits for it; what a
+/// reader still needs stays in the WAL for the next round.
+fn checkpoint_after_commits(path: &Path, wakes: mpsc::Receiver<()>) {
+    let mut conn = None;
+    loop {
+        let stopping = match wakes.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) => false,
+            Err(RecvTimeoutError::Timeout) => continue,
+            // A last round for a connection that has checkpointed before.
+            Err(RecvTimeoutError::Disconnected) if conn.is_some() => true,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let began = Instant::now();
+        if conn.is_none() {
+            conn = open(path)
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "cannot open the checkpoint connection"),
+                )
+                .ok();
+        }
+        if let Some(c) = &conn {
+            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "a background checkpoint failed; it is tried again after the next commit");
+                conn = None;
+            }
+        }
+        if stopping {
+            return;
+        }
+        // Commits meanwhile leave one wake-up pending: the next round.
+        std::thread::sleep(CHECKPOINT_PACE.saturating_sub(began.elapsed()));
     }
 }

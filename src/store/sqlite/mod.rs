@@ -85,6 +85,8 @@ impl SqliteStore {
             // A multi-row statement inside a transaction keeps a statement
             // journal to undo itself: in memory, not in a temporary file.
             .pragma("temp_store", "memory")
+            // The checkpoint thread checkpoints (see `direct`).
+            .pragma("wal_autocheckpoint", direct::BACKSTOP_PAGES.to_string())
             .foreign_keys(true);
         let state = Arc::new(WriterState::default());
         let limits = state.clone();
@@ -169,6 +171,7 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
+        self.direct.close();
         self.writer.raw_pool().close().await;
         self.reader.close().await;
         // Another Herald may open the file now.
