@@ -22,14 +22,12 @@ use super::place::Place;
 use crate::api::pb::{self, ingest_service_client::IngestServiceClient};
 use crate::app::{Application, BuildOptions};
 use crate::config::{Overrides, Settings};
-use crate::deliver::Dispatcher;
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A Herald running in this process.
 pub struct Herald {
     pub addr: SocketAddr,
-    pub dispatcher: Dispatcher,
     pub pruner: crate::retention::Pruner,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -60,7 +58,7 @@ impl Herald {
             clock,
         };
         let app = Application::build_with(settings, options).await?;
-        let (addr, dispatcher, pruner) = (app.grpc_addr(), app.dispatcher(), app.pruner());
+        let (addr, pruner) = (app.grpc_addr(), app.pruner());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -73,7 +71,6 @@ impl Herald {
         });
         Ok(Herald {
             addr,
-            dispatcher,
             pruner,
             stop,
             task,
