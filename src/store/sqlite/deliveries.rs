@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
@@ -69,35 +69,29 @@ impl SqliteStore {
 
     /// Leases up to `limit` due deliveries of one subscription to `owner`
     /// until `lease_until`: in an ordered lane only its head, and under a
-    /// rate limit only as many as its bucket has tokens for.
+    /// rate limit only as many as its bucket has tokens for. One
+    /// transaction on the ingest connection, which reads the claimed rows
+    /// back too, from its own warm cache.
     pub async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
-        let Some(rate) = request.rate_limit else {
-            let ids = lease_due(&*self.writer.pool().await, request, request.limit).await?;
-            return Ok(Claim {
-                deliveries: self.claimed(&ids).await?,
-                ..Claim::default()
-            });
+        let subscription = request.subscription.to_owned();
+        let owner = request.owner.to_owned();
+        let request = ClaimRequest {
+            subscription: "",
+            owner: "",
+            ..request.clone()
         };
-        // The bucket is read, spent and written in the claim's transaction.
-        let now = to_millis(request.now);
-        let mut tx = self.writer.begin().await?;
-        let bucket = select_bucket(request.subscription)
-            .build()
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| rows::bucket(&row));
-        let taken = rate.take(bucket, now, request.limit);
-        let ids = lease_due(&mut *tx, request, taken.granted).await?;
-        let due_left = taken.ran_short(ids.len())
-            && !lease_due_ids(&mut *tx, request, 1, false).await?.is_empty();
-        let (bucket, mut claim) = close_claim(taken, ids.len(), due_left, now)?;
-        upsert_bucket(request.subscription, &bucket)
-            .build()
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        claim.deliveries = self.claimed(&ids).await?;
-        Ok(claim)
+        self.direct
+            .write(move |conn| {
+                claim(
+                    conn,
+                    &ClaimRequest {
+                        subscription: &subscription,
+                        owner: &owner,
+                        ..request
+                    },
+                )
+            })
+            .await
     }
 
     /// How long work of the subscription has waited for its rate limit
@@ -114,24 +108,6 @@ impl SqliteStore {
         Ok(bucket.map_or_else(Default::default, |row| {
             rows::bucket(&row).waited(to_millis(now))
         }))
-    }
-
-    /// The claimed rows with what they send, in claim order.
-    async fn claimed(&self, ids: &[String]) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT d.id, d.subscription, d.attempts, e.event_type, e.body
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id IN (",
-        );
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        query.push(") ORDER BY d.next_attempt_at, d.id");
-        let claimed = query.build().fetch_all(&self.reader).await?;
-        Ok(claimed.iter().map(rows::claimed).collect())
     }
 
     /// Records attempts and moves their deliveries on, releasing the
@@ -378,58 +354,87 @@ impl SqliteStore {
     }
 }
 
-/// Leases up to `limit` of the request's due, free rows (heads only, in
-/// an ordered lane); returns their ids.
-async fn lease_due<'e, E>(
-    executor: E,
-    request: &ClaimRequest<'_>,
-    limit: usize,
-) -> Result<Vec<String>, StoreError>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    lease_due_ids(executor, request, limit, true).await
+/// A claim (see [`SqliteStore::claim_due`]) in the caller's transaction.
+fn claim(conn: &rusqlite::Connection, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
+    let Some(rate) = request.rate_limit else {
+        let ids = due_ids(conn, request, request.limit, true)?;
+        return Ok(Claim {
+            deliveries: claimed(conn, &ids)?,
+            ..Claim::default()
+        });
+    };
+    // The bucket is read, spent and written in the claim's transaction.
+    let now = to_millis(request.now);
+    let bucket = conn
+        .prepare_cached(select_bucket::<Sqlite>(request.subscription).sql())?
+        .query_row([request.subscription], |row| Ok(rows::bucket(row)))
+        .optional()?;
+    let taken = rate.take(bucket, now, request.limit);
+    let ids = due_ids(conn, request, taken.granted, true)?;
+    let due_left = taken.ran_short(ids.len()) && !due_ids(conn, request, 1, false)?.is_empty();
+    let (bucket, mut claim) = close_claim(taken, ids.len(), due_left, now)?;
+    conn.prepare_cached(upsert_bucket::<Sqlite>(request.subscription, &bucket).sql())?
+        .execute(params![
+            request.subscription,
+            bucket.milli_tokens,
+            bucket.refilled_at,
+            bucket.waiting_since,
+            bucket.waited_ms,
+        ])?;
+    claim.deliveries = claimed(conn, &ids)?;
+    Ok(claim)
 }
 
-/// The ids of up to `limit` due, free rows of the request, leased when
+/// The ids of up to `limit` due, free rows of the request (heads only, in
+/// an ordered lane), oldest first; leased to the request's owner when
 /// `lease` (otherwise only looked at).
-async fn lease_due_ids<'e, E>(
-    executor: E,
+fn due_ids(
+    conn: &rusqlite::Connection,
     request: &ClaimRequest<'_>,
     limit: usize,
     lease: bool,
-) -> Result<Vec<String>, StoreError>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
+) -> Result<Vec<String>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
     let (join, held) = ordered_lane(request.order);
-    let due = format!(
-        "SELECT d.id FROM deliveries d{join}
-         WHERE d.subscription = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
-           AND (d.lease_until IS NULL OR d.lease_until <= ?2){held}
-         ORDER BY d.next_attempt_at, d.id LIMIT ?3"
-    );
-    let sql = match lease {
-        true => format!(
-            "UPDATE deliveries SET lease_owner = ?4, lease_until = ?5 WHERE id IN ({due}) RETURNING id"
-        ),
-        false => due,
-    };
-    let query = sqlx::query(&sql)
-        .bind(request.subscription)
-        .bind(to_millis(request.now))
-        .bind(limit as i64);
-    let query = match lease {
-        true => query
-            .bind(request.owner)
-            .bind(to_millis(request.lease_until)),
-        false => query,
-    };
-    let rows = query.fetch_all(executor).await?;
-    Ok(rows.iter().map(|r| r.get("id")).collect())
+    let ids: Vec<String> = conn
+        .prepare_cached(&format!(
+            "SELECT d.id FROM deliveries d{join}
+             WHERE d.subscription = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
+               AND (d.lease_until IS NULL OR d.lease_until <= ?2){held}
+             ORDER BY d.next_attempt_at, d.id LIMIT ?3"
+        ))?
+        .query_map(
+            params![request.subscription, to_millis(request.now), limit as i64],
+            |row| row.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    if lease {
+        let mut leased = conn.prepare_cached(
+            "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
+        )?;
+        for id in &ids {
+            leased.execute(params![id, request.owner, to_millis(request.lease_until)])?;
+        }
+    }
+    Ok(ids)
+}
+
+/// The claimed rows with what they send, in claim order.
+fn claimed(
+    conn: &rusqlite::Connection,
+    ids: &[String],
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let mut row = conn.prepare_cached(
+        "SELECT d.id, d.subscription, d.attempts, e.event_type, e.body
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
+    )?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.push(row.query_row([id], |r| Ok(rows::claimed(r)))?);
+    }
+    Ok(found)
 }
 
 /// Inserts the attempts and moves their deliveries to their next states;
