@@ -424,6 +424,23 @@ async fn a_subscription_created_on_one_replica_delivers_from_the_others() {
     .await
     .unwrap();
     fleet.kill(0);
+    // The others hear of it by notification, within milliseconds (their
+    // registry is what GetSubscription reads); bounded, for a loaded CI.
+    for i in [1, 2] {
+        let mut subs = SubscriptionServiceClient::new(fleet.channel(i).await);
+        let mut live = false;
+        for _ in 0..100 {
+            let name = pb::SubscriptionName {
+                name: "api-hook".into(),
+            };
+            if subs.get_subscription(name).await.is_ok() {
+                live = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(live, "replica {i} never saw the new subscription");
+    }
     for i in [1, 2] {
         let mut client = fleet.client(i).await;
         client
