@@ -13,7 +13,8 @@ pub const DEFAULT_STORE_URL: &str = "sqlite://herald.db";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSettings {
     /// `sqlite://PATH` (relative to the working directory),
-    /// `sqlite::memory:`, or `postgres://…`.
+    /// `sqlite::memory:` (a file in a private temporary directory), or
+    /// `postgres://…`.
     pub url: String,
     /// Connections in the pool (SQLite: readers beside the one writer).
     pub max_connections: u32,
