@@ -1,6 +1,8 @@
 //! The ingest connection: Herald's own SQLite connection (rusqlite) for the
 //! group commit, used from the committer's thread with no hop per
-//! statement.
+//! statement; delivery claims and attempt records run on it too, one
+//! blocking-pool task per transaction ([`Direct::write`]), so its page
+//! cache stays warm.
 //!
 //! Through sqlx each statement is a round trip to sqlx's worker thread
 //! (and rows come back one message each); a group commit of a dozen
