@@ -44,7 +44,7 @@ use super::StoreError;
 pub(super) const BACKSTOP_PAGES: u32 = 8192;
 
 /// The least time between two background checkpoints.
-const CHECKPOINT_PACE: Duration = Duration::from_millis(20);
+const CHECKPOINT_PACE: Duration = Duration::from_millis(200);
 
 /// Where the ingest connection opens, and the one it keeps between groups.
 #[derive(Debug)]
