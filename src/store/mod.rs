@@ -207,6 +207,8 @@ impl Store {
     }
 
     /// Starts the write transaction in which a group of events is ingested.
+    /// On SQLite its statements run on the calling thread (the committer's
+    /// own; see `store::sqlite::direct`), so call it from nowhere else.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(Tx(match &self.backend {
             Backend::Sqlite(s) => TxBackend::Sqlite(s.begin().await?),

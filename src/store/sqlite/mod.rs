@@ -30,10 +30,6 @@ use sqlx::sqlite::{
 use sqlx::SqlitePool;
 
 pub use ingest::Tx;
-
-/// Rows per multi-row statement: well under SQLite's limit on bound
-/// parameters (32,766) for the widest row.
-pub(super) const CHUNK: usize = 256;
 pub use writer::WriteTx;
 
 use super::{from_millis, rows, to_json, to_millis, StoreError};

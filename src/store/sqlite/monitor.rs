@@ -7,10 +7,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::CHUNK;
 use super::{from_millis, rows, to_millis, SqliteStore, StoreError};
 use crate::core::batch::BatchRecord;
 use crate::store::types::ScheduleState;
+
+/// Cubes per statement of [`latest_per_cube`]: under SQLite's limit on
+/// compound selects and on bound parameters.
+const CHUNK: usize = 256;
 
 impl SqliteStore {
     /// Every batch in RUNNING state.
