@@ -44,8 +44,9 @@ struct Counters {
     /// Outcomes by (subscription, outcome); a subscription's first outcome
     /// takes the lock to add its entry, later ones only count.
     by_subscription: Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// Microseconds due deliveries waited for their rate limits.
-    rate_limit_wait_micros: AtomicU64,
+    /// Microseconds due deliveries waited for their rate limits, by
+    /// subscription (absent: never waited).
+    rate_limit_waits: Mutex<BTreeMap<String, u64>>,
 }
 
 /// The kinds of rows retention removes.
@@ -78,11 +79,17 @@ impl Metrics {
         }
     }
 
-    /// Adds a wait for a subscription's rate limit that just ended.
-    pub fn rate_limit_waited(&self, waited: Duration) {
-        self.counters
-            .rate_limit_wait_micros
-            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    /// Adds a wait for `subscription`'s rate limit that just ended.
+    pub fn rate_limit_waited(&self, subscription: &str, waited: Duration) {
+        if waited.is_zero() {
+            return;
+        }
+        let micros = waited.as_micros() as u64;
+        add(
+            &self.counters.rate_limit_waits,
+            subscription.to_owned(),
+            micros,
+        );
     }
 
     pub fn event_committed(&self, event_type: EventType) {
@@ -116,14 +123,8 @@ impl Metrics {
         let Some(outcome) = OUTCOMES.iter().find(|o| **o == outcome) else {
             return;
         };
-        let mut counts = self
-            .counters
-            .by_subscription
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *counts
-            .entry((subscription.to_owned(), *outcome))
-            .or_default() += 1;
+        let key = (subscription.to_owned(), *outcome);
+        add(&self.counters.by_subscription, key, 1);
     }
 
     /// The per-subscription counters and the store's gauges at `now`.
@@ -286,12 +287,29 @@ impl Metrics {
             &mut out,
             "herald_rate_limit_wait_seconds_total",
             "counter",
-            "Time due deliveries waited for their subscription's rate_limit.",
+            "Time due deliveries waited for their subscription's rate_limit, by subscription (absent: never waited).",
         );
-        let waited = c.rate_limit_wait_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "herald_rate_limit_wait_seconds_total {waited}");
+        let waits = c
+            .rate_limit_waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (subscription, micros) in waits {
+            let s = escape(&subscription);
+            let waited = micros as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "herald_rate_limit_wait_seconds_total{{subscription=\"{s}\"}} {waited}"
+            );
+        }
         out
     }
+}
+
+/// Adds `n` to the counter of `key` (a new key starts at 0).
+fn add<K: Ord>(counters: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) {
+    let mut counters = counters.lock().unwrap_or_else(|p| p.into_inner());
+    *counters.entry(key).or_default() += n;
 }
 
 /// A label value with `\\`, `"` and newlines escaped.
@@ -322,6 +340,27 @@ mod tests {
         assert!(text.contains("herald_attempt_duration_seconds_bucket{le=\"0.5\"} 2\n"));
         assert!(text.contains("herald_attempt_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("herald_deliveries_total{outcome=\"suppressed\"} 1\n"));
+    }
+
+    #[test]
+    fn rate_limit_waits_are_summed_per_subscription() {
+        let m = Metrics::default();
+        m.rate_limit_waited("etl", Duration::from_millis(400));
+        m.rate_limit_waited("etl", Duration::from_millis(1000));
+        m.rate_limit_waited("a\"b", Duration::from_millis(250));
+        m.rate_limit_waited("never", Duration::ZERO);
+        let text = m.render(OutboxGauges::default());
+        let waits: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("herald_rate_limit_wait_seconds_total"))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                "herald_rate_limit_wait_seconds_total{subscription=\"a\\\"b\"} 0.25",
+                "herald_rate_limit_wait_seconds_total{subscription=\"etl\"} 1.4",
+            ]
+        );
     }
 }
 

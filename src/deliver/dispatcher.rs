@@ -535,7 +535,7 @@ impl Inner {
             .throttled_until
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = claim.throttled_until;
-        self.metrics.rate_limit_waited(claim.waited);
+        self.metrics.rate_limit_waited(&lane.sub.name, claim.waited);
         lane.in_flight()
             .extend(claim.deliveries.iter().map(|d| d.id.clone()));
         Ok(claim.deliveries)

@@ -240,7 +240,9 @@ async fn a_rate_limit_holds_attempts_back_until_tokens_come_and_loses_none() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("herald_rate_limit_wait_seconds_total") && l.ends_with(" 1.4")),
+            .any(|l| l.starts_with("herald_rate_limit_wait_seconds_total{")
+                && l.contains("subscription=\"etl\"")
+                && l.ends_with("} 1.4")),
         "{metrics}"
     );
 }
