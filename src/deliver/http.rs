@@ -79,23 +79,41 @@ impl HttpSender {
         timeout: Duration,
         now: DateTime<Utc>,
     ) -> Attempt {
+        // Parsed once, here: for the check below and for reqwest, which
+        // takes a parsed URL as it is.
+        let url = reqwest::Url::parse(&request.url);
         // Names are checked by the resolver; an address written in the URL
         // never reaches it, so it is checked here.
-        if let Some(blocked) = literal_host(&request.url).and_then(|ip| self.egress.check(ip).err())
+        if let Some(blocked) = url
+            .as_ref()
+            .ok()
+            .and_then(literal_ip)
+            .and_then(|ip| self.egress.check(ip).err())
         {
             return Attempt::blocked(now, &blocked);
         }
         let started = Instant::now();
         let method =
             reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-        let outcome = self
-            .http
-            .request(method, &request.url)
-            .headers(header_map(&request.headers))
+        let builder = match url {
+            Ok(url) => self.http.request(method, url),
+            // reqwest reports the same error as a failed send.
+            Err(_) => self.http.request(method, &request.url),
+        };
+        let built = builder
             .timeout(timeout)
             .body(request.body.into_reqwest())
-            .send()
-            .await;
+            .build()
+            .map(|mut built| {
+                // The request has no header yet: the map goes in whole,
+                // without the merge `RequestBuilder::headers` does.
+                *built.headers_mut() = header_map(&request.headers);
+                built
+            });
+        let outcome = match built {
+            Ok(built) => self.http.execute(built).await,
+            Err(e) => Err(e),
+        };
         if let Some(blocked) = outcome.as_ref().err().and_then(blocked_cause) {
             return Attempt::blocked(now, blocked);
         }
@@ -183,8 +201,12 @@ impl Resolve for PolicyResolver {
 
 /// The address in a URL's host, when it is one rather than a name.
 pub fn literal_host(url: &str) -> Option<IpAddr> {
-    let host = reqwest::Url::parse(url).ok()?.host_str()?.to_owned();
-    host.trim_start_matches('[')
+    literal_ip(&reqwest::Url::parse(url).ok()?)
+}
+
+fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    url.host_str()?
+        .trim_start_matches('[')
         .trim_end_matches(']')
         .parse()
         .ok()

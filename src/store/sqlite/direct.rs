@@ -21,6 +21,11 @@
 //! automatic checkpoint stays only as a backstop for a WAL that grows past
 //! [`BACKSTOP_PAGES`] anyway.
 //!
+//! Ingest groups commit with `synchronous = FULL`: an OK only once the WAL
+//! is synced. Claims and attempt records commit with `NORMAL`: written to
+//! the WAL, made durable by the next group's sync or checkpoint, and no
+//! thread waits for the disk on their account (see [`SyncMode`]).
+//!
 //! This connection and the sqlx writer pool take turns through one
 //! in-process lock (`WriterState::turn`), so SQLite never sees two writers
 //! at once and nobody waits in SQLite's busy handler. The promises of
@@ -61,6 +66,8 @@ pub(super) struct Direct {
 #[derive(Debug)]
 struct Opened {
     conn: Connection,
+    /// The `synchronous` setting this connection has applied.
+    sync: SyncMode,
     /// The page limit this connection has applied (0: none).
     max_pages: u64,
 }
@@ -116,19 +123,24 @@ impl Direct {
             "PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;",
         )?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Opened { conn, max_pages: 0 })
+        Ok(Opened {
+            conn,
+            sync: SyncMode::Full,
+            max_pages: 0,
+        })
     }
 
     /// Starts a write transaction, once it is this connection's turn. It
     /// blocks the calling thread on SQLite (see the module's notes).
     pub(super) async fn begin(self: &Arc<Self>) -> Result<DirectTx, StoreError> {
         let turn = self.state.turn().await;
-        self.begin_in_turn(turn)
+        self.begin_in_turn(turn, SyncMode::Full)
     }
 
     /// Runs `work` in a write transaction on a blocking-pool thread, so a
     /// runtime worker can call it: one hand-off for the whole transaction,
-    /// not one per statement. Commits when `work` succeeds.
+    /// not one per statement. Commits when `work` succeeds, without waiting
+    /// for the disk ([`SyncMode::Normal`]): for claims and attempt records.
     pub(super) async fn write<T, F>(self: &Arc<Self>, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -137,7 +149,7 @@ impl Direct {
         let turn = self.state.turn().await;
         let direct = self.clone();
         tokio::task::spawn_blocking(move || {
-            let tx = direct.begin_in_turn(turn)?;
+            let tx = direct.begin_in_turn(turn, SyncMode::Normal)?;
             match work(tx.conn()) {
                 Ok(done) => tx.commit().map(|()| done),
                 Err(e) => Err(tx.note_failure(e)),
@@ -147,12 +159,16 @@ impl Direct {
         .map_err(|e| StoreError::Shared(format!("a write stopped: {e}")))?
     }
 
-    fn begin_in_turn(self: &Arc<Self>, turn: OwnedMutexGuard<()>) -> Result<DirectTx, StoreError> {
-        let first = self.try_begin();
+    fn begin_in_turn(
+        self: &Arc<Self>,
+        turn: OwnedMutexGuard<()>,
+        sync: SyncMode,
+    ) -> Result<DirectTx, StoreError> {
+        let first = self.try_begin(sync);
         let opened = match first {
             Err(e) if e.unwritable_reason().is_none() => {
                 tracing::warn!(error = %e, "the ingest connection refused BEGIN; replacing it");
-                self.try_begin()
+                self.try_begin(sync)
             }
             other => other,
         }
@@ -164,7 +180,7 @@ impl Direct {
         })
     }
 
-    fn try_begin(&self) -> Result<Opened, StoreError> {
+    fn try_begin(&self, sync: SyncMode) -> Result<Opened, StoreError> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut opened = match idle {
             Some(opened) => opened,
@@ -177,10 +193,37 @@ impl Direct {
                 .execute_batch(&WriterState::limit_statement_for(wanted))?;
             opened.max_pages = wanted;
         }
+        if opened.sync != sync {
+            opened.conn.prepare_cached(sync.statement())?.execute([])?;
+            opened.sync = sync;
+        }
         // SQLite refuses BEGIN inside a transaction: the connection is
         // verified clean. On failure it is dropped, which closes it.
         opened.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         Ok(opened)
+    }
+}
+
+/// How a transaction's COMMIT reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncMode {
+    /// COMMIT returns once the WAL is synced: what an ack promises.
+    Full,
+    /// COMMIT returns once the WAL is written; the next `Full` commit's
+    /// sync, or the next checkpoint's (which syncs the WAL before copying
+    /// it), makes it durable. For writes nobody is answered on: a claim or
+    /// an attempt record lost to a power cut means the webhook is sent
+    /// again, with the same id, which at-least-once delivery allows. A
+    /// process crash loses nothing: the frames are in the file.
+    Normal,
+}
+
+impl SyncMode {
+    fn statement(self) -> &'static str {
+        match self {
+            SyncMode::Full => "PRAGMA synchronous = FULL",
+            SyncMode::Normal => "PRAGMA synchronous = NORMAL",
+        }
     }
 }
 
@@ -203,9 +246,10 @@ impl DirectTx {
             .conn
     }
 
-    /// Commits. Only an `Ok` means the writes are durable; on any error the
-    /// connection is closed, so nothing of this transaction can be
-    /// committed later by accident.
+    /// Commits. Only an `Ok` means the writes are durable (for a
+    /// [`SyncMode::Normal`] transaction: written, synced by a later commit); on
+    /// any error the connection is closed, so nothing of this transaction
+    /// can be committed later by accident.
     pub(super) fn commit(mut self) -> Result<(), StoreError> {
         let Some(opened) = self.opened.take() else {
             return Err(StoreError::Shared(
@@ -285,5 +329,37 @@ fn checkpoint_after_commits(path: &Path, wakes: mpsc::Receiver<()>) {
         }
         // Commits meanwhile leave one wake-up pending: the next round.
         std::thread::sleep(CHECKPOINT_PACE.saturating_sub(began.elapsed()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreSettings;
+
+    fn synchronous(conn: &Connection) -> Result<i64, StoreError> {
+        Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+
+    /// Ingest groups (what an ack waits for) sync at COMMIT; claims and
+    /// records, between them on the same connection, do not.
+    #[tokio::test]
+    async fn ingest_groups_commit_synced_and_claims_and_records_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db", dir.path().display());
+        let store = super::super::SqliteStore::open(&StoreSettings::new(&url))
+            .await
+            .unwrap();
+        let direct = store.direct.clone();
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        for _ in 0..2 {
+            let tx = direct.begin().await.unwrap();
+            assert_eq!(synchronous(tx.conn()).unwrap(), FULL);
+            tx.commit().unwrap();
+            let in_write = direct.write(synchronous).await.unwrap();
+            assert_eq!(in_write, NORMAL);
+        }
+        store.close().await;
     }
 }
