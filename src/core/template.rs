@@ -52,6 +52,10 @@ impl Template {
     }
 
     pub fn render(&self, context: &Value) -> Result<String, TemplateError> {
+        // A plain URL (most are) is its own rendering: no engine per webhook.
+        if self.is_static() {
+            return Ok(self.source.clone());
+        }
         let template = self.env.get_template(NAME)?;
         Ok(template.render(context)?)
     }
@@ -92,10 +96,12 @@ impl Template {
         &self.source
     }
 
-    /// True when the template has no placeholders or tags: it renders to
-    /// its source whatever the event.
+    /// True when the template has no placeholders, tags or comments: it
+    /// renders to its source whatever the event.
     pub fn is_static(&self) -> bool {
-        !self.source.contains("{{") && !self.source.contains("{%")
+        !["{{", "{%", "{#"]
+            .iter()
+            .any(|open| self.source.contains(open))
     }
 }
 
@@ -141,6 +147,27 @@ mod tests {
             .render(&json!({"type": "t", "data": {"cube": "Sales \"EU\""}}))
             .unwrap();
         assert_eq!(out, r#"{"text": "Refresh of Sales \"EU\" t"}"#);
+    }
+
+    /// A source with nothing to render is sent as written, trailing newline
+    /// and all; a comment alone is not static (it renders to nothing).
+    #[test]
+    fn a_static_source_renders_to_itself_and_a_comment_does_not() {
+        for source in [
+            "https://example.test/hook?a=1&b=%7B",
+            "line\n",
+            "{ \"a\": 1 }",
+        ] {
+            let t = Template::parse(source).unwrap();
+            assert!(t.is_static(), "{source}");
+            assert_eq!(t.render(&Value::Null).unwrap(), source);
+        }
+        let comment = Template::parse("https://example.test/{# later #}hook").unwrap();
+        assert!(!comment.is_static());
+        assert_eq!(
+            comment.render(&Value::Null).unwrap(),
+            "https://example.test/hook"
+        );
     }
 
     #[test]
