@@ -26,11 +26,11 @@ use crate::config::Settings;
 use crate::deliver::{Dispatcher, DispatcherParts, HttpSender, Mailer, Wakeups};
 use crate::feed::ChangeFeed;
 use crate::fleet::{Leadership, Listening};
-use crate::ingest::{IngestError, Ingestor};
+use crate::ingest::{IngestError, IngestParts, Ingestor};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::ops;
-use crate::registry::{self, ManagedContext, Registry};
+use crate::registry::{ManagedContext, Registry};
 use crate::reload::{Live, Reloader};
 use crate::retention::Pruner;
 use crate::store::{Store, StoreError};
@@ -255,23 +255,24 @@ impl Application {
             egress: settings.egress.clone(),
             smtp_configured: settings.smtp.is_some(),
         };
-        let registry =
-            Registry::new(registry::load(&settings.subscriptions, &store, &context).await?);
+        let registry = Registry::new(Vec::new());
         registry.set_configured(settings.subscriptions.clone());
+        registry.rebuild(&store, &context).await?;
         let managed_context = context.clone();
         let leadership = Leadership::for_store(&store, &settings.store.replica);
         let wakeups = Wakeups::default();
         let feed = ChangeFeed::new(settings.server.watch_streams);
         let metrics = Metrics::default();
-        let ingestor = Ingestor::new(
-            store.clone(),
-            registry.clone(),
-            options.clock.clone(),
-            wakeups.clone(),
-            feed.clone(),
-            metrics.clone(),
-            settings.gates.clone(),
-        );
+        let ingestor = Ingestor::new(IngestParts {
+            store: store.clone(),
+            registry: registry.clone(),
+            managed: context.clone(),
+            clock: options.clock.clone(),
+            wakeups: wakeups.clone(),
+            feed: feed.clone(),
+            metrics: metrics.clone(),
+            gates: settings.gates.clone(),
+        });
         let parts = DispatcherParts {
             store: store.clone(),
             http: HttpSender::new(

@@ -2,7 +2,13 @@
 //! those created over the admin API. Readers take a snapshot (an `Arc` of
 //! the whole set, cheap to clone); a change replaces the snapshot and bumps
 //! a version that the dispatcher watches to start, stop or restart lanes.
+//!
+//! On a shared store the set also remembers which version of the stored
+//! subscriptions it was built from (`Store::registry_version`), so the
+//! committer can tell a set older than what its transaction sees and
+//! rebuild it first (see `ingest::apply`).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -18,6 +24,8 @@ pub struct Registry {
     /// One rebuild at a time, so a reload and an API change cannot undo
     /// each other.
     rebuilding: Arc<tokio::sync::Mutex<()>>,
+    /// The store's subscription version the set was last built from.
+    built_from: Arc<AtomicI64>,
 }
 
 impl Registry {
@@ -27,6 +35,7 @@ impl Registry {
             version: Arc::new(watch::channel(0).0),
             configured: Arc::new(RwLock::new(Arc::from([]))),
             rebuilding: Arc::default(),
+            built_from: Arc::default(),
         }
     }
 
@@ -51,8 +60,35 @@ impl Registry {
         context: &ManagedContext,
     ) -> Result<(), crate::store::StoreError> {
         let _one_at_a_time = self.rebuilding.lock().await;
+        // Read before the subscriptions: the set is at least this new.
+        let version = store.registry_version().await?;
         self.replace(load(&self.configured(), store, context).await?);
+        self.built_from(version);
         Ok(())
+    }
+
+    /// Notes that the set now holds `version` of the stored subscriptions
+    /// (read before they were).
+    pub fn built_from(&self, version: i64) {
+        self.built_from.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// Rebuilds the set unless it was built from `version` of the stored
+    /// subscriptions or a newer one.
+    pub async fn rebuild_if_older(
+        &self,
+        version: i64,
+        store: &crate::store::Store,
+        context: &ManagedContext,
+    ) -> Result<(), crate::store::StoreError> {
+        if self.built_from.load(Ordering::Acquire) >= version {
+            return Ok(());
+        }
+        tracing::debug!(
+            version,
+            "the stored subscriptions are newer than this replica's set; rebuilding it"
+        );
+        self.rebuild(store, context).await
     }
 
     pub fn current(&self) -> Arc<[Subscription]> {

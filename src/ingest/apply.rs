@@ -33,6 +33,8 @@ pub(super) struct Core {
     pub(super) metrics: crate::metrics::Metrics,
     pub(super) store: crate::store::Store,
     pub(super) registry: crate::registry::Registry,
+    /// What rebuilding the registry needs (see `read`).
+    pub(super) managed: crate::registry::ManagedContext,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) wakeups: Wakeups,
     pub(super) feed: ChangeFeed,
@@ -200,6 +202,13 @@ impl Core {
             }));
             keys.extend(Self::gate_keys(&gates));
             tx.lock_keys(&keys).await?;
+            // A subscription change that returned before this group began
+            // applies to it, even where its notification is still on the
+            // way: the set is rebuilt when the store has a newer one.
+            let version = tx.registry_version().await?;
+            self.registry
+                .rebuild_if_older(version, &self.store, &self.managed)
+                .await?;
         }
         Ok(Overlay {
             priors: tx.find_events(&event_ids).await?,

@@ -126,23 +126,40 @@ pub struct Ingestor {
 /// How many jobs the committer queues before callers wait.
 const QUEUE: usize = 8192;
 
+/// What the committer works with.
+pub struct IngestParts {
+    pub store: Store,
+    pub registry: crate::registry::Registry,
+    /// What rebuilding the registry needs (a shared store's subscriptions
+    /// can change on another replica).
+    pub managed: crate::registry::ManagedContext,
+    pub clock: Arc<dyn Clock>,
+    pub wakeups: Wakeups,
+    pub feed: ChangeFeed,
+    pub metrics: crate::metrics::Metrics,
+    /// The dependency gates outcomes are applied to.
+    pub gates: Vec<crate::core::gate::Gate>,
+}
+
 impl Ingestor {
-    /// Starts the committer (a task, or on SQLite a thread), applying
-    /// outcomes to these dependency gates.
-    pub fn new(
-        store: Store,
-        registry: crate::registry::Registry,
-        clock: Arc<dyn Clock>,
-        wakeups: Wakeups,
-        feed: ChangeFeed,
-        metrics: crate::metrics::Metrics,
-        gates: Vec<crate::core::gate::Gate>,
-    ) -> Self {
+    /// Starts the committer (a task, or on SQLite a thread).
+    pub fn new(parts: IngestParts) -> Self {
+        let IngestParts {
+            store,
+            registry,
+            managed,
+            clock,
+            wakeups,
+            feed,
+            metrics,
+            gates,
+        } = parts;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let core = Core {
             metrics,
             store: store.clone(),
             registry,
+            managed,
             clock: clock.clone(),
             wakeups,
             feed,

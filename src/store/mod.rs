@@ -346,6 +346,9 @@ delegate! { Store:
     /// A project document, decompressed whole.
     async fn document(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     async fn managed_subscriptions(&self) -> Result<Vec<ManagedSubscription>, StoreError>;
+    /// The version of the managed subscriptions, bumped with each change
+    /// (PostgreSQL; always 0 on SQLite).
+    async fn registry_version(&self) -> Result<i64, StoreError>;
     /// Inserts or replaces a managed subscription.
     async fn save_managed(&self, sub: &ManagedSubscription, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Deletes a managed subscription and fails its pending deliveries;
@@ -441,6 +444,8 @@ delegate! { Tx:
     /// For each (environment, cube): when its latest finished batch
     /// finished, and how.
     async fn cube_outcomes(&mut self, cubes: &[(&str, &str)]) -> Result<HashMap<(String, String), (i64, BatchState)>, StoreError>;
+    /// As `Store::registry_version`, as this transaction sees it.
+    async fn registry_version(&mut self) -> Result<i64, StoreError>;
     async fn disabled_subscriptions(&mut self) -> Result<HashSet<String>, StoreError>;
     /// Upserts the batches (each id at most once).
     async fn save_batches(&mut self, records: &[&BatchRecord]) -> Result<(), StoreError>;

@@ -490,15 +490,19 @@ async fn a_reused_event_id_within_one_group_commit_is_refused() {
     let clock = herald::clock::ManualClock::new(
         chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 3, 1, 12, 0, 0).unwrap(),
     );
-    let ingestor = herald::ingest::Ingestor::new(
-        store.clone(),
-        herald::registry::Registry::new(Vec::new()),
-        std::sync::Arc::new(clock.clone()),
-        Default::default(),
-        Default::default(),
-        Default::default(),
-        Vec::new(),
-    );
+    let ingestor = herald::ingest::Ingestor::new(herald::ingest::IngestParts {
+        store: store.clone(),
+        registry: herald::registry::Registry::new(Vec::new()),
+        managed: herald::registry::ManagedContext {
+            egress: Default::default(),
+            smtp_configured: false,
+        },
+        clock: std::sync::Arc::new(clock.clone()),
+        wakeups: Default::default(),
+        feed: Default::default(),
+        metrics: Default::default(),
+        gates: Vec::new(),
+    });
     let event = |outcome| Event {
         event_id: "e1".into(),
         occurred_at: herald::clock::Clock::now(&clock),

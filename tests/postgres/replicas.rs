@@ -459,6 +459,56 @@ async fn a_subscription_created_on_one_replica_delivers_from_the_others() {
     );
 }
 
+/// A subscription applies on every replica from the moment its create
+/// call returns, not from when its notification arrives: each one is made
+/// on replica 0, and at once an event only it matches (its own cube) is
+/// ingested on replica 1. Before the ingest transaction compared the
+/// stored subscriptions' version with its replica's set, an event could
+/// beat the notification and get no delivery at all.
+#[tokio::test]
+async fn an_event_ingested_right_after_a_subscription_is_made_elsewhere_is_delivered_to_it() {
+    const ROUNDS: usize = 20;
+    let receiver = Receiver::start().await;
+    let fleet = Fleet::start(2, "").await;
+    let mut subs = SubscriptionServiceClient::new(fleet.channel(0).await);
+    let mut elsewhere = fleet.client(1).await;
+    for i in 0..ROUNDS {
+        subs.create_subscription(pb::CreateSubscriptionRequest {
+            spec: Some(pb::SubscriptionSpec {
+                name: format!("new-{i}"),
+                kind: pb::SubscriptionKind::Webhook as i32,
+                url: receiver.url(),
+                events: vec!["aggregate.batch.started".into()],
+                cubes: vec![format!("cube-{i}")],
+                retry_schedule: vec!["1s".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+        let reply = elsewhere
+            .batch_started(started(
+                &format!("right-after-{i}"),
+                &format!("b-{i}"),
+                &format!("cube-{i}"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.deliveries, 1,
+            "round {i}: the event found its subscription"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || arrivals(&receiver).len()
+            == ROUNDS)
+        .await,
+        "every event was delivered: {:?}",
+        arrivals(&receiver)
+    );
+}
+
 /// A silence made through one replica holds on the others: with its
 /// maker gone, the silenced cube's failure is suppressed and another
 /// cube's delivered.

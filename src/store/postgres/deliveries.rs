@@ -573,6 +573,13 @@ impl PgStore {
         Ok(())
     }
 
+    /// The version of the managed subscriptions (see migration 0007).
+    pub async fn registry_version(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(REGISTRY_VERSION)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn managed_subscriptions(&self) -> Result<Vec<ManagedSubscription>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, kind, spec, secrets FROM managed_subscriptions ORDER BY created_at, name",
@@ -600,6 +607,7 @@ impl PgStore {
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
+        bump_registry_version(&mut tx).await?;
         notify(&mut tx, SUBSCRIPTIONS_CHANNEL, &sub.name).await?;
         tx.commit().await?;
         Ok(())
@@ -625,6 +633,7 @@ impl PgStore {
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        bump_registry_version(&mut tx).await?;
         notify(&mut tx, SUBSCRIPTIONS_CHANNEL, name).await?;
         tx.commit().await?;
         Ok(failed)
@@ -655,6 +664,16 @@ impl PgStore {
     async fn wake_all(&self) -> Result<(), StoreError> {
         self.notify(super::DELIVERIES_CHANNEL, "*").await
     }
+}
+
+pub(super) const REGISTRY_VERSION: &str = "SELECT version FROM registry_version WHERE id = 1";
+
+/// Marks a change to the managed subscriptions, in its transaction.
+async fn bump_registry_version(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE registry_version SET version = version + 1 WHERE id = 1")
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// The due, free rows a claim may take: heads only, in an ordered lane.

@@ -200,6 +200,12 @@ impl Tx {
         Ok(found)
     }
 
+    pub async fn registry_version(&mut self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(super::deliveries::REGISTRY_VERSION)
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
     pub async fn disabled_subscriptions(&mut self) -> Result<HashSet<String>, StoreError> {
         let rows = sqlx::query("SELECT name FROM subscriptions WHERE disabled_at IS NOT NULL")
             .fetch_all(&mut *self.tx)

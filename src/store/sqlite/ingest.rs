@@ -173,6 +173,12 @@ impl Tx {
         Ok(found)
     }
 
+    /// Always 0: one process owns a SQLite store, and its registry changes
+    /// before a subscription call returns.
+    pub async fn registry_version(&mut self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+
     pub async fn disabled_subscriptions(&mut self) -> Result<HashSet<String>, StoreError> {
         let mut statement = self
             .conn()

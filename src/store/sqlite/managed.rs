@@ -7,6 +7,11 @@ use super::{rows, to_json, to_millis, SqliteStore, StoreError};
 use crate::store::types::ManagedSubscription;
 
 impl SqliteStore {
+    /// Always 0: see `Tx::registry_version`.
+    pub async fn registry_version(&self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+
     pub async fn managed_subscriptions(&self) -> Result<Vec<ManagedSubscription>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, kind, spec, secrets FROM managed_subscriptions ORDER BY created_at, name",
