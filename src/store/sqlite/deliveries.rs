@@ -397,14 +397,8 @@ fn due_ids(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let (join, held) = ordered_lane(request.order);
     let ids: Vec<String> = conn
-        .prepare_cached(&format!(
-            "SELECT d.id FROM deliveries d{join}
-             WHERE d.subscription = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
-               AND (d.lease_until IS NULL OR d.lease_until <= ?2){held}
-             ORDER BY d.next_attempt_at, d.id LIMIT ?3"
-        ))?
+        .prepare_cached(&due_sql(request.order))?
         .query_map(
             params![request.subscription, to_millis(request.now), limit as i64],
             |row| row.get(0),
@@ -419,6 +413,18 @@ fn due_ids(
         }
     }
     Ok(ids)
+}
+
+/// The due, free rows of a subscription (?1) at ?2, oldest first, at most
+/// ?3: heads only in an ordered lane.
+fn due_sql(order: DeliveryOrder) -> String {
+    let (join, held) = ordered_lane(order);
+    format!(
+        "SELECT d.id FROM deliveries d{join}
+         WHERE d.subscription = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
+           AND (d.lease_until IS NULL OR d.lease_until <= ?2){held}
+         ORDER BY d.next_attempt_at, d.id LIMIT ?3"
+    )
 }
 
 /// The claimed rows with what they send, in claim order.
@@ -495,4 +501,40 @@ fn record(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreSettings;
+
+    /// The earlier-pending check of an ordered lane seeks `deliveries_head`
+    /// instead of walking the subscription's pending rows.
+    #[tokio::test]
+    async fn an_ordered_lane_checks_for_earlier_rows_through_the_head_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db", dir.path().display());
+        let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
+        for order in [
+            DeliveryOrder::Subscription,
+            DeliveryOrder::Cube,
+            DeliveryOrder::Batch,
+        ] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", due_sql(order));
+            let plan: Vec<String> = store
+                .direct
+                .write(move |conn| {
+                    let mut plan = conn.prepare(&sql)?;
+                    let details = plan.query_map(params!["s", 0, 10], |r| r.get::<_, String>(3))?;
+                    Ok(details.collect::<Result<_, _>>()?)
+                })
+                .await
+                .unwrap();
+            assert!(
+                plan.iter().any(|step| step.contains("deliveries_head")),
+                "{order:?}: {plan:?}"
+            );
+        }
+        store.close().await;
+    }
 }
