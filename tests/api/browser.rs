@@ -17,10 +17,14 @@ use serde_json::json;
 use crate::console::TOKENS;
 use crate::helpers::{app_with_receiver, batch_ref, webhook, Receiver, Reply, Spawn, TestApp};
 
-/// A chromedriver this test started; killed when dropped.
+/// A chromedriver this test started; killed when dropped. It and the
+/// Chromium it starts keep their temporary files (profiles, scoped
+/// directories) in `scratch`, removed after the kill, so runs leave nothing
+/// in the machine's temporary directory.
 struct Driver {
     child: Child,
     port: u16,
+    scratch: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -50,13 +54,19 @@ async fn driver() -> Option<Driver> {
         .local_addr()
         .unwrap()
         .port();
+    let scratch = tempfile::tempdir().expect("a temporary directory for Chromium");
     let child = Command::new(binary)
         .arg(format!("--port={port}"))
+        .env("TMPDIR", scratch.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver starts");
-    let driver = Driver { child, port };
+    let driver = Driver {
+        child,
+        port,
+        scratch,
+    };
     let status = format!("http://127.0.0.1:{port}/status");
     for _ in 0..300 {
         if reqwest::get(&status)
@@ -71,9 +81,11 @@ async fn driver() -> Option<Driver> {
 }
 
 async fn browser(driver: &Driver) -> Client {
+    let profile = driver.scratch.path().join("profile");
     let mut options = json!({
         "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,860", "--force-prefers-reduced-motion"]
+                 "--window-size=1280,860", "--force-prefers-reduced-motion",
+                 format!("--user-data-dir={}", profile.display())]
     });
     if let Some(chromium) = on_path("chromium") {
         options["binary"] = json!(chromium);
