@@ -16,6 +16,7 @@ use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::{from_millis, to_millis, SqliteStore, StoreError};
 use crate::core::subscription::DeliveryOrder;
 use crate::store::portable::{self, close_claim, ordered_lane, select_bucket, upsert_bucket};
+use crate::store::rows::Columns;
 use crate::store::types::{
     AttemptRecord, AttemptRow, Claim, ClaimRequest, ClaimedDelivery, DeliveryFilter, DeliveryRow,
     DeliveryUpdate, NewDelivery, ScrapeGauges,
@@ -357,9 +358,9 @@ impl SqliteStore {
 /// A claim (see [`SqliteStore::claim_due`]) in the caller's transaction.
 fn claim(conn: &rusqlite::Connection, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
     let Some(rate) = request.rate_limit else {
-        let ids = due_ids(conn, request, request.limit, true)?;
+        let ids = due_ids(conn, request, request.limit)?;
         return Ok(Claim {
-            deliveries: claimed(conn, &ids)?,
+            deliveries: lease(conn, request, &ids)?,
             ..Claim::default()
         });
     };
@@ -370,8 +371,10 @@ fn claim(conn: &rusqlite::Connection, request: &ClaimRequest<'_>) -> Result<Clai
         .query_row([request.subscription], |row| Ok(rows::bucket(row)))
         .optional()?;
     let taken = rate.take(bucket, now, request.limit);
-    let ids = due_ids(conn, request, taken.granted, true)?;
-    let due_left = taken.ran_short(ids.len()) && !due_ids(conn, request, 1, false)?.is_empty();
+    let ids = due_ids(conn, request, taken.granted)?;
+    let deliveries = lease(conn, request, &ids)?;
+    // Asked once the granted rows are leased, so it sees only the others.
+    let due_left = taken.ran_short(ids.len()) && !due_ids(conn, request, 1)?.is_empty();
     let (bucket, mut claim) = close_claim(taken, ids.len(), due_left, now)?;
     conn.prepare_cached(upsert_bucket::<Sqlite>(request.subscription, &bucket).sql())?
         .execute(params![
@@ -381,18 +384,16 @@ fn claim(conn: &rusqlite::Connection, request: &ClaimRequest<'_>) -> Result<Clai
             bucket.waiting_since,
             bucket.waited_ms,
         ])?;
-    claim.deliveries = claimed(conn, &ids)?;
+    claim.deliveries = deliveries;
     Ok(claim)
 }
 
 /// The ids of up to `limit` due, free rows of the request (heads only, in
-/// an ordered lane), oldest first; leased to the request's owner when
-/// `lease` (otherwise only looked at).
+/// an ordered lane), oldest first.
 fn due_ids(
     conn: &rusqlite::Connection,
     request: &ClaimRequest<'_>,
     limit: usize,
-    lease: bool,
 ) -> Result<Vec<String>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
@@ -404,14 +405,6 @@ fn due_ids(
             |row| row.get(0),
         )?
         .collect::<Result<_, _>>()?;
-    if lease {
-        let mut leased = conn.prepare_cached(
-            "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
-        )?;
-        for id in &ids {
-            leased.execute(params![id, request.owner, to_millis(request.lease_until)])?;
-        }
-    }
     Ok(ids)
 }
 
@@ -427,18 +420,39 @@ fn due_sql(order: DeliveryOrder) -> String {
     )
 }
 
-/// The claimed rows with what they send, in claim order.
-fn claimed(
+/// Leases the rows `ids` to the request's owner and reads what each sends,
+/// in claim order: the lease's UPDATE returns the row's own columns, so
+/// each row is looked up once, and its event once.
+fn lease(
     conn: &rusqlite::Connection,
+    request: &ClaimRequest<'_>,
     ids: &[String],
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    let mut row = conn.prepare_cached(
-        "SELECT d.id, d.subscription, d.attempts, e.event_type, e.body
-         FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
+    let mut leased = conn.prepare_cached(
+        "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1
+         RETURNING subscription, attempts, event_seq",
     )?;
+    let mut event = conn.prepare_cached("SELECT event_type, body FROM events WHERE seq = ?1")?;
+    let until = to_millis(request.lease_until);
     let mut found = Vec::with_capacity(ids.len());
     for id in ids {
-        found.push(row.query_row([id], |r| Ok(rows::claimed(r)))?);
+        let (subscription, attempts, seq) =
+            leased.query_row(params![id, request.owner, until], |r| {
+                Ok((
+                    r.text("subscription"),
+                    r.int("attempts"),
+                    r.int("event_seq"),
+                ))
+            })?;
+        let (event_type, body) =
+            event.query_row([seq], |r| Ok((r.text("event_type"), r.bytes("body"))))?;
+        found.push(ClaimedDelivery {
+            id: id.clone(),
+            subscription,
+            event_type,
+            attempts: attempts as u32,
+            body,
+        });
     }
     Ok(found)
 }
