@@ -249,23 +249,12 @@ impl Listening {
     /// otherwise only when the set differs, since replacing restarts every
     /// lane.
     async fn reload_subscriptions(&self, changed: bool) {
-        let loaded = async {
-            // Read before the subscriptions: the set is at least this new.
-            let version = self.store.registry_version().await?;
-            let all =
-                crate::registry::load(&self.registry.configured(), &self.store, &self.context)
-                    .await?;
-            Ok::<_, crate::store::StoreError>((version, all))
-        };
-        match loaded.await {
-            Ok((version, all)) => {
-                let same = || format!("{:?}", &*self.registry.current()) == format!("{all:?}");
-                if changed || !same() {
-                    self.registry.replace(all);
-                }
-                self.registry.built_from(version);
-            }
-            Err(e) => tracing::warn!(error = %e, "reloading subscriptions failed"),
+        let reloaded = self
+            .registry
+            .reload(&self.store, &self.context, changed)
+            .await;
+        if let Err(e) = reloaded {
+            tracing::warn!(error = %e, "reloading subscriptions failed");
         }
     }
 

@@ -59,18 +59,26 @@ impl Registry {
         store: &crate::store::Store,
         context: &ManagedContext,
     ) -> Result<(), crate::store::StoreError> {
+        self.reload(store, context, true).await
+    }
+
+    /// As [`Registry::rebuild`], replacing the set (which restarts every
+    /// lane) only when `always` or when what was loaded differs from it.
+    pub async fn reload(
+        &self,
+        store: &crate::store::Store,
+        context: &ManagedContext,
+        always: bool,
+    ) -> Result<(), crate::store::StoreError> {
         let _one_at_a_time = self.rebuilding.lock().await;
         // Read before the subscriptions: the set is at least this new.
         let version = store.registry_version().await?;
-        self.replace(load(&self.configured(), store, context).await?);
-        self.built_from(version);
-        Ok(())
-    }
-
-    /// Notes that the set now holds `version` of the stored subscriptions
-    /// (read before they were).
-    pub fn built_from(&self, version: i64) {
+        let all = load(&self.configured(), store, context).await?;
+        if always || format!("{:?}", &*self.current()) != format!("{all:?}") {
+            self.replace(all);
+        }
         self.built_from.fetch_max(version, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Rebuilds the set unless it was built from `version` of the stored
@@ -153,7 +161,7 @@ pub fn build_managed(
 
 /// The configuration's subscriptions followed by the managed ones that the
 /// store holds. A stored one that no longer builds is skipped and logged.
-pub async fn load(
+async fn load(
     config: &[Subscription],
     store: &crate::store::Store,
     context: &ManagedContext,
