@@ -287,6 +287,10 @@ pub struct Process {
     child: tokio::process::Child,
 }
 
+/// The environment variable naming a command that runs each `herald
+/// serve` the bench starts as its own process (see `Process::spawn`).
+pub const WRAPPER: &str = "HERALD_BENCH_WRAPPER";
+
 impl Process {
     /// Starts `herald serve` on `place`'s store with `server` lines for
     /// `[server]` and `extra` configuration, and waits until it listens.
@@ -310,7 +314,21 @@ impl Process {
         );
         let file = format!("herald-{port}.toml");
         std::fs::write(place.path().join(&file), config)?;
-        let child = tokio::process::Command::new(std::env::current_exe()?)
+        let herald = std::env::current_exe()?;
+        // A profiler to run the process under, e.g. `valgrind
+        // --tool=callgrind`: its instruction counts hold still on a noisy
+        // machine where times do not.
+        let wrapper = std::env::var(WRAPPER).unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(words).arg(herald);
+                command
+            }
+            None => tokio::process::Command::new(herald),
+        };
+        let child = command
             .args(["serve", "--config", &file])
             .current_dir(place.path())
             .env("HERALD_LOG", "warn")
@@ -355,7 +373,18 @@ impl Process {
         process_cpu(self.child.id().context("Herald has exited")?)
     }
 
+    /// Kills the process; under a wrapper (a profiler, which writes its
+    /// report on the way out) it is asked to stop and given a minute.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let (true, Some(pid)) = (std::env::var_os(WRAPPER).is_some(), self.child.id()) {
+            let asked = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+            let waited = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+            if asked.success() && waited.is_ok() {
+                return Ok(());
+            }
+        }
         Ok(self.child.kill().await?)
     }
 }
