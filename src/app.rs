@@ -47,7 +47,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("cannot build the HTTP client: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    HttpClient(#[from] crate::deliver::ClientError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]

@@ -40,14 +40,51 @@ impl RequestBody {
         Ok(())
     }
 
-    /// The body for reqwest.
-    pub fn into_reqwest(self) -> reqwest::Body {
-        match self {
-            RequestBody::Full(bytes) => bytes.into(),
-            RequestBody::Document(body) => reqwest::Body::wrap(Streamed {
+    /// The body as it is sent.
+    pub fn into_body(self) -> SendBody {
+        SendBody(match self {
+            RequestBody::Full(bytes) => Sending::Full(Some(bytes.into())),
+            RequestBody::Document(body) => Sending::Streamed(Streamed {
                 remaining: body.len,
                 chunks: body.chunks(),
             }),
+        })
+    }
+}
+
+/// A request body on its way out: in memory, or streamed from a document.
+pub struct SendBody(Sending);
+
+enum Sending {
+    /// Taken by the first frame.
+    Full(Option<Bytes>),
+    Streamed(Streamed),
+}
+
+impl http_body::Body for SendBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.get_mut().0 {
+            Sending::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Sending::Streamed(streamed) => Pin::new(streamed).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(&self.0, Sending::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Sending::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Sending::Streamed(streamed) => streamed.size_hint(),
         }
     }
 }

@@ -20,7 +20,7 @@ mod wakeups;
 pub use body::RequestBody;
 pub use dispatcher::{Dispatcher, DispatcherParts};
 pub use handoff::{Handoff, Reservation};
-pub use http::{literal_host, Attempt, HttpSender};
+pub use http::{literal_host, Attempt, ClientError, HttpSender};
 pub use mail::{MailError, Mailer};
 pub use request::{prepare, PreparedRequest};
 pub use wakeups::Wakeups;

@@ -275,3 +275,72 @@ async fn a_slow_receiver_gets_max_in_flight_requests_at_once_and_no_more() {
     assert!(eventually(Duration::from_secs(30), || receiver.received().len() == 12).await);
     assert_eq!(receiver.most_concurrent(), 3);
 }
+
+/// An `https` receiver gets TLS with the name it was called by and both
+/// HTTP versions offered, and its certificate is checked: one no public
+/// authority signed is refused, and the attempt says so.
+#[tokio::test]
+async fn an_https_receiver_is_called_over_verified_tls() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (hello_tx, hello_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let accepted =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+                .await
+                .unwrap();
+        let hello = accepted.client_hello();
+        let name = hello.server_name().map(str::to_owned);
+        let alpn: Vec<String> = hello
+            .alpn()
+            .map(|offered| {
+                offered
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = hello_tx.send((name, alpn));
+        // Herald refuses the certificate, so the handshake fails.
+        accepted.into_stream(Arc::new(config)).await.is_ok()
+    });
+
+    let app = spawn_app(&webhook(
+        "secure",
+        &format!("https://localhost:{port}/hook"),
+        r#"events = ["*"]"#,
+    ))
+    .await;
+    app.start_batch("ev-1", "b-1", "sales").await;
+    assert_eq!(app.deliver().await, 1);
+
+    let (name, alpn) = hello_rx.await.unwrap();
+    assert_eq!(name.as_deref(), Some("localhost"));
+    assert_eq!(alpn, ["h2", "http/1.1"]);
+    assert!(!server.await.unwrap(), "the handshake must not complete");
+    let delivery = only_delivery(&app).await;
+    assert_eq!(
+        delivery.state,
+        DeliveryState::Pending,
+        "a TLS failure is retried"
+    );
+    let attempts = app.store.list_attempts(&delivery.id).await.unwrap();
+    let error = attempts[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("connection failed") && error.contains("certificate"),
+        "{error}"
+    );
+}
