@@ -631,6 +631,11 @@ fn parse_url_template(key: &str, url: &str) -> Result<Template, ConfigError> {
         url.to_owned()
     };
     match reqwest::Url::parse(&probe) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(invalid(
+            key,
+            "a URL's user and password are not sent: put credentials in an \
+             `Authorization` header (`headers`)",
+        )),
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             parse_template(key, url)
         }
@@ -1645,6 +1650,21 @@ mod tests {
         match err {
             ConfigError::Invalid { key, .. } => key,
             other => panic!("expected an invalid key, got {other}"),
+        }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_with_where_they_belong() {
+        for url in [
+            "https://etl:secret@x.example/hook",
+            "https://etl@x.example/{{ data.cube_id }}",
+        ] {
+            let text = hook("").replace("http://x.example", url);
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks[0].url") && err.contains("Authorization"),
+                "{err}"
+            );
         }
     }
 

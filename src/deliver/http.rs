@@ -132,28 +132,28 @@ impl HttpSender {
         *built.uri_mut() = uri;
         *built.headers_mut() = header_map(&request.headers);
         let started = Instant::now();
-        let exchange = async {
-            let response = self.http.request(built).await?;
-            Ok::<_, hyper_util::client::legacy::Error>(self.read(response).await)
-        };
-        let outcome = tokio::time::timeout(timeout, exchange).await;
-        let (result, response_excerpt, error) = match outcome {
-            Ok(Ok((code, retry_after, excerpt))) => {
-                let error = (!(200..300).contains(&code)).then(|| format!("HTTP {code}"));
-                (AttemptResult::Status { code, retry_after }, excerpt, error)
-            }
-            Ok(Err(e)) => {
-                if let Some(blocked) = blocked_cause(&e) {
-                    return Attempt::blocked(now, blocked);
+        // The timeout bounds the whole exchange. A response whose body
+        // stalls keeps its status, with what of the body came in time.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (result, response_excerpt, error) =
+            match tokio::time::timeout_at(deadline, self.http.request(built)).await {
+                Ok(Ok(response)) => {
+                    let (code, retry_after, excerpt) = self.read(response, deadline).await;
+                    let error = (!(200..300).contains(&code)).then(|| format!("HTTP {code}"));
+                    (AttemptResult::Status { code, retry_after }, excerpt, error)
                 }
-                (AttemptResult::NoResponse, None, Some(describe(&e)))
-            }
-            Err(_) => (
-                AttemptResult::NoResponse,
-                None,
-                Some(format!("timed out after {timeout:?}")),
-            ),
-        };
+                Ok(Err(e)) => {
+                    if let Some(blocked) = blocked_cause(&e) {
+                        return Attempt::blocked(now, blocked);
+                    }
+                    (AttemptResult::NoResponse, None, Some(describe(&e)))
+                }
+                Err(_) => (
+                    AttemptResult::NoResponse,
+                    None,
+                    Some(format!("timed out after {timeout:?}")),
+                ),
+            };
         Attempt {
             started_at: now,
             duration: started.elapsed(),
@@ -164,10 +164,11 @@ impl HttpSender {
     }
 
     /// The status, the `Retry-After` delay, and at most `excerpt_bytes` of
-    /// the body; the rest is dropped unread.
+    /// the body that arrive before `deadline`; the rest is dropped unread.
     async fn read(
         &self,
         response: Response<hyper::body::Incoming>,
+        deadline: tokio::time::Instant,
     ) -> (u16, Option<Duration>, Option<String>) {
         let code = response.status().as_u16();
         let retry_after = response
@@ -178,9 +179,9 @@ impl HttpSender {
         let mut body = response.into_body();
         let mut buf = Vec::new();
         while buf.len() < self.excerpt_bytes {
-            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-            match frame {
-                Some(Ok(frame)) => {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+            match tokio::time::timeout_at(deadline, frame).await {
+                Ok(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         buf.extend_from_slice(data);
                     }

@@ -344,3 +344,29 @@ async fn an_https_receiver_is_called_over_verified_tls() {
         "{error}"
     );
 }
+
+/// A receiver that sends its status and then stalls its body: the attempt
+/// keeps the status and what of the body came, once the timeout is up.
+#[tokio::test]
+async fn a_response_whose_body_stalls_keeps_its_status_at_the_timeout() {
+    let receiver = Receiver::start().await;
+    let app = spawn_app(&webhook(
+        "etl",
+        &receiver.url(),
+        "events = [\"*\"]\ntimeout = \"300ms\"",
+    ))
+    .await;
+    receiver.script([Reply::StallBody(503, "overloaded, try later")]);
+    app.start_batch("ev-1", "b-1", "sales").await;
+    assert_eq!(app.deliver().await, 1);
+
+    let delivery = only_delivery(&app).await;
+    assert_eq!(delivery.state, DeliveryState::Pending);
+    let attempts = app.store.list_attempts(&delivery.id).await.unwrap();
+    assert_eq!(attempts[0].status_code, Some(503));
+    assert_eq!(attempts[0].error.as_deref(), Some("HTTP 503"));
+    assert_eq!(
+        attempts[0].response_excerpt.as_deref(),
+        Some("overloaded, try later")
+    );
+}

@@ -538,6 +538,8 @@ pub enum Reply {
     Hang,
     /// Answer 204 after this long.
     Slow(Duration),
+    /// Send this status and the start of a body, then never the rest.
+    StallBody(u16, &'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -677,6 +679,14 @@ impl Receiver {
             Reply::Slow(after) => {
                 tokio::time::sleep(after).await;
                 StatusCode::NO_CONTENT.into_response()
+            }
+            Reply::StallBody(code, start) => {
+                use tokio_stream::StreamExt;
+                let chunks = tokio_stream::iter([Ok::<_, std::io::Error>(Bytes::from(start))])
+                    .chain(tokio_stream::pending());
+                let mut response = axum::body::Body::from_stream(chunks).into_response();
+                *response.status_mut() = StatusCode::from_u16(code).unwrap();
+                response
             }
         }
     }
