@@ -273,7 +273,9 @@ impl tower_service::Service<Name> for PolicyResolver {
     }
 }
 
-/// The address in a URL's host, when it is one rather than a name.
+/// The address in a URL's host, when it is one rather than a name. The
+/// URL parser reads the forms a URI keeps as names (`0x7f.1`, `2130706433`)
+/// as the addresses they are; at send time the resolver sees those.
 pub fn literal_host(url: &str) -> Option<IpAddr> {
     literal_ip(url::Url::parse(url).ok()?.host_str()?)
 }
@@ -347,6 +349,21 @@ mod tests {
             let error = parse_uri(url).unwrap_err();
             assert!(error.contains(url), "{url}: {error}");
         }
+    }
+
+    #[test]
+    fn a_numeric_host_a_uri_keeps_as_a_name_is_still_an_address() {
+        assert_eq!(
+            literal_host("http://2130706433/x"),
+            "127.0.0.1".parse().ok()
+        );
+        assert_eq!(literal_host("http://0x7f.1/x"), "127.0.0.1".parse().ok());
+        let uri = parse_uri("http://2130706433/x").unwrap();
+        assert_eq!(
+            uri.host().and_then(literal_ip),
+            None,
+            "left to the resolver"
+        );
     }
 
     #[test]

@@ -540,6 +540,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/herald.db", dir.path().display());
         let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
+        let index: String = store
+            .direct
+            .write(|conn| {
+                Ok(conn.query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = 'deliveries_due'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert!(index.ends_with("WHERE state = 'pending'"), "{index}");
         let plan = claim_plan(&store, DeliveryOrder::None).await;
         assert!(
             plan.iter()
