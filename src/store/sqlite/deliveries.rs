@@ -430,9 +430,7 @@ fn lease(
     request: &ClaimRequest<'_>,
     rows: &[i64],
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    let mut leased = conn.prepare_cached(
-        "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE rowid = ?1",
-    )?;
+    let mut leased = conn.prepare_cached(LEASE)?;
     let mut read = conn.prepare_cached(
         "SELECT d.id, d.subscription, d.attempts, e.event_type, e.body
          FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.rowid = ?1",
@@ -454,6 +452,21 @@ fn lease(
     Ok(found)
 }
 
+const LEASE: &str = "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE rowid = ?1";
+
+const INSERT_ATTEMPT: &str =
+    "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code,
+                           response_excerpt, error, verdict, replica)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// A recorded attempt's delivery to its next state, while `owner` (?9)
+/// still holds its lease.
+const MOVE_ON: &str =
+    "UPDATE deliveries SET state = ?2, attempts = ?3, lease_owner = NULL, lease_until = NULL,
+        next_attempt_at = COALESCE(?4, next_attempt_at), finished_at = ?5,
+        last_status = ?6, last_error = ?7, silence_id = ?8
+     WHERE id = ?1 AND lease_owner = ?9";
+
 /// Inserts the attempts and moves their deliveries to their next states;
 /// for a 410, disables the subscription. A row moves only while `owner`
 /// still holds its lease.
@@ -464,17 +477,8 @@ fn record(
     attempts: &[(AttemptRecord, DeliveryUpdate)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code,
-                               response_excerpt, error, verdict, replica)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut move_on = conn.prepare_cached(
-        "UPDATE deliveries SET state = ?2, attempts = ?3, lease_owner = NULL, lease_until = NULL,
-            next_attempt_at = COALESCE(?4, next_attempt_at), finished_at = ?5,
-            last_status = ?6, last_error = ?7, silence_id = ?8
-         WHERE id = ?1 AND lease_owner = ?9",
-    )?;
+    let mut insert = conn.prepare_cached(INSERT_ATTEMPT)?;
+    let mut move_on = conn.prepare_cached(MOVE_ON)?;
     let mut disable = conn.prepare_cached(
         "UPDATE subscriptions SET disabled_at = ?1, disabled_reason = ?2
          WHERE name = (SELECT subscription FROM deliveries WHERE id = ?3)",
@@ -563,6 +567,136 @@ mod tests {
             "{plan:?}"
         );
         store.close().await;
+    }
+
+    /// The statements every webhook runs build no temporary B-tree: the
+    /// state column's CHECK once listed its states with IN, which SQLite
+    /// evaluated by filling a temporary table per enqueued or recorded
+    /// delivery (migration 0014).
+    #[tokio::test]
+    async fn the_statements_of_a_webhook_build_no_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db", dir.path().display());
+        let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
+        for sql in [
+            super::super::ingest::ENQUEUE,
+            LEASE,
+            INSERT_ATTEMPT,
+            MOVE_ON,
+        ] {
+            let opcodes: Vec<String> = store
+                .direct
+                .write(move |conn| {
+                    let mut program = conn.prepare(&format!("EXPLAIN {sql}"))?;
+                    let unbound = vec![rusqlite::types::Null; program.parameter_count()];
+                    let opcodes = program.query_map(rusqlite::params_from_iter(unbound), |r| {
+                        r.get::<_, String>(1)
+                    })?;
+                    Ok(opcodes.collect::<Result<_, _>>()?)
+                })
+                .await
+                .unwrap();
+            assert!(opcodes.iter().any(|op| op == "Halt"), "{opcodes:?}");
+            assert!(
+                !opcodes.iter().any(|op| op == "OpenEphemeral"),
+                "{sql}: {opcodes:?}"
+            );
+        }
+        store.close().await;
+    }
+
+    /// Migration 0014 copies the deliveries table: every row comes back
+    /// with its rowid, its attempts still point at it, and foreign keys
+    /// and the state CHECK hold on the new table.
+    #[tokio::test]
+    async fn the_check_rewrite_keeps_every_delivery_and_its_attempts() {
+        use sqlx::sqlite::SqliteConnectOptions;
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("herald.db"))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 14)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        before.run(&mut conn).await.unwrap();
+        conn.execute(
+            "INSERT INTO events (event_id, event_type, source, occurred_at, received_at,
+                                 fingerprint, payload, body, reply)
+             VALUES ('e1', 't', 's', 1, 1, 'f', '{}', x'7b7d', '{}');
+             INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at,
+                                     created_at, lease_owner, lease_until)
+             VALUES ('d1', 1, 'a', 'pending', 5, 1, 'me', 9),
+                    ('d2', 1, 'b', 'delivered', 1, 1, NULL, NULL);
+             DELETE FROM deliveries WHERE id = 'd1';
+             INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at,
+                                     created_at, lease_owner, lease_until)
+             VALUES ('d3', 1, 'a', 'pending', 5, 1, 'me', 9);
+             INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, verdict)
+             VALUES ('d2', 1, 1, 3, 'delivered'), ('d3', 1, 1, 3, 'retry');",
+        )
+        .await
+        .unwrap();
+        let rows = "SELECT rowid || ' ' || id || ' ' || state || ' ' || COALESCE(lease_owner, '-')
+                    FROM deliveries ORDER BY rowid";
+        let old: Vec<String> = sqlx::query_scalar(rows).fetch_all(&mut conn).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .unwrap();
+        let new: Vec<String> = sqlx::query_scalar(rows).fetch_all(&mut conn).await.unwrap();
+        assert_eq!(new, old);
+        assert_eq!(new, ["2 d2 delivered -", "3 d3 pending me"]);
+        let dangling: Vec<(String,)> = sqlx::query_as("PRAGMA foreign_key_check")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert!(dangling.is_empty());
+        let orphan = conn
+            .execute(
+                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, verdict)
+                 VALUES ('nowhere', 1, 1, 1, 'delivered')",
+            )
+            .await;
+        assert!(format!("{:?}", orphan.unwrap_err()).contains("FOREIGN KEY"));
+        let still_referenced = conn.execute("DELETE FROM deliveries WHERE id = 'd2'").await;
+        assert!(format!("{:?}", still_referenced.unwrap_err()).contains("FOREIGN KEY"));
+        let bad_state = conn
+            .execute("UPDATE deliveries SET state = 'lost' WHERE id = 'd3'")
+            .await;
+        assert!(format!("{:?}", bad_state.unwrap_err()).contains("CHECK"));
+        let sql: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'deliveries'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert!(!sql.contains(" IN ("), "{sql}");
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'
+             ORDER BY name",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "deliveries_due",
+                "deliveries_finished",
+                "deliveries_head",
+                "sqlite_autoindex_deliveries_1",
+                "sqlite_autoindex_deliveries_2"
+            ]
+        );
     }
 
     /// The earlier-pending check of an ordered lane seeks `deliveries_head`

@@ -259,11 +259,7 @@ impl Tx {
         deliveries: &[NewDelivery<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut statement = self.conn().prepare_cached(
-            "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at,
-                                     created_at, lease_owner, lease_until)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6)",
-        )?;
+        let mut statement = self.conn().prepare_cached(ENQUEUE)?;
         for d in deliveries {
             statement.execute(params![
                 d.id,
@@ -367,6 +363,12 @@ impl Tx {
         Ok(())
     }
 }
+
+/// A new delivery, pending (and leased when its send is handed over).
+pub(super) const ENQUEUE: &str =
+    "INSERT INTO deliveries (id, event_seq, subscription, state, next_attempt_at,
+                             created_at, lease_owner, lease_until)
+     VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6)";
 
 /// A project's newest document: the one of its latest event that has one.
 const LATEST_DOCUMENT: &str = "SELECT d.event_id, d.size, d.compressed FROM documents d
