@@ -370,6 +370,11 @@ impl Process {
 
     /// CPU time used so far (user and system).
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        Ok(self.cpu()?.total())
+    }
+
+    /// Its CPU time so far, in user space and in the kernel apart.
+    pub fn cpu(&self) -> anyhow::Result<CpuTime> {
         process_cpu(self.child.id().context("Herald has exited")?)
     }
 
@@ -389,9 +394,45 @@ impl Process {
     }
 }
 
-/// CPU time (user and system) process `pid` has used so far.
-pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+/// CPU time a process used: in user space, and in the kernel on its behalf
+/// (system calls, page faults, its share of disk syncs and wake-ups).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl CpuTime {
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The kernel's part of the total, in per cent (0 for no time at all).
+    pub fn kernel_percent(&self) -> f64 {
+        let total = self.total().as_secs_f64();
+        if total == 0.0 {
+            return 0.0;
+        }
+        self.system.as_secs_f64() * 100.0 / total
+    }
+
+    /// The time used since `earlier`.
+    pub fn since(&self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// CPU time process `pid` has used so far.
+pub fn process_cpu(pid: u32) -> anyhow::Result<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu(&stat)
+}
+
+/// The CPU times of a `/proc/<pid>/stat` line.
+fn parse_cpu(stat: &str) -> anyhow::Result<CpuTime> {
     // Fields after the command name (which may hold spaces), from the
     // third on: utime and stime are the 14th and 15th.
     let after_name = stat
@@ -399,13 +440,16 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
         .map(|(_, rest)| rest)
         .unwrap_or_default();
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields.get(i).context("short /proc stat line")?.parse()?)
-    };
     // Linux reports these in USER_HZ, which is 100 on every platform
     // Herald runs on.
-    let total = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_millis(total * 10))
+    let ticks = |i: usize| -> anyhow::Result<Duration> {
+        let n: u64 = fields.get(i).context("short /proc stat line")?.parse()?;
+        Ok(Duration::from_millis(n * 10))
+    };
+    Ok(CpuTime {
+        user: ticks(11)?,
+        system: ticks(12)?,
+    })
 }
 
 fn status_mib(pid: Option<u32>, field: &str) -> Option<f64> {
@@ -466,4 +510,35 @@ pub fn project_document(bytes: usize, variant: &str) -> Vec<u8> {
     }
     xml.push_str("</project>\n");
     xml.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// utime and stime are read after the command name, which may hold
+    /// spaces and parentheses of its own.
+    #[test]
+    fn cpu_times_are_read_after_the_command_name() {
+        let stat = "4242 (herald (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
+                    250 75 0 0 20 0 9 0 12345 1000000 2000 18446744073709551615";
+        let cpu = parse_cpu(stat).unwrap();
+        assert_eq!(cpu.user, Duration::from_millis(2500));
+        assert_eq!(cpu.system, Duration::from_millis(750));
+        assert_eq!(cpu.total(), Duration::from_millis(3250));
+        assert!((cpu.kernel_percent() - 750.0 * 100.0 / 3250.0).abs() < 1e-9);
+        let later = CpuTime {
+            user: Duration::from_millis(3000),
+            system: Duration::from_millis(1750),
+        };
+        assert_eq!(
+            later.since(cpu),
+            CpuTime {
+                user: Duration::from_millis(500),
+                system: Duration::from_millis(1000),
+            }
+        );
+        assert_eq!(CpuTime::default().kernel_percent(), 0.0);
+        assert!(parse_cpu("4242 (herald) S 1 2").is_err());
+    }
 }

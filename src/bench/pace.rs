@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 
 use super::harness::{client, event, subscriptions, IngestClient, Process, Receiver};
 use super::place::{Backend, Place};
-use super::scenarios::{figure, per_second, percentiles, LIMIT};
+use super::scenarios::{figure, kernel_share, per_second, percentiles, LIMIT};
 use super::{Figure, Sizes};
 
 /// Concurrent clients of the flat-out and paced scenarios.
@@ -43,6 +43,7 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     cpu_ms_per_event: f64,
+    kernel_percent: f64,
     /// Acked minus received, sampled every [`SAMPLE_EVERY`].
     backlog: Vec<u64>,
 }
@@ -58,6 +59,7 @@ pub(super) async fn flat_out(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>
         "bounded",
     );
     let mut cpu = figure("flatout", "Herald CPU per event", "ms", "");
+    let mut kernel = kernel_share("flatout");
     for run in 0..s.runs {
         let load = Load::FlatOut { clients: CLIENTS };
         let m = measure(&b, load, s.flatout_events, &format!("f{run}")).await?;
@@ -75,14 +77,16 @@ pub(super) async fn flat_out(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>
             .values
             .push(m.backlog.iter().copied().max().unwrap_or(0) as f64);
         cpu.values.push(m.cpu_ms_per_event);
+        kernel.values.push(m.kernel_percent);
     }
-    Ok(vec![acked, p50, p99, backlog, cpu])
+    Ok(vec![acked, p50, p99, backlog, cpu, kernel])
 }
 
 pub(super) async fn paced(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>> {
     let mut p50 = figure("paced", "send → receive at 300/s, p50", "ms", "≤ 3 ms");
     let mut p99 = figure("paced", "send → receive at 300/s, p99", "ms", "≤ 15 ms");
     let mut cpu = figure("paced", "Herald CPU per event", "ms", "");
+    let mut kernel = kernel_share("paced");
     for run in 0..s.runs {
         let load = Load::Paced { rate: PACED_RATE };
         let total = PACED_RATE * s.latency_seconds;
@@ -90,22 +94,25 @@ pub(super) async fn paced(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>> {
         p50.values.push(m.p50_ms);
         p99.values.push(m.p99_ms);
         cpu.values.push(m.cpu_ms_per_event);
+        kernel.values.push(m.kernel_percent);
     }
-    Ok(vec![p50, p99, cpu])
+    Ok(vec![p50, p99, cpu, kernel])
 }
 
 pub(super) async fn one_client(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>> {
     let mut p50 = figure("oneclient", "send → receive, p50", "ms", "≤ 2 ms");
     let mut p99 = figure("oneclient", "send → receive, p99", "ms", "");
     let mut cpu = figure("oneclient", "Herald CPU per event", "ms", "≤ 0.5 ms");
+    let mut kernel = kernel_share("oneclient");
     for run in 0..s.runs {
         let load = Load::FlatOut { clients: 1 };
         let m = measure(&b, load, s.one_client_events, &format!("o{run}")).await?;
         p50.values.push(m.p50_ms);
         p99.values.push(m.p99_ms);
         cpu.values.push(m.cpu_ms_per_event);
+        kernel.values.push(m.kernel_percent);
     }
-    Ok(vec![p50, p99, cpu])
+    Ok(vec![p50, p99, cpu, kernel])
 }
 
 async fn measure(b: &Backend, load: Load, total: u64, run: &str) -> anyhow::Result<Measured> {
@@ -116,7 +123,7 @@ async fn measure(b: &Backend, load: Load, total: u64, run: &str) -> anyhow::Resu
         subscriptions(1, &receiver.url(), "")
     );
     let herald = Process::start(&place, "", &config).await?;
-    let cpu_before = herald.cpu_time()?;
+    let cpu_before = herald.cpu()?;
     let acked = Arc::new(AtomicU64::new(0));
     let samples = Arc::new(Mutex::new(Vec::new()));
     let sampling = sample_backlog(acked.clone(), receiver.clone(), samples.clone());
@@ -126,7 +133,7 @@ async fn measure(b: &Backend, load: Load, total: u64, run: &str) -> anyhow::Resu
     let arrived = receiver.wait_for(total, LIMIT).await;
     sampling.abort();
     let backlog = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
-    let cpu = herald.cpu_time()?.saturating_sub(cpu_before);
+    let cpu = herald.cpu()?.since(cpu_before);
     herald.stop().await?;
     receiver.stop();
     let sent = sent?;
@@ -141,7 +148,8 @@ async fn measure(b: &Backend, load: Load, total: u64, run: &str) -> anyhow::Resu
         acked_per_s: per_second(total, acked_in),
         p50_ms,
         p99_ms,
-        cpu_ms_per_event: cpu.as_secs_f64() * 1000.0 / total as f64,
+        cpu_ms_per_event: cpu.total().as_secs_f64() * 1000.0 / total as f64,
+        kernel_percent: cpu.kernel_percent(),
         backlog,
     })
 }

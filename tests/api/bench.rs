@@ -41,8 +41,28 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
     }
     let figures: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    assert_eq!(figures.len(), 36);
+    assert_eq!(figures.len(), 41);
     assert!(figures
         .iter()
         .all(|f| f["values"].as_array().is_some_and(|v| !v.is_empty())));
+    // Herald's CPU split: the kernel's share is a percentage, for each
+    // scenario that reads the Herald process's CPU time.
+    let shares: Vec<&serde_json::Value> = figures
+        .iter()
+        .filter(|f| f["metric"] == "of Herald's CPU, in the kernel")
+        .collect();
+    let scenarios: Vec<&str> = shares
+        .iter()
+        .filter_map(|f| f["scenario"].as_str())
+        .collect();
+    assert_eq!(
+        scenarios,
+        ["oneclient", "paced", "flatout", "delivery", "fanout"]
+    );
+    for share in shares {
+        for value in share["values"].as_array().unwrap() {
+            let percent = value.as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&percent), "{share}");
+        }
+    }
 }
