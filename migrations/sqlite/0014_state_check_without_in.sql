@@ -10,9 +10,11 @@
 -- dropped (its attempts' references then count as deferred violations)
 -- and made again, and putting the rows back settles every one of them
 -- before the commit checks. `defer_foreign_keys` ends with the migration's
--- transaction.
+-- transaction. The rows wait in the database file, not in a TEMP table:
+-- temporary tables are kept in memory here, and thirty days of deliveries
+-- may not fit.
 PRAGMA defer_foreign_keys = ON;
-CREATE TEMP TABLE deliveries_copy AS SELECT rowid AS row_id, * FROM deliveries;
+CREATE TABLE deliveries_copy AS SELECT rowid AS row_id, * FROM deliveries;
 DROP TABLE deliveries;
 CREATE TABLE deliveries (
     id              TEXT    PRIMARY KEY,

@@ -680,6 +680,12 @@ mod tests {
                 .await
                 .unwrap();
         assert!(!sql.contains(" IN ("), "{sql}");
+        let set_aside: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'deliveries_copy'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(set_aside, 0);
         let indexes: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'
              ORDER BY name",
