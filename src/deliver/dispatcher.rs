@@ -16,7 +16,7 @@
 //! (production), [`Dispatcher::run_until_idle`] drives every lane by hand
 //! until nothing is due (tests with a manual clock).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -99,10 +99,11 @@ pub(super) struct Lane {
     stop: CancellationToken,
     /// While its rate limit holds due work back: when the next token comes.
     throttled_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
-    /// Its `max_in_flight` sends, shared with ingest's hand-offs.
+    /// Its `max_in_flight` sends, shared with ingest's hand-offs, and with
+    /// the lane it replaced while that one's last sends finish.
     slots: Arc<Slots>,
-    /// Pulled whenever a send gives its slot back.
-    freed: Notify,
+    /// Pulled whenever a send gives its slot back (shared as `slots` is).
+    freed: Arc<Notify>,
 }
 
 /// A send's slot, given back (and the lane told) when dropped.
@@ -212,9 +213,31 @@ impl Inner {
             .map(|s| (s.name.clone(), s.target_fingerprint()))
             .collect();
         let disabled = self.store.sync_subscriptions(&fingerprints).await?;
+        // A subscription's sends in flight keep their slots when its lane
+        // is rebuilt (any subscription's change rebuilds them all): the
+        // new lane counts them until they finish, so the receiver never
+        // gets more than `max_in_flight` at once. A changed limit starts
+        // afresh.
+        let previous: HashMap<String, (Arc<Slots>, Arc<Notify>)> = self
+            .lanes()
+            .iter()
+            .map(|l| {
+                let shared = (l.slots.clone(), l.freed.clone());
+                (l.sub.name.clone(), shared)
+            })
+            .collect();
         let lanes: Vec<Arc<Lane>> = subscriptions
             .iter()
             .map(|sub| {
+                let (slots, freed) = match previous.get(&sub.name) {
+                    Some((slots, freed)) if slots.max() == sub.max_in_flight => {
+                        (slots.clone(), freed.clone())
+                    }
+                    _ => (
+                        Arc::new(Slots::new(sub.max_in_flight)),
+                        Arc::new(Notify::new()),
+                    ),
+                };
                 Arc::new(Lane {
                     sub: sub.clone(),
                     wake: self.wakeups.signal(&sub.name),
@@ -222,8 +245,8 @@ impl Inner {
                     in_flight: Mutex::new(HashSet::new()),
                     stop: CancellationToken::new(),
                     throttled_until: Mutex::new(None),
-                    slots: Arc::new(Slots::new(sub.max_in_flight)),
-                    freed: Notify::new(),
+                    slots,
+                    freed,
                 })
             })
             .collect();
@@ -435,6 +458,8 @@ impl Inner {
         if unstarted.is_empty() {
             return;
         }
+        // The lane that replaced this one may share the slots.
+        lane.freed.notify_one();
         if let Err(e) = self.store.release_leases(&self.owner, &unstarted).await {
             tracing::error!(error = %e, "releasing handed-over leases failed; they will expire instead");
         }

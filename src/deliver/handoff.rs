@@ -40,6 +40,11 @@ impl Slots {
         }
     }
 
+    /// How many there are.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Slots not taken now.
     pub fn free(&self) -> usize {
         self.max.saturating_sub(self.taken.load(Ordering::Acquire))

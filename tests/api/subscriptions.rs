@@ -11,7 +11,9 @@ use sha2::Sha256;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::helpers::{app_with_receiver, Received, Receiver, TestApp};
+use crate::helpers::{
+    app_with_receiver, eventually, webhook, Received, Receiver, Reply, Spawn, TestApp,
+};
 
 async fn client(app: &TestApp) -> SubscriptionServiceClient<Channel> {
     SubscriptionServiceClient::new(app.channel().await)
@@ -537,4 +539,42 @@ async fn an_update_with_a_field_mask_changes_only_the_named_fields() {
         "{}",
         refused.message()
     );
+}
+
+/// Making a subscription rebuilds every delivery lane; a lane whose sends
+/// hang keeps counting them afterwards, so its receiver still gets no
+/// more than `max_in_flight` requests at once.
+#[tokio::test]
+async fn a_new_subscription_does_not_let_another_lane_exceed_its_max_in_flight() {
+    let hanging = Receiver::start().await;
+    hanging.always(Reply::Hang);
+    let app = Spawn {
+        webhooks: webhook(
+            "hanging",
+            &hanging.url(),
+            "events = [\"*\"]\ntimeout = \"5m\"\nmax_in_flight = 2",
+        ),
+        background: true,
+        ..Spawn::default()
+    }
+    .start()
+    .await;
+    for i in 0..5 {
+        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
+            .await;
+    }
+    assert!(eventually(Duration::from_secs(10), || hanging.received().len() == 2).await);
+
+    let added = Receiver::start().await;
+    create(&app, spec("added", &added.url(), &["*"]))
+        .await
+        .unwrap();
+    // Once the new subscription's lane has delivered, the rebuilt lanes
+    // have run: the hanging lane's two sends still hold both its slots.
+    let reply = app.start_batch("ev-after", "b-after", "sales").await;
+    assert_eq!(reply.deliveries, 2);
+    assert!(eventually(Duration::from_secs(10), || added.received().len() == 1).await);
+    assert_eq!(hanging.received().len(), 2);
+    assert_eq!(hanging.most_concurrent(), 2);
+    app.stop().await;
 }
