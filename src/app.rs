@@ -105,7 +105,7 @@ pub async fn check_target_name(
     if crate::deliver::literal_host(url).is_some() || templated_host {
         return Ok(());
     }
-    let Some(host) = reqwest::Url::parse(url.split("{{").next().unwrap_or_default())
+    let Some(host) = url::Url::parse(url.split("{{").next().unwrap_or_default())
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
     else {

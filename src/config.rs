@@ -630,7 +630,7 @@ fn parse_url_template(key: &str, url: &str) -> Result<Template, ConfigError> {
     } else {
         url.to_owned()
     };
-    match reqwest::Url::parse(&probe) {
+    match url::Url::parse(&probe) {
         Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(invalid(
             key,
             "a URL's user and password are not sent: put credentials in an \
@@ -1232,9 +1232,9 @@ fn parse_headers(
                     invalid(&field, format!("environment variable `{var}` is not set"))
                 })?,
             };
-            reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            hyper::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(&field, "is not a valid header name"))?;
-            reqwest::header::HeaderValue::from_str(&value)
+            hyper::header::HeaderValue::from_str(&value)
                 .map_err(|_| invalid(&field, "is not a valid header value"))?;
             Ok((name, value))
         })

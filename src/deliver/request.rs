@@ -187,7 +187,7 @@ fn project_headers(delivery: &ClaimedDelivery) -> Result<Vec<(String, String)>, 
 }
 
 fn with_project_query(url: &str, delivery: &ClaimedDelivery) -> Result<String, String> {
-    let mut url = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+    let mut url = url::Url::parse(url).map_err(|e| format!("url: {e}"))?;
     {
         let mut query = url.query_pairs_mut();
         for (name, value) in project_fields(delivery)? {

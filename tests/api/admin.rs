@@ -135,10 +135,7 @@ async fn a_dead_delivery_redelivered_once_the_receiver_is_back_is_delivered() {
 #[tokio::test]
 async fn the_delivery_log_pages_and_names_bad_arguments() {
     let (app, _receiver) = app_with_receiver(r#"["*"]"#).await;
-    for i in 0..5 {
-        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
-            .await;
-    }
+    app.start_batches(0..5).await;
     let mut client = admin(&app).await;
     let (mut seen, mut token) = (Vec::new(), String::new());
     loop {
@@ -193,10 +190,7 @@ async fn the_delivery_log_is_newest_first_across_pages_and_subscriptions() {
     ]
     .concat();
     let app = crate::helpers::spawn_app(&config).await;
-    for i in 1..=3 {
-        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
-            .await;
-    }
+    app.start_batches(1..=3).await;
     let mut client = admin(&app).await;
     let list = |subscription: &str, token: String| pb::ListDeliveriesRequest {
         subscription: subscription.into(),
@@ -300,10 +294,7 @@ fn listed(out: &std::process::Output) -> Vec<String> {
 #[tokio::test]
 async fn the_cli_pages_through_deliveries_and_says_when_more_exist() {
     let (app, _receiver) = app_with_receiver(r#"["aggregate.batch.started"]"#).await;
-    for i in 1..=3 {
-        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
-            .await;
-    }
+    app.start_batches(1..=3).await;
     let first = herald_cli(&app, &["deliveries", "list", "--limit", "2", "-o", "json"]).await;
     assert_eq!(listed(&first), ["ev-3", "ev-2"], "newest first");
     let notice = String::from_utf8_lossy(&first.stderr).trim_end().to_owned();

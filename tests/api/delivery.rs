@@ -268,10 +268,7 @@ async fn a_slow_receiver_gets_max_in_flight_requests_at_once_and_no_more() {
     }
     .start()
     .await;
-    for i in 0..12 {
-        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
-            .await;
-    }
+    app.start_batches(0..12).await;
     assert!(eventually(Duration::from_secs(30), || receiver.received().len() == 12).await);
     assert_eq!(receiver.most_concurrent(), 3);
 }

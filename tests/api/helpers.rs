@@ -426,6 +426,14 @@ impl TestApp {
         }
     }
 
+    /// Starts batch `b-{n}` of cube `sales` (event `ev-{n}`) for each `n`.
+    pub async fn start_batches(&self, numbers: impl IntoIterator<Item = usize>) {
+        for n in numbers {
+            self.start_batch(&format!("ev-{n}"), &format!("b-{n}"), "sales")
+                .await;
+        }
+    }
+
     pub async fn start_batch(&self, event_id: &str, batch_id: &str, cube: &str) -> pb::IngestReply {
         let request = pb::BatchStartedRequest {
             meta: self.meta(event_id),

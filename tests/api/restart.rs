@@ -18,10 +18,7 @@ async fn deliveries_pending_at_shutdown_are_all_delivered_after_a_restart() {
     }
     .start()
     .await;
-    for i in 0..5 {
-        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
-            .await;
-    }
+    app.start_batches(0..5).await;
     assert_eq!(
         app.deliver().await,
         5,

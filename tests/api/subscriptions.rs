@@ -559,10 +559,7 @@ async fn a_new_subscription_does_not_let_another_lane_exceed_its_max_in_flight()
     }
     .start()
     .await;
-    for i in 0..5 {
-        app.start_batch(&format!("ev-{i}"), &format!("b-{i}"), "sales")
-            .await;
-    }
+    app.start_batches(0..5).await;
     assert!(eventually(Duration::from_secs(10), || hanging.received().len() == 2).await);
 
     let added = Receiver::start().await;

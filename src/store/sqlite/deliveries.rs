@@ -523,27 +523,42 @@ mod tests {
     use super::*;
     use crate::config::StoreSettings;
 
-    /// How SQLite plans the claim's query for a lane of `order`.
-    async fn claim_plan(store: &SqliteStore, order: DeliveryOrder) -> Vec<String> {
-        let sql = format!("EXPLAIN QUERY PLAN {}", due_sql(order));
+    /// A store in a fresh file (the directory goes with the guard).
+    async fn fresh_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db", dir.path().display());
+        let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
+        (dir, store)
+    }
+
+    /// Column `column` of each row `EXPLAIN` (or `EXPLAIN QUERY PLAN`,
+    /// `explain` being the prefix) gives for `sql`, its parameters unbound.
+    async fn explain(store: &SqliteStore, explain: &str, sql: &str, column: usize) -> Vec<String> {
+        let sql = format!("{explain} {sql}");
         store
             .direct
             .write(move |conn| {
-                let mut plan = conn.prepare(&sql)?;
-                let details = plan.query_map(params!["s", 0, 10], |r| r.get::<_, String>(3))?;
-                Ok(details.collect::<Result<_, _>>()?)
+                let mut program = conn.prepare(&sql)?;
+                let unbound = vec![rusqlite::types::Null; program.parameter_count()];
+                let rows = program.query_map(rusqlite::params_from_iter(unbound), |r| {
+                    r.get::<_, String>(column)
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
             })
             .await
             .unwrap()
+    }
+
+    /// How SQLite plans the claim's query for a lane of `order`.
+    async fn claim_plan(store: &SqliteStore, order: DeliveryOrder) -> Vec<String> {
+        explain(store, "EXPLAIN QUERY PLAN", &due_sql(order), 3).await
     }
 
     /// A claim reads the pending rows' index alone: no table lookup for
     /// the leased rows it passes, and no finished row in it.
     #[tokio::test]
     async fn a_claim_reads_the_pending_index_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db", dir.path().display());
-        let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
+        let (_dir, store) = fresh_store().await;
         let index: String = store
             .direct
             .write(|conn| {
@@ -575,27 +590,14 @@ mod tests {
     /// delivery (migration 0014).
     #[tokio::test]
     async fn the_statements_of_a_webhook_build_no_temporary_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db", dir.path().display());
-        let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
+        let (_dir, store) = fresh_store().await;
         for sql in [
             super::super::ingest::ENQUEUE,
             LEASE,
             INSERT_ATTEMPT,
             MOVE_ON,
         ] {
-            let opcodes: Vec<String> = store
-                .direct
-                .write(move |conn| {
-                    let mut program = conn.prepare(&format!("EXPLAIN {sql}"))?;
-                    let unbound = vec![rusqlite::types::Null; program.parameter_count()];
-                    let opcodes = program.query_map(rusqlite::params_from_iter(unbound), |r| {
-                        r.get::<_, String>(1)
-                    })?;
-                    Ok(opcodes.collect::<Result<_, _>>()?)
-                })
-                .await
-                .unwrap();
+            let opcodes = explain(&store, "EXPLAIN", sql, 1).await;
             assert!(opcodes.iter().any(|op| op == "Halt"), "{opcodes:?}");
             assert!(
                 !opcodes.iter().any(|op| op == "OpenEphemeral"),
@@ -709,9 +711,7 @@ mod tests {
     /// instead of walking the subscription's pending rows.
     #[tokio::test]
     async fn an_ordered_lane_checks_for_earlier_rows_through_the_head_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db", dir.path().display());
-        let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
+        let (_dir, store) = fresh_store().await;
         for order in [
             DeliveryOrder::Subscription,
             DeliveryOrder::Cube,
