@@ -1,8 +1,9 @@
 //! The machine's own reference, measured at the start of every bench run:
-//! what one durable sync costs on the disk the scenarios write to, and how
-//! many HTTP requests loopback carries with nothing of Herald in the way.
-//! Herald's figures read as a fraction of these, so a slower disk or CPU
-//! can be told from a regression.
+//! what one durable sync costs on the disk the scenarios write to, how
+//! many HTTP requests loopback carries with nothing of Herald in the way,
+//! and how many ingest calls the gRPC stack alone acks to the ingest
+//! scenario's clients. Herald's figures read as a fraction of these, so a
+//! slower disk or CPU can be told from a regression.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,17 +12,24 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use axum::Router;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
 
-use super::Figure;
+use super::harness::ingest;
+use super::scenarios::per_second;
+use super::{Figure, Sizes};
+use crate::api::pb;
+use crate::api::pb::ingest_service_server::{IngestService, IngestServiceServer};
 
 /// Bytes written before each sync: one page, as a small commit writes.
 const PAGE: usize = 4096;
 /// Concurrent HTTP clients: enough to keep both ends of loopback busy.
 const HTTP_CLIENTS: usize = 32;
 
-/// The reference figures: sync latency (p50, p99) and loopback requests/s;
-/// `quick` measures briefly (it checks the harness, as `--quick` does).
-pub async fn reference(quick: bool) -> anyhow::Result<Vec<Figure>> {
+/// The reference figures: sync latency (p50, p99), loopback requests/s and
+/// bare gRPC calls/s with the ingest scenario's clients (`sizes`); `quick`
+/// measures briefly (it checks the harness, as `--quick` does).
+pub async fn reference(sizes: Sizes, quick: bool) -> anyhow::Result<Vec<Figure>> {
     let (syncs, http_for) = match quick {
         true => (50, Duration::from_millis(300)),
         false => (500, Duration::from_secs(2)),
@@ -30,6 +38,10 @@ pub async fn reference(quick: bool) -> anyhow::Result<Vec<Figure>> {
     sync_times.sort_by(f64::total_cmp);
     let at = |q: f64| sync_times[((sync_times.len() - 1) as f64 * q).round() as usize];
     let rate = loopback_requests_per_second(http_for).await?;
+    let clients = sizes.ingest_clients;
+    // Three times the scenario's events: the bare server acks them about
+    // three times as fast, so both measure for a similar time.
+    let calls = bare_grpc_calls_per_second(clients, 3 * sizes.ingest_events).await?;
     let figure = |metric: &str, unit, value| Figure {
         scenario: "machine",
         metric: metric.to_owned(),
@@ -41,6 +53,11 @@ pub async fn reference(quick: bool) -> anyhow::Result<Vec<Figure>> {
         figure("write 4 KiB + fdatasync p50", "ms", at(0.5)),
         figure("write 4 KiB + fdatasync p99", "ms", at(0.99)),
         figure("loopback HTTP/1.1 POSTs, 32 clients", "req/s", rate),
+        figure(
+            &format!("gRPC calls, nothing stored, {clients} clients"),
+            "calls/s",
+            calls,
+        ),
     ])
 }
 
@@ -96,3 +113,52 @@ async fn loopback_requests_per_second(period: Duration) -> anyhow::Result<f64> {
     server.abort();
     Ok(answered.load(Ordering::Relaxed) as f64 / elapsed)
 }
+
+/// Ingest calls per second that a gRPC server storing nothing acks to
+/// `clients` clients sending as the ingest scenario's do (the same harness,
+/// `calls` calls): what the gRPC stack and loopback carry by themselves,
+/// the ceiling of Herald's own ingest figure on this machine.
+async fn bare_grpc_calls_per_second(clients: usize, calls: u64) -> anyhow::Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(IngestServiceServer::new(Acker))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let elapsed = ingest(addr, clients, calls, "reference").await;
+    server.abort();
+    Ok(per_second(calls, elapsed?))
+}
+
+/// Acks every ingest call at once with an empty reply, storing nothing.
+struct Acker;
+
+/// Implements every RPC of `IngestService` for [`Acker`]: one empty ack.
+macro_rules! ack_every_call {
+    ($($rpc:ident($request:ident)),* $(,)?) => {
+        #[tonic::async_trait]
+        impl IngestService for Acker {
+            $(
+                async fn $rpc(
+                    &self,
+                    _: Request<pb::$request>,
+                ) -> Result<Response<pb::IngestReply>, Status> {
+                    Ok(Response::new(pb::IngestReply::default()))
+                }
+            )*
+        }
+    };
+}
+
+ack_every_call!(
+    batch_started(BatchStartedRequest),
+    batch_succeeded(BatchSucceededRequest),
+    batch_failed(BatchFailedRequest),
+    environment_created(EnvironmentRequest),
+    environment_updated(EnvironmentRequest),
+    environment_deleted(EnvironmentDeletedRequest),
+    schema_published(SchemaRequest),
+    schema_unpublished(SchemaRequest),
+    project_event(ProjectEventRequest),
+);

@@ -166,8 +166,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let backend = place::Backend::from_arg(args.store.as_deref()).await?;
     eprintln!("bench: on {}", backend.describe());
-    eprintln!("bench: machine reference (disk sync, loopback HTTP) ...");
-    let mut figures = machine::reference(args.quick).await?;
+    eprintln!("bench: machine reference (disk sync, loopback HTTP, bare gRPC) ...");
+    let mut figures = machine::reference(sizes, args.quick).await?;
     for (name, scenario) in scenarios::ALL {
         let asked = args.only.iter().any(|o| o == name);
         if !(asked || args.only.is_empty()) {

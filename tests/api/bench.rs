@@ -41,10 +41,19 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
     }
     let figures: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    assert_eq!(figures.len(), 41);
+    assert_eq!(figures.len(), 42);
     assert!(figures
         .iter()
         .all(|f| f["values"].as_array().is_some_and(|v| !v.is_empty())));
+    // The ingest figure's ceiling: the same clients against a gRPC server
+    // that stores nothing, measured with the machine's reference.
+    let bare = figures
+        .iter()
+        .find(|f| {
+            f["scenario"] == "machine" && f["metric"] == "gRPC calls, nothing stored, 16 clients"
+        })
+        .expect("a bare gRPC reference");
+    assert!(bare["values"][0].as_f64().unwrap() > 0.0, "{bare}");
     // Herald's CPU split: the kernel's share is a percentage, for each
     // scenario that reads the Herald process's CPU time.
     let shares: Vec<&serde_json::Value> = figures
