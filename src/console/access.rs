@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use super::{Console, ConsoleError};
 use crate::api::{bearer_token, find_token};
 use crate::config::Role;
+use crate::core::hex::hex;
 
 const COOKIE: &str = "herald_session";
 /// The sign-in form's CSRF cookie, and how long a form stays usable.
@@ -150,10 +151,6 @@ fn csrf_of(secret: &str) -> String {
     hex(&Sha256::digest(
         format!("herald-console-csrf:{secret}").as_bytes(),
     ))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Compares in constant time.

@@ -14,6 +14,7 @@ pub mod email;
 pub mod event;
 pub mod filter;
 pub mod gate;
+pub mod hex;
 pub mod model;
 pub mod openlineage;
 pub mod retry;

@@ -9,13 +9,14 @@
 
 mod gates;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::idempotency::{describe_use, fingerprint, same_content, FirstUse};
-use super::{Done, IngestError, Receipt, Work, RAISED_PREFIX};
+use super::idempotency::{describe_use, same_content, FirstUse};
+use super::{Done, Incoming, IngestError, Receipt, Work, RAISED_PREFIX};
 use crate::clock::Clock;
 use crate::core::batch::{self, BatchRecord, BatchState};
 use crate::core::cloudevent::{self, Envelope, HERALD_SOURCE};
@@ -426,14 +427,15 @@ impl Core {
     fn plan_event(
         &self,
         job: usize,
-        event: &Event,
+        incoming: &Incoming,
         now: DateTime<Utc>,
         overlay: &mut Overlay,
         plan: &mut Plan,
     ) -> Result<Pending, IngestError> {
-        let fingerprint = fingerprint(event);
+        let event = &incoming.event;
+        let fingerprint = &incoming.fingerprint;
         if let Some(prior) = overlay.priors.get(&event.event_id) {
-            same_content(event, &fingerprint, &prior.fingerprint, || {
+            same_content(event, fingerprint, &prior.fingerprint, || {
                 describe_use(&prior.event_type, &prior.scope)
             })?;
             let mut receipt: Receipt = crate::store::decode_reply(&prior.reply)?;
@@ -441,20 +443,25 @@ impl Core {
             return Ok(Pending::Repeat(receipt));
         }
         if let Some(first) = overlay.seen.get(&event.event_id) {
-            same_content(event, &fingerprint, &first.fingerprint, || {
+            same_content(event, fingerprint, &first.fingerprint, || {
                 first.described.clone()
             })?;
             return Ok(Pending::SameAs(first.job));
         }
         let annotated = annotate(event, overlay);
-        let event = &annotated;
+        let event = &*annotated;
         let own = |batch: Option<&BatchRecord>| Outgoing {
             event_id: event.event_id.clone(),
             event_type: event.event_type(),
             source: event.source.clone(),
             occurred_at: event.occurred_at,
             scope: event.scope(),
-            payload: crate::store::to_json(&event.payload),
+            // Serialized before the committer's turn, unless annotating
+            // changed the payload since.
+            payload: match (&annotated, &incoming.payload_json) {
+                (Cow::Borrowed(_), Some(payload)) => payload.clone(),
+                _ => crate::store::to_json(&event.payload),
+            },
             fingerprint: fingerprint.clone(),
             body: cloudevent::render(event, &event.event_id, event.event_type(), batch),
             targets: Vec::new(),
@@ -506,7 +513,7 @@ impl Core {
         };
         let first = FirstUse {
             job,
-            fingerprint,
+            fingerprint: fingerprint.clone(),
             described: describe_use(event.event_type().as_str(), &event.scope()),
         };
         overlay.seen.insert(event.event_id.clone(), first);
@@ -666,12 +673,12 @@ impl Core {
 /// A project event with a document gets the summary of what changed in
 /// the model since the project's previous document (or a malformed flag).
 /// Both models were read before the job was queued; this only compares.
-fn annotate(event: &Event, overlay: &mut Overlay) -> Event {
+fn annotate<'a>(event: &'a Event, overlay: &mut Overlay) -> Cow<'a, Event> {
     let Payload::Project(p) = &event.payload else {
-        return event.clone();
+        return Cow::Borrowed(event);
     };
     let Some(document) = &p.document else {
-        return event.clone();
+        return Cow::Borrowed(event);
     };
     let mut project = p.clone();
     match &document.model {
@@ -686,10 +693,10 @@ fn annotate(event: &Event, overlay: &mut Overlay) -> Event {
         }
         None => project.xml_malformed = true,
     }
-    Event {
+    Cow::Owned(Event {
         payload: Payload::Project(project),
         ..event.clone()
-    }
+    })
 }
 
 /// The stored first answer of each new event's job (its sequence number is

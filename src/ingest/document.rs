@@ -47,10 +47,7 @@ fn digest_and_prepare(
     xml: Bytes,
     latest: Option<(String, StoredDocument)>,
 ) -> Result<(String, PreparedDocument), StoreError> {
-    let digest = Sha256::digest(&xml)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::core::hex::hex(&Sha256::digest(&xml));
     let stored = StoredDocument::compress(&xml)
         .map_err(|e| StoreError::Corrupt(format!("compressing a document: {e}")))?;
     let model = match model_of(&xml[..]) {

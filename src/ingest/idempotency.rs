@@ -9,6 +9,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::core::event::{Event, Scope};
+use crate::core::hex::hex;
 use crate::ingest::ReusedEventId;
 
 /// An event id's first use within the batch.
@@ -28,8 +29,7 @@ pub(super) fn fingerprint(event: &Event) -> String {
     let content = (at.timestamp(), at.timestamp_subsec_nanos(), &event.payload);
     // Plain data with string keys: serializing it to JSON cannot fail.
     let json = serde_json::to_vec(&content).expect("events serialize");
-    let digest = Sha256::digest(json);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(json))
 }
 
 /// A repeat of an `event_id` must carry the content of its first use: that

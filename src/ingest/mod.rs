@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::core::batch::{BatchRecord, TransitionError};
-use crate::core::event::Event;
+use crate::core::event::{Event, Payload};
 use crate::core::schedule::Schedule;
 use crate::deliver::Wakeups;
 use crate::feed::ChangeFeed;
@@ -74,7 +74,7 @@ pub struct ReusedEventId {
 /// One unit of work for the committer.
 enum Work {
     /// Boxed: an event is several times larger than any other work.
-    Event(Box<Event>),
+    Event(Box<Incoming>),
     Stall {
         batch_id: String,
         allowance: Duration,
@@ -104,6 +104,40 @@ enum Work {
         gate: String,
         passed: (DateTime<Utc>, DateTime<Utc>),
     },
+}
+
+/// An event as the committer takes it, with what can be worked out before
+/// its turn: on the caller's runtime worker, in parallel, rather than on
+/// the committer's one thread, which every group waits for.
+struct Incoming {
+    event: Event,
+    /// Its content digest (see [`idempotency::fingerprint`]).
+    fingerprint: String,
+    /// Its payload as stored (JSON), for an event the committer does not
+    /// annotate (all but a project event with a document: see
+    /// `apply::annotate`).
+    payload_json: Option<String>,
+}
+
+impl Incoming {
+    fn new(event: Event) -> Self {
+        let fingerprint = idempotency::fingerprint(&event);
+        let annotated = matches!(&event.payload, Payload::Project(p) if p.document.is_some());
+        let payload_json = (!annotated).then(|| crate::store::to_json(&event.payload));
+        Self {
+            event,
+            fingerprint,
+            payload_json,
+        }
+    }
+}
+
+impl std::ops::Deref for Incoming {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        &self.event
+    }
 }
 
 /// What a job produced.
@@ -204,7 +238,8 @@ impl Ingestor {
     /// the committer (see [`document`]).
     pub async fn ingest(&self, mut event: Event) -> Result<Receipt, IngestError> {
         document::prepare(&self.store, &mut event).await?;
-        match self.submit(Work::Event(Box::new(event))).await? {
+        let work = Work::Event(Box::new(Incoming::new(event)));
+        match self.submit(work).await? {
             Done::Receipt(receipt) => Ok(*receipt),
             _ => unreachable!("an event job answers with a receipt"),
         }
