@@ -114,6 +114,62 @@ async fn loopback_requests_per_second(period: Duration) -> anyhow::Result<f64> {
     Ok(answered.load(Ordering::Relaxed) as f64 / elapsed)
 }
 
+/// The machine reference each throughput figure is bound by: (its
+/// scenario, how its rate's metric begins, how the reference's metric
+/// begins, the share's metric).
+const BOUNDS: [(&str, &str, &str, &str); 3] = [
+    (
+        "ingest",
+        "events acked",
+        "gRPC calls",
+        "of bare gRPC calls/s",
+    ),
+    (
+        "delivery",
+        "webhooks delivered",
+        "loopback HTTP",
+        "of loopback HTTP requests/s",
+    ),
+    (
+        "fanout",
+        "webhooks delivered",
+        "loopback HTTP",
+        "of loopback HTTP requests/s",
+    ),
+];
+
+/// Puts below each throughput figure of `figures` its share of the
+/// machine reference it is bound by, one value per run, so the rate reads
+/// as a fraction of what this machine carries with nothing of Herald in
+/// the way. Scenarios that did not run get no share.
+pub fn add_shares(figures: &mut Vec<Figure>) {
+    for (scenario, rate, reference, metric) in BOUNDS {
+        let found = |scenario: &str, metric: &str| {
+            figures
+                .iter()
+                .position(|f| f.scenario == scenario && f.metric.starts_with(metric))
+        };
+        let (Some(at), Some(by)) = (found(scenario, rate), found("machine", reference)) else {
+            continue;
+        };
+        let Some(&reference) = figures[by].values.first() else {
+            continue;
+        };
+        let share = Figure {
+            scenario: figures[at].scenario,
+            metric: metric.to_owned(),
+            unit: "%",
+            target: "",
+            values: figures[at]
+                .values
+                .iter()
+                .map(|v| 100.0 * v / reference)
+                .collect(),
+        };
+        figures.insert(at + 1, share);
+    }
+}
+
 /// Ingest calls per second that a gRPC server storing nothing acks to
 /// `clients` clients sending as the ingest scenario's do (the same harness,
 /// `calls` calls): what the gRPC stack and loopback carry by themselves,

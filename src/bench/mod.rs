@@ -182,6 +182,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    machine::add_shares(&mut figures);
     print_table(&figures);
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;

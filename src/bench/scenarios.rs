@@ -69,7 +69,7 @@ pub(super) fn per_second(count: u64, elapsed: Duration) -> f64 {
 async fn ingest_throughput(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>> {
     let mut f = figure(
         "ingest",
-        "events acked, 64 clients",
+        format!("events acked, {} clients", s.ingest_clients),
         "events/s",
         b.pick("≥ 30,000", "≥ 10,000"),
     );

@@ -41,7 +41,7 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
     }
     let figures: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    assert_eq!(figures.len(), 42);
+    assert_eq!(figures.len(), 45);
     assert!(figures
         .iter()
         .all(|f| f["values"].as_array().is_some_and(|v| !v.is_empty())));
@@ -54,6 +54,31 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
         })
         .expect("a bare gRPC reference");
     assert!(bare["values"][0].as_f64().unwrap() > 0.0, "{bare}");
+    // Ingest, delivery and fanout are each followed by their rate's share
+    // of the reference that bounds it, computed from the rows above.
+    let value = |f: &serde_json::Value| f["values"][0].as_f64().unwrap();
+    let reference = |prefix: &str| {
+        figures
+            .iter()
+            .find(|f| {
+                f["scenario"] == "machine" && f["metric"].as_str().unwrap().starts_with(prefix)
+            })
+            .map(value)
+            .unwrap()
+    };
+    let mut shared = Vec::new();
+    for (at, f) in figures.iter().enumerate() {
+        let by = match f["metric"].as_str().unwrap() {
+            "of bare gRPC calls/s" => reference("gRPC calls"),
+            "of loopback HTTP requests/s" => reference("loopback HTTP"),
+            _ => continue,
+        };
+        let rate = &figures[at - 1];
+        assert_eq!(rate["scenario"], f["scenario"]);
+        assert!((value(f) - 100.0 * value(rate) / by).abs() < 1e-9, "{f}");
+        shared.push(f["scenario"].as_str().unwrap());
+    }
+    assert_eq!(shared, ["ingest", "delivery", "fanout"]);
     // Herald's CPU split: the kernel's share is a percentage, for each
     // scenario that reads the Herald process's CPU time.
     let shares: Vec<&serde_json::Value> = figures
