@@ -41,7 +41,7 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
     }
     let figures: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    assert_eq!(figures.len(), 45);
+    assert_eq!(figures.len(), 46);
     assert!(figures
         .iter()
         .all(|f| f["values"].as_array().is_some_and(|v| !v.is_empty())));
