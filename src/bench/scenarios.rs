@@ -86,16 +86,30 @@ async fn ingest_throughput(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>> 
     let receiver = Receiver::start(false).await?;
     let one_subscription = subscriptions(1, &receiver.url(), "");
     for run in 0..s.runs {
-        for (f, config, background, tag) in [
-            (&mut plain, "", true, "i"),
-            (&mut enqueuing, one_subscription.as_str(), false, "ie"),
+        // (figure, subscriptions, dispatcher on, run tag, deliveries each)
+        for (f, config, background, tag, each) in [
+            (&mut plain, "", true, "i", 0),
+            (&mut enqueuing, one_subscription.as_str(), false, "ie", 1),
         ] {
             let place = Place::new(&b).await?;
             let herald = Herald::start(&place, config, background).await?;
             let run = format!("{tag}{run}");
             let elapsed = ingest(herald.addr, s.ingest_clients, s.ingest_events, &run).await?;
             f.values.push(per_second(s.ingest_events, elapsed));
+            // One more event of the same kind says how many deliveries
+            // each enqueued: what the figure's name promises.
+            let reply = client(herald.addr)
+                .await?
+                .batch_succeeded(event(&run, s.ingest_events))
+                .await?
+                .into_inner();
             herald.stop().await;
+            if reply.deliveries != each {
+                bail!(
+                    "ingest: an event enqueued {} deliveries, not {each}",
+                    reply.deliveries
+                );
+            }
         }
     }
     receiver.stop();
