@@ -356,16 +356,7 @@ async fn with_tokens_a_reader_reads_an_admin_acts_and_signing_out_ends_the_sessi
 
 /// The `digest` column of every stored session, read in the database.
 async fn session_digests(app: &TestApp) -> Vec<String> {
-    let sql = "SELECT digest FROM console_sessions";
-    let url = app.dir.store_url();
-    if url.starts_with("postgres") {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        return sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
-    }
-    let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=ro"))
-        .await
-        .unwrap();
-    sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
+    app.dir.texts("SELECT digest FROM console_sessions").await
 }
 
 #[tokio::test]

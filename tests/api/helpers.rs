@@ -86,20 +86,36 @@ impl TestDir {
 
     /// Rows in one of the store's tables, counted in the database itself.
     pub async fn count_rows(&self, table: &str) -> i64 {
+        self.column::<i64>(&format!("SELECT COUNT(*) FROM {table}"))
+            .await[0]
+    }
+
+    /// The text column each row of `sql` selects, read in the database.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        self.column(sql).await
+    }
+
+    /// The one column each row of `sql` selects, read in the database
+    /// (SQLite read-only).
+    async fn column<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: Send + Unpin,
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
         let url = self.store_url();
-        let sql = format!("SELECT COUNT(*) FROM {table}");
         if self.database.is_some() {
             let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            let found = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
             pool.close().await;
-            return n;
+            return found;
         }
         let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=ro"))
             .await
             .unwrap();
-        let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+        let found = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
         pool.close().await;
-        n
+        found
     }
 
     /// The store URL Herald is given.
