@@ -458,9 +458,9 @@ impl Core {
             scope: event.scope(),
             // Serialized before the committer's turn, unless annotating
             // changed the payload since.
-            payload: match (&annotated, &incoming.payload_json) {
-                (Cow::Borrowed(_), Some(payload)) => payload.clone(),
-                _ => crate::store::to_json(&event.payload),
+            payload: match &annotated {
+                Cow::Borrowed(_) => incoming.payload_json.clone(),
+                Cow::Owned(changed) => crate::store::to_json(&changed.payload),
             },
             fingerprint: fingerprint.clone(),
             body: cloudevent::render(event, &event.event_id, event.event_type(), batch),

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::core::batch::{BatchRecord, TransitionError};
-use crate::core::event::{Event, Payload};
+use crate::core::event::Event;
 use crate::core::schedule::Schedule;
 use crate::deliver::Wakeups;
 use crate::feed::ChangeFeed;
@@ -113,17 +113,15 @@ struct Incoming {
     event: Event,
     /// Its content digest (see [`idempotency::fingerprint`]).
     fingerprint: String,
-    /// Its payload as stored (JSON), for an event the committer does not
-    /// annotate (all but a project event with a document: see
-    /// `apply::annotate`).
-    payload_json: Option<String>,
+    /// Its payload as stored (JSON), unless the committer annotates it
+    /// (see `apply::annotate`).
+    payload_json: String,
 }
 
 impl Incoming {
     fn new(event: Event) -> Self {
         let fingerprint = idempotency::fingerprint(&event);
-        let annotated = matches!(&event.payload, Payload::Project(p) if p.document.is_some());
-        let payload_json = (!annotated).then(|| crate::store::to_json(&event.payload));
+        let payload_json = crate::store::to_json(&event.payload);
         Self {
             event,
             fingerprint,

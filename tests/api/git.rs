@@ -216,6 +216,15 @@ async fn a_publish_carries_what_changed_in_the_model_and_malformed_xml_is_archiv
         "added measure Sales.Margin; removed dimension Sales.Region"
     );
     assert_eq!(bodies[2]["data"]["project_xml_malformed"], true);
+    // The stored payload is the annotated one, too.
+    let payloads = app
+        .dir
+        .texts("SELECT payload FROM events WHERE event_type = 'project.published' ORDER BY seq")
+        .await;
+    assert!(
+        payloads[1].contains("added measure Sales.Margin; removed dimension Sales.Region"),
+        "{payloads:?}"
+    );
     let second = git(&repo, &["log", "-1", "--skip=1", "--format=%B"]);
     assert!(
         second.contains("Model: added measure Sales.Margin; removed dimension Sales.Region"),
