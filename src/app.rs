@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use tonic::service::interceptor::InterceptedService;
@@ -509,7 +508,7 @@ impl Application {
                 .with_gates(self.settings.gates.clone()),
                 Auth::new(&self.settings.server.tokens, Service::Query),
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
+            .serve_with_incoming_shutdown(crate::api::incoming(self.listener), stop)
             .await;
         tracing::info!("gRPC stopped; finishing in-flight deliveries");
         shutdown.cancel();

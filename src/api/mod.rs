@@ -41,4 +41,31 @@ pub fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
+/// The gRPC connections `listener` accepts, with `TCP_NODELAY` on each.
+///
+/// Tonic sets it only on listeners it binds itself; a server handed its
+/// own listener (Herald binds first, to report `127.0.0.1:0`'s port) got
+/// Nagle's algorithm, which holds a small reply back while an earlier one
+/// is unacknowledged. The bench's bare gRPC reference accepts through this
+/// too, so both run the same socket settings.
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 pub use convert::{batch_state_from_proto, batch_to_proto, timestamp_to_proto};
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    /// Every accepted connection replies without waiting for Nagle.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
+}

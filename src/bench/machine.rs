@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use axum::Router;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::harness::ingest;
@@ -180,7 +179,7 @@ async fn bare_grpc_calls_per_second(clients: usize, calls: u64) -> anyhow::Resul
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(IngestServiceServer::new(Acker))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(crate::api::incoming(listener)),
     );
     let elapsed = ingest(addr, clients, calls, "reference").await;
     server.abort();
