@@ -370,6 +370,11 @@ impl Application {
         self.monitor.clone()
     }
 
+    /// The counters `/metrics` renders (the bench reads the group commits).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     pub fn pruner(&self) -> Pruner {
         self.pruner.clone()
     }

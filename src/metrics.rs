@@ -18,6 +18,16 @@ const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Upper bounds (jobs) of the ingest group-size histogram: the committer
+/// takes at most 512 jobs at once.
+const GROUP_SIZES: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Upper bounds (seconds) of the group-commit duration histogram: from the
+/// transaction's start to its durable COMMIT.
+const COMMIT_SECONDS: [f64; 11] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0,
+];
+
 /// Outcomes a delivery attempt (or suppression) can have: `suppressed`
 /// is an email alert that needed no mail, `silenced` a delivery a silence
 /// held back.
@@ -35,10 +45,10 @@ pub const OUTCOMES: [&str; 7] = [
 struct Counters {
     events: [AtomicU64; EventType::ALL.len()],
     outcomes: [AtomicU64; OUTCOMES.len()],
-    buckets: [AtomicU64; BUCKETS.len()],
-    attempts: AtomicU64,
-    /// Sum of attempt durations in microseconds.
-    attempt_micros: AtomicU64,
+    attempt_durations: Histogram<{ BUCKETS.len() }>,
+    /// Jobs per ingest group commit, and how long each commit took.
+    group_sizes: Histogram<{ GROUP_SIZES.len() }>,
+    commit_durations: Histogram<{ COMMIT_SECONDS.len() }>,
     /// Rows removed by retention, by kind (see [`PRUNED_KINDS`]).
     pruned: [AtomicU64; PRUNED_KINDS.len()],
     /// Outcomes by (subscription, outcome); a subscription's first outcome
@@ -104,16 +114,30 @@ impl Metrics {
         if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
             self.counters.outcomes[i].fetch_add(1, Ordering::Relaxed);
         }
-        let Some(duration) = duration else {
-            return;
-        };
+        if let Some(duration) = duration {
+            self.counters
+                .attempt_durations
+                .observe(&BUCKETS, duration.as_secs_f64());
+        }
+    }
+
+    /// Counts one group commit of the ingest committer: `jobs` applied in
+    /// one transaction, durable after `took`.
+    pub fn group_committed(&self, jobs: usize, took: Duration) {
         let c = &self.counters;
-        c.attempts.fetch_add(1, Ordering::Relaxed);
-        c.attempt_micros
-            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
-        let secs = duration.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
-            c.buckets[i].fetch_add(1, Ordering::Relaxed);
+        c.group_sizes.observe(&GROUP_SIZES, jobs as f64);
+        c.commit_durations
+            .observe(&COMMIT_SECONDS, took.as_secs_f64());
+    }
+
+    /// Group commits so far: how many, the jobs in them, and the time they
+    /// took in all (what the bench prints beside the ingest rate).
+    pub fn group_commits(&self) -> GroupCommits {
+        let c = &self.counters;
+        GroupCommits {
+            groups: c.group_sizes.count.load(Ordering::Relaxed),
+            jobs: c.group_sizes.sum(),
+            seconds: c.commit_durations.sum(),
         }
     }
 
@@ -236,28 +260,24 @@ impl Metrics {
                 c.outcomes[i].load(Ordering::Relaxed)
             );
         }
-        header(
+        c.attempt_durations.render(
             &mut out,
+            &BUCKETS,
             "herald_attempt_duration_seconds",
-            "histogram",
             "Duration of delivery attempts.",
         );
-        let mut cumulative = 0;
-        for (i, le) in BUCKETS.iter().enumerate() {
-            cumulative += c.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "herald_attempt_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count = c.attempts.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "herald_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        c.group_sizes.render(
+            &mut out,
+            &GROUP_SIZES,
+            "herald_ingest_group_jobs",
+            "Jobs (events, and Herald's own stall and gate events) per group commit of the ingest committer.",
         );
-        let sum = c.attempt_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "herald_attempt_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "herald_attempt_duration_seconds_count {count}");
+        c.commit_durations.render(
+            &mut out,
+            &COMMIT_SECONDS,
+            "herald_ingest_commit_duration_seconds",
+            "Duration of each group commit, from its transaction's start to the durable COMMIT.",
+        );
         header(
             &mut out,
             "herald_outbox_pending",
@@ -306,6 +326,62 @@ impl Metrics {
     }
 }
 
+/// What [`Metrics::group_commits`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GroupCommits {
+    pub groups: u64,
+    pub jobs: f64,
+    pub seconds: f64,
+}
+
+/// A Prometheus histogram over `N` upper bounds (given to each call), in
+/// atomics: a count per bucket (not cumulative), the count, and the sum in
+/// millionths.
+#[derive(Debug)]
+struct Histogram<const N: usize> {
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&self, bounds: &[f64; N], value: f64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((value * 1e6).round() as u64, Ordering::Relaxed);
+        if let Some(i) = bounds.iter().position(|le| value <= *le) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sum(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    fn render(&self, out: &mut String, bounds: &[f64; N], name: &str, help: &str) {
+        header(out, name, "histogram", help);
+        let mut cumulative = 0;
+        for (bucket, le) in self.buckets.iter().zip(bounds) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum());
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 /// Adds `n` to the counter of `key` (a new key starts at 0).
 fn add<K: Ord>(counters: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) {
     let mut counters = counters.lock().unwrap_or_else(|p| p.into_inner());
@@ -340,6 +416,40 @@ mod tests {
         assert!(text.contains("herald_attempt_duration_seconds_bucket{le=\"0.5\"} 2\n"));
         assert!(text.contains("herald_attempt_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("herald_deliveries_total{outcome=\"suppressed\"} 1\n"));
+        assert!(text.contains("herald_attempt_duration_seconds_sum 0.303\n"));
+        assert!(text.contains("herald_attempt_duration_seconds_count 2\n"));
+    }
+
+    #[test]
+    fn group_commits_are_counted_by_size_and_duration() {
+        let m = Metrics::default();
+        m.group_committed(1, Duration::from_micros(400));
+        m.group_committed(30, Duration::from_micros(1_600));
+        m.group_committed(64, Duration::from_millis(3));
+        assert_eq!(
+            m.group_commits(),
+            GroupCommits {
+                groups: 3,
+                jobs: 95.0,
+                seconds: 0.005,
+            }
+        );
+        let text = m.render(OutboxGauges::default());
+        for line in [
+            "herald_ingest_group_jobs_bucket{le=\"1\"} 1\n",
+            "herald_ingest_group_jobs_bucket{le=\"16\"} 1\n",
+            "herald_ingest_group_jobs_bucket{le=\"32\"} 2\n",
+            "herald_ingest_group_jobs_bucket{le=\"64\"} 3\n",
+            "herald_ingest_group_jobs_bucket{le=\"+Inf\"} 3\n",
+            "herald_ingest_group_jobs_sum 95\n",
+            "herald_ingest_commit_duration_seconds_bucket{le=\"0.0005\"} 1\n",
+            "herald_ingest_commit_duration_seconds_bucket{le=\"0.001\"} 1\n",
+            "herald_ingest_commit_duration_seconds_bucket{le=\"0.0025\"} 2\n",
+            "herald_ingest_commit_duration_seconds_bucket{le=\"0.005\"} 3\n",
+            "herald_ingest_commit_duration_seconds_count 3\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub struct Herald {
     pub addr: SocketAddr,
     pub pruner: crate::retention::Pruner,
+    pub metrics: crate::metrics::Metrics,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -58,7 +59,7 @@ impl Herald {
             clock,
         };
         let app = Application::build_with(settings, options).await?;
-        let (addr, pruner) = (app.grpc_addr(), app.pruner());
+        let (addr, pruner, metrics) = (app.grpc_addr(), app.pruner(), app.metrics());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -72,6 +73,7 @@ impl Herald {
         Ok(Herald {
             addr,
             pruner,
+            metrics,
             stop,
             task,
         })

@@ -67,26 +67,17 @@ pub(super) fn per_second(count: u64, elapsed: Duration) -> f64 {
 }
 
 async fn ingest_throughput(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>> {
-    let mut plain = figure(
-        "ingest",
-        format!("events acked, {} clients", s.ingest_clients),
-        "events/s",
-        b.pick("≥ 30,000", "≥ 10,000"),
-    );
-    let mut enqueuing = figure(
-        "ingest",
-        format!(
-            "events acked, {} clients, a delivery each",
-            s.ingest_clients
-        ),
-        "events/s",
+    let clients = format!("{} clients", s.ingest_clients);
+    let mut plain = IngestFigures::new(&clients, b.pick("≥ 30,000", "≥ 10,000"));
+    let mut enqueuing = IngestFigures::new(
+        &format!("{clients}, a delivery each"),
         b.pick("≥ 20,000", ""),
     );
     // Nothing reaches it: deliveries are enqueued, not sent (no dispatcher).
     let receiver = Receiver::start(false).await?;
     let one_subscription = subscriptions(1, &receiver.url(), "");
     for run in 0..s.runs {
-        // (figure, subscriptions, dispatcher on, run tag, deliveries each)
+        // (figures, subscriptions, dispatcher on, run tag, deliveries each)
         for (f, config, background, tag, each) in [
             (&mut plain, "", true, "i", 0),
             (&mut enqueuing, one_subscription.as_str(), false, "ie", 1),
@@ -94,8 +85,14 @@ async fn ingest_throughput(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>> 
             let place = Place::new(&b).await?;
             let herald = Herald::start(&place, config, background).await?;
             let run = format!("{tag}{run}");
+            let before = herald.metrics.group_commits();
             let elapsed = ingest(herald.addr, s.ingest_clients, s.ingest_events, &run).await?;
-            f.values.push(per_second(s.ingest_events, elapsed));
+            f.push(
+                s.ingest_events,
+                elapsed,
+                before,
+                herald.metrics.group_commits(),
+            );
             // One more event of the same kind says how many deliveries
             // each enqueued: what the figure's name promises.
             let reply = client(herald.addr)
@@ -113,7 +110,66 @@ async fn ingest_throughput(s: Sizes, b: Backend) -> anyhow::Result<Vec<Figure>> 
         }
     }
     receiver.stop();
-    Ok(vec![plain, enqueuing])
+    Ok([plain, enqueuing]
+        .into_iter()
+        .flat_map(IngestFigures::into_figures)
+        .collect())
+}
+
+/// One ingest load's rate, and what it depends on: how many events each
+/// group commit took, and how long a commit took per event in it (from the
+/// transaction's start to its durable COMMIT, read from Herald's metrics).
+/// The committer commits one group at a time, so the rate cannot pass a
+/// million over that time; when it nears it, the committer is the limit.
+struct IngestFigures {
+    rate: Figure,
+    group: Figure,
+    commit: Figure,
+}
+
+impl IngestFigures {
+    fn new(load: &str, target: &'static str) -> Self {
+        Self {
+            rate: figure(
+                "ingest",
+                format!("events acked, {load}"),
+                "events/s",
+                target,
+            ),
+            group: figure(
+                "ingest",
+                format!("events per group commit, {load}"),
+                "events",
+                "",
+            ),
+            commit: figure(
+                "ingest",
+                format!("group commit time per event, {load}"),
+                "µs",
+                "",
+            ),
+        }
+    }
+
+    fn push(
+        &mut self,
+        events: u64,
+        elapsed: Duration,
+        before: crate::metrics::GroupCommits,
+        after: crate::metrics::GroupCommits,
+    ) {
+        self.rate.values.push(per_second(events, elapsed));
+        let jobs = (after.jobs - before.jobs).max(1.0);
+        let groups = after.groups.saturating_sub(before.groups).max(1);
+        self.group.values.push(jobs / groups as f64);
+        self.commit
+            .values
+            .push(1e6 * (after.seconds - before.seconds) / jobs);
+    }
+
+    fn into_figures(self) -> [Figure; 3] {
+        [self.rate, self.group, self.commit]
+    }
 }
 
 /// Loads `events` into `place` with deliveries paused (Herald in this

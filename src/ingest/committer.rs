@@ -61,9 +61,11 @@ async fn commit_once(core: &Core, works: &[Work]) -> Result<Applied, StoreError>
             Err(e) => return Err(tx.note_failure(e)),
         };
         tx.commit().await?;
+        let took = started.elapsed();
+        core.metrics.group_committed(works.len(), took);
         tracing::trace!(
             jobs = works.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = took.as_micros() as u64,
             "group commit"
         );
         Ok::<_, StoreError>(applied)

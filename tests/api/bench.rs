@@ -41,7 +41,7 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
     }
     let figures: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    assert_eq!(figures.len(), 46);
+    assert_eq!(figures.len(), 50);
     assert!(figures
         .iter()
         .all(|f| f["values"].as_array().is_some_and(|v| !v.is_empty())));
@@ -79,6 +79,22 @@ async fn the_quick_bench_runs_every_scenario_and_reports_each_figure() {
         shared.push(f["scenario"].as_str().unwrap());
     }
     assert_eq!(shared, ["ingest", "delivery", "fanout"]);
+    // Beside each ingest rate: the events per group commit (at least one,
+    // at most one per client) and the commit time per event, from
+    // Herald's own metrics.
+    for load in ["16 clients", "16 clients, a delivery each"] {
+        let named = |metric: String| {
+            figures
+                .iter()
+                .find(|f| f["scenario"] == "ingest" && f["metric"] == metric.as_str())
+                .map(value)
+                .unwrap_or_else(|| panic!("no ingest row {metric:?}"))
+        };
+        let group = named(format!("events per group commit, {load}"));
+        assert!((1.0..=16.0).contains(&group), "{load}: {group} per group");
+        let commit = named(format!("group commit time per event, {load}"));
+        assert!(commit > 0.0, "{load}: {commit} µs per event");
+    }
     // Herald's CPU split: the kernel's share is a percentage, for each
     // scenario that reads the Herald process's CPU time.
     let shares: Vec<&serde_json::Value> = figures

@@ -70,6 +70,14 @@ async fn metrics_parse_and_move_with_traffic() {
     let queued = scrape(&app).await;
     assert_eq!(queued[started], 2.0);
     assert_eq!(queued["herald_outbox_pending"], 2.0);
+    // The committer's groups: one event each (sent one after the other),
+    // each counted once by size and once by duration.
+    let moved = |name: &str| queued[name] - before[name];
+    assert_eq!(moved("herald_ingest_group_jobs_sum"), 2.0);
+    assert_eq!(moved("herald_ingest_group_jobs_count"), 2.0);
+    assert_eq!(moved("herald_ingest_group_jobs_bucket{le=\"1\"}"), 2.0);
+    assert_eq!(moved("herald_ingest_commit_duration_seconds_count"), 2.0);
+    assert!(moved("herald_ingest_commit_duration_seconds_sum") > 0.0);
 
     app.advance(std::time::Duration::from_secs(30));
     assert!(scrape(&app).await["herald_outbox_oldest_pending_age_seconds"] >= 30.0);

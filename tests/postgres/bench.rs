@@ -49,6 +49,8 @@ async fn the_quick_bench_on_postgres_reports_ingest_and_each_replica_count() {
         "machine    gRPC calls, nothing stored, 16 clients",
         "ingest     events acked, 16 clients",
         "ingest     events acked, 16 clients, a delivery each",
+        "ingest     events per group commit, 16 clients",
+        "ingest     group commit time per event, 16 clients",
         "replicas   ingest, 1 replica, 16 clients",
         "replicas   ingest, 3 replicas, 16 clients",
         "replicas   delivered, 2 replicas, 1 subscription",
@@ -62,10 +64,11 @@ async fn the_quick_bench_on_postgres_reports_ingest_and_each_replica_count() {
     }
     let figures: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    // The machine reference: 4; ingest, its share of bare gRPC, and ingest
-    // enqueuing a delivery per event: 3; replicas: ingest, delivery and p99
-    // for 1, 2 and 3, and three comparisons.
-    assert_eq!(figures.len(), 4 + 3 + 9 + 3, "{figures:#?}");
+    // The machine reference: 4; ingest and ingest enqueuing a delivery per
+    // event, each with its events per group commit and commit time per
+    // event, and the first's share of bare gRPC: 7; replicas: ingest,
+    // delivery and p99 for 1, 2 and 3, and three comparisons.
+    assert_eq!(figures.len(), 4 + 7 + 9 + 3, "{figures:#?}");
     for f in &figures {
         let values = f["values"].as_array().unwrap();
         assert!(
