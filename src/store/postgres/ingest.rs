@@ -187,8 +187,15 @@ impl Tx {
         if cubes.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows =
-            latest_per_cube(&mut self.tx, cubes, "state IN ('SUCCEEDED', 'FAILED')", 1).await?;
+        // The newer of the latest success and the latest failure, each
+        // the last entry of a partial index.
+        let rows = latest_per_cube(
+            &mut self.tx,
+            cubes,
+            &["state = 'SUCCEEDED'", "state = 'FAILED'"],
+            1,
+        )
+        .await?;
         let mut found = HashMap::new();
         for r in &rows {
             if let Some(state) = BatchState::parse(r.get("state")) {
@@ -429,24 +436,40 @@ const LATEST_DOCUMENT_ID: &str =
 pub(super) const DOCUMENT: &str = "SELECT size, compressed FROM documents WHERE event_id = $1";
 
 /// For each (environment, cube) of `cubes`: its latest `limit` batches by
-/// `finished_at` meeting `condition`, each cube an indexed lookup
-/// (`batches_cube`) through a lateral join.
+/// `finished_at` meeting any of `conditions`, through a lateral join. Each
+/// condition is its own indexed lookup (one naming a state reads that
+/// state's partial index, `batches_succeeded` or `batches_failed`), and the
+/// newest `limit` of their rows are kept. Only finished batches count, and
+/// the order is plain `DESC`: the index read backwards gives it, so a
+/// lookup stops at its first `limit` entries (`DESC NULLS LAST` made
+/// PostgreSQL sort all of a cube's batches instead: 13 ms, not 0.2, for a
+/// cube of 4,000).
 pub(super) async fn latest_per_cube(
     conn: &mut sqlx::PgConnection,
     cubes: &[(&str, &str)],
-    condition: &str,
+    conditions: &[&str],
     limit: usize,
 ) -> Result<Vec<PgRow>, StoreError> {
     let environments: Vec<&str> = cubes.iter().map(|(e, _)| *e).collect();
     let cube_ids: Vec<&str> = cubes.iter().map(|(_, c)| *c).collect();
+    let lookups: Vec<String> = conditions
+        .iter()
+        .map(|condition| {
+            format!(
+                "(SELECT state, started_at, finished_at FROM batches
+                  WHERE environment_id = c.environment_id AND cube_id = c.cube_id
+                    AND finished_at IS NOT NULL AND {condition}
+                  ORDER BY finished_at DESC LIMIT $3)"
+            )
+        })
+        .collect();
     let rows = sqlx::query(&format!(
         "SELECT c.environment_id, c.cube_id, b.state, b.started_at, b.finished_at
          FROM UNNEST($1::TEXT[], $2::TEXT[]) AS c (environment_id, cube_id)
          CROSS JOIN LATERAL (
-            SELECT state, started_at, finished_at FROM batches
-            WHERE environment_id = c.environment_id AND cube_id = c.cube_id AND {condition}
-            ORDER BY finished_at DESC NULLS LAST LIMIT $3) AS b
-         ORDER BY c.environment_id, c.cube_id, b.finished_at DESC NULLS LAST"
+            SELECT * FROM ({}) AS u ORDER BY finished_at DESC LIMIT $3) AS b
+         ORDER BY c.environment_id, c.cube_id, b.finished_at DESC",
+        lookups.join(" UNION ALL ")
     ))
     .bind(&environments)
     .bind(&cube_ids)

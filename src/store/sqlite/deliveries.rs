@@ -520,34 +520,8 @@ fn record(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{explain, fresh_store};
     use super::*;
-    use crate::config::StoreSettings;
-
-    /// A store in a fresh file (the directory goes with the guard).
-    async fn fresh_store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db", dir.path().display());
-        let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
-        (dir, store)
-    }
-
-    /// Column `column` of each row `EXPLAIN` (or `EXPLAIN QUERY PLAN`,
-    /// `explain` being the prefix) gives for `sql`, its parameters unbound.
-    async fn explain(store: &SqliteStore, explain: &str, sql: &str, column: usize) -> Vec<String> {
-        let sql = format!("{explain} {sql}");
-        store
-            .direct
-            .write(move |conn| {
-                let mut program = conn.prepare(&sql)?;
-                let unbound = vec![rusqlite::types::Null; program.parameter_count()];
-                let rows = program.query_map(rusqlite::params_from_iter(unbound), |r| {
-                    r.get::<_, String>(column)
-                })?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await
-            .unwrap()
-    }
 
     /// How SQLite plans the claim's query for a lane of `order`.
     async fn claim_plan(store: &SqliteStore, order: DeliveryOrder) -> Vec<String> {

@@ -20,6 +20,20 @@ use crate::store::decompress;
 use crate::store::rows::Columns;
 use crate::store::types::{NewDelivery, NewEvent, PriorEvent};
 
+/// A cube's latest finished batch (`?1` environment, `?2` cube): the newer
+/// of its latest success and its latest failure, each the last entry of a
+/// partial index (`batches_succeeded`, `batches_failed`).
+pub(super) const LATEST_OUTCOME: &str = "SELECT state, finished_at FROM (
+        SELECT state, finished_at FROM batches
+         WHERE environment_id = ?1 AND cube_id = ?2 AND state = 'SUCCEEDED'
+         ORDER BY finished_at DESC LIMIT 1)
+    UNION ALL
+    SELECT state, finished_at FROM (
+        SELECT state, finished_at FROM batches
+         WHERE environment_id = ?1 AND cube_id = ?2 AND state = 'FAILED'
+         ORDER BY finished_at DESC LIMIT 1)
+    ORDER BY finished_at DESC LIMIT 1";
+
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 ///
 /// Its methods are `async` to match PostgreSQL's, but run SQLite on the
@@ -151,12 +165,7 @@ impl Tx {
         cubes: &[(&str, &str)],
     ) -> Result<HashMap<(String, String), (i64, BatchState)>, StoreError> {
         let mut found = HashMap::new();
-        // An indexed lookup (`batches_cube`) per cube.
-        let mut statement = self.conn().prepare_cached(
-            "SELECT state, finished_at FROM batches
-             WHERE environment_id = ?1 AND cube_id = ?2 AND state IN ('SUCCEEDED', 'FAILED')
-             ORDER BY finished_at DESC LIMIT 1",
-        )?;
+        let mut statement = self.conn().prepare_cached(LATEST_OUTCOME)?;
         for (environment_id, cube_id) in cubes {
             let latest = statement
                 .query_row([environment_id, cube_id], |r| {
@@ -410,5 +419,30 @@ impl SqliteStore {
     /// A project document, decompressed whole.
     pub async fn document(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         decompress(self.stored_document(event_id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{explain, fresh_store};
+    use super::LATEST_OUTCOME;
+
+    /// A cube's latest outcome is the last entry of two partial indexes: no
+    /// scan of the cube's batches, and no index over every batch.
+    #[tokio::test]
+    async fn the_latest_outcome_reads_the_success_and_failure_indexes() {
+        let (_dir, store) = fresh_store().await;
+        let plan = explain(&store, "EXPLAIN QUERY PLAN", LATEST_OUTCOME, 3).await;
+        for index in ["batches_succeeded", "batches_failed"] {
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains(&format!("INDEX {index} "))),
+                "{plan:?}"
+            );
+        }
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN batches")),
+            "{plan:?}"
+        );
     }
 }

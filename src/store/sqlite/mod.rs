@@ -243,3 +243,42 @@ async fn convert_to_incremental_vacuum(writer: &SqlitePool) {
         tracing::warn!(error = %e, "cannot convert to incremental auto-vacuum; freed space is still reused");
     }
 }
+
+/// What the store's unit tests share: a store of their own, and SQLite's
+/// account of how it runs a statement.
+#[cfg(test)]
+mod test_support {
+    use super::SqliteStore;
+    use crate::config::StoreSettings;
+
+    /// A store in a fresh file (the directory goes with the guard).
+    pub(super) async fn fresh_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db", dir.path().display());
+        let store = SqliteStore::open(&StoreSettings::new(&url)).await.unwrap();
+        (dir, store)
+    }
+
+    /// Column `column` of each row `EXPLAIN` (or `EXPLAIN QUERY PLAN`,
+    /// `explain` being the prefix) gives for `sql`, its parameters unbound.
+    pub(super) async fn explain(
+        store: &SqliteStore,
+        explain: &str,
+        sql: &str,
+        column: usize,
+    ) -> Vec<String> {
+        let sql = format!("{explain} {sql}");
+        store
+            .direct
+            .write(move |conn| {
+                let mut program = conn.prepare(&sql)?;
+                let unbound = vec![rusqlite::types::Null; program.parameter_count()];
+                let rows = program.query_map(rusqlite::params_from_iter(unbound), |r| {
+                    r.get::<_, String>(column)
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap()
+    }
+}

@@ -119,7 +119,9 @@ impl SqliteStore {
 
 /// One statement that reads, for each cube, its latest `limit` batches
 /// (by `finished_at`) meeting `condition`: `environment_id`, `cube_id` and
-/// `columns`. Each part is an indexed lookup (`batches_cube`), joined by
+/// `columns`. Each part is an indexed lookup (a `condition` naming a state
+/// reads that state's partial index, `batches_succeeded` or
+/// `batches_failed`), joined by
 /// `UNION ALL`; at most [`CHUNK`] cubes, under SQLite's limit on compound
 /// selects.
 pub(super) fn latest_per_cube<'a>(
@@ -143,4 +145,32 @@ pub(super) fn latest_per_cube<'a>(
             .push(")");
     }
     query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{explain, fresh_store};
+    use super::latest_per_cube;
+
+    /// The durations of a cube's latest successes come from the index of
+    /// successes, newest first.
+    #[tokio::test]
+    async fn recent_durations_read_the_success_index() {
+        let (_dir, store) = fresh_store().await;
+        let query = latest_per_cube(
+            &[("prod", "sales"), ("prod", "stock")],
+            "finished_at",
+            "state = 'SUCCEEDED' AND started_at IS NOT NULL",
+            5,
+        );
+        let plan = explain(&store, "EXPLAIN QUERY PLAN", query.sql(), 3).await;
+        let reads: Vec<&String> = plan.iter().filter(|s| s.contains("batches")).collect();
+        assert_eq!(reads.len(), 2, "{plan:?}");
+        assert!(
+            reads
+                .iter()
+                .all(|step| step.starts_with("SEARCH batches USING INDEX batches_succeeded ")),
+            "{plan:?}"
+        );
+    }
 }
