@@ -193,16 +193,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 fn print_table(figures: &[Figure]) {
     let header = ["scenario", "figure", "median", "min–max", "target"];
+    let label = |f: &Figure| format!("{} ({})", f.metric, f.unit);
+    // As wide as the longest label, so every median lines up.
+    let width = figures
+        .iter()
+        .map(|f| label(f).chars().count())
+        .fold(50, usize::max);
     println!(
-        "{:<10} {:<50} {:>9} {:>17}  {}",
+        "{:<10} {:<width$} {:>9} {:>17}  {}",
         header[0], header[1], header[2], header[3], header[4]
     );
     for f in figures {
         let (min, max) = f.range();
         println!(
-            "{:<10} {:<50} {:>9} {:>17}  {}",
+            "{:<10} {:<width$} {:>9} {:>17}  {}",
             f.scenario,
-            format!("{} ({})", f.metric, f.unit),
+            label(f),
             format_value(f.median()),
             format!("{}–{}", format_value(min), format_value(max)),
             f.target
