@@ -189,6 +189,12 @@ pub(super) fn snapshot_page(
     Ok((batches, rest))
 }
 
+/// The batches whose durations teach the monitor a cube's usual run: its
+/// successes whose start Herald saw. Naming the state lets either store
+/// read its partial index of successes (`batches_succeeded`).
+pub(super) const TIMED_SUCCESS: &str =
+    "state = 'SUCCEEDED' AND started_at IS NOT NULL AND finished_at >= started_at";
+
 /// What `/metrics` reads at scrape time: pending deliveries by subscription
 /// (over the delivery index), batches running and stalled (over
 /// `batches_running`), each cube's latest success (over the partial index

@@ -175,7 +175,7 @@ impl PgStore {
         let latest = latest_per_cube(
             &mut conn,
             cubes,
-            &["state = 'SUCCEEDED' AND started_at IS NOT NULL AND finished_at >= started_at"],
+            &[crate::store::portable::TIMED_SUCCESS],
             limit,
         )
         .await?;

@@ -40,7 +40,7 @@ impl SqliteStore {
             let mut query = latest_per_cube(
                 chunk,
                 "finished_at, finished_at - started_at AS ms",
-                "state = 'SUCCEEDED' AND started_at IS NOT NULL AND finished_at >= started_at",
+                crate::store::portable::TIMED_SUCCESS,
                 limit,
             );
             // Newest first within each cube, whatever order the parts return.
@@ -121,9 +121,8 @@ impl SqliteStore {
 /// (by `finished_at`) meeting `condition`: `environment_id`, `cube_id` and
 /// `columns`. Each part is an indexed lookup (a `condition` naming a state
 /// reads that state's partial index, `batches_succeeded` or
-/// `batches_failed`), joined by
-/// `UNION ALL`; at most [`CHUNK`] cubes, under SQLite's limit on compound
-/// selects.
+/// `batches_failed`), joined by `UNION ALL`; at most [`CHUNK`] cubes, under
+/// SQLite's limit on compound selects.
 pub(super) fn latest_per_cube<'a>(
     cubes: &[(&'a str, &'a str)],
     columns: &str,
@@ -160,7 +159,7 @@ mod tests {
         let query = latest_per_cube(
             &[("prod", "sales"), ("prod", "stock")],
             "finished_at",
-            "state = 'SUCCEEDED' AND started_at IS NOT NULL",
+            crate::store::portable::TIMED_SUCCESS,
             5,
         );
         let plan = explain(&store, "EXPLAIN QUERY PLAN", query.sql(), 3).await;
